@@ -1,0 +1,3 @@
+"""smsinbox: a self-hostable SMS inbox server."""
+
+__version__ = "0.1.0"

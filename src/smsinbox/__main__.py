@@ -1,0 +1,3 @@
+from smsinbox.cli import main
+
+main()

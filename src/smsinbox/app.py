@@ -1,0 +1,45 @@
+"""create_app(settings) -> the ASGI application. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from smsinbox.config import Settings
+from smsinbox.services import Services
+from smsinbox.upstream.http import inbound_sms
+from smsinbox.web import ops
+from smsinbox.web.middleware import AccessLog, BodyLimit
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    routes = [
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/inbound/sms", inbound_sms, methods=["GET", "POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(AccessLog, metrics=services.metrics),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
+    )
+    app.state.services = services
+    return app

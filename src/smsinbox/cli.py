@@ -1,0 +1,398 @@
+"""The `smsinbox` command: run the server and administer accounts, numbers and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from smsinbox.config import ConfigError, Settings, load_settings
+from smsinbox.core.ingest import RawInbound
+from smsinbox.errors import DomainError
+from smsinbox.models import AccountStatus, IngestOutcome
+from smsinbox.services import Services
+from smsinbox.store.migrate import upgrade
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="smsinbox: a self-hostable SMS inbox server.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
+number_app = typer.Typer(help="Phone numbers and the accounts that own them.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for the mysms API.", no_args_is_help=True)
+upstream_app = typer.Typer(help="Upstreams allowed to deliver messages.", no_args_is_help=True)
+unrouted_app = typer.Typer(help="Messages for numbers nobody owns.", no_args_is_help=True)
+for name, sub in [
+    ("db", db_app),
+    ("user", user_app),
+    ("number", number_app),
+    ("apikey", apikey_app),
+    ("upstream", upstream_app),
+    ("unrouted", unrouted_app),
+]:
+    app.add_typer(sub, name=name)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML settings file (default: $SMSINBOX_CONFIG).", dir_okay=False),
+    ] = None,
+) -> None:
+    ctx.obj = config
+
+
+def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
+    try:
+        return load_settings(ctx.find_root().obj, **overrides)
+    except (ConfigError, ValueError) as error:
+        fail(str(error), 2)
+
+
+def run(ctx: typer.Context, work: Callable[[Services], Awaitable[T]]) -> T:
+    """Build the services, bring the schema up to date, run `work`, close everything."""
+    settings = settings_of(ctx)
+
+    async def session() -> T:
+        try:
+            services = Services.build(settings)
+        except ValueError as error:
+            fail(str(error), 2)
+        try:
+            await services.start()
+            return await work(services)
+        finally:
+            await services.close()
+
+    try:
+        return asyncio.run(session())
+    except DomainError as error:
+        fail(error.detail)
+
+
+def when(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Listen address [setting: host].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [setting: port].")] = None,
+) -> None:
+    """Run the HTTP server (migrates the schema first unless migrate_on_start is off)."""
+    import uvicorn
+
+    from smsinbox.app import create_app
+
+    settings = settings_of(ctx, host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        application = create_app(settings)
+    except ValueError as error:
+        fail(str(error), 2)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # uvicorn's access log prints query strings, which carry passwords and tokens;
+        # smsinbox logs each request itself without them.
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Migrate the database schema to the latest version."""
+
+    async def work(services: Services) -> None:
+        await upgrade(services.store.db)
+
+    run(ctx, work)
+    typer.echo("database is up to date")
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    username: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    msisdn: Annotated[
+        list[str] | None, typer.Option(help="A number the account owns (repeatable).")
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="IANA time zone [setting: default_time_zone].")
+    ] = None,
+    reseller: Annotated[str | None, typer.Option(help="Reseller the account belongs to.")] = None,
+    needs_activation: Annotated[
+        bool, typer.Option(help="Create the account waiting for `user activate`.")
+    ] = False,
+) -> None:
+    """Create an account."""
+    status = AccountStatus.NEEDS_ACTIVATION if needs_activation else AccountStatus.ACTIVE
+
+    async def work(services: Services) -> None:
+        account = await services.accounts.add(
+            username,
+            password,
+            msisdns=tuple(msisdn or ()),
+            time_zone=timezone,
+            reseller=reseller,
+            status=status,
+        )
+        typer.echo(f"created account {account.username} ({account.status.value})")
+
+    run(ctx, work)
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context) -> None:
+    """List accounts: username, status, time zone, reseller, numbers."""
+
+    async def work(services: Services) -> None:
+        for account in await services.store.list_accounts():
+            typer.echo(
+                "\t".join(
+                    [
+                        account.username,
+                        account.status.value,
+                        account.time_zone,
+                        account.reseller or "-",
+                        ",".join(account.msisdns) or "-",
+                    ]
+                )
+            )
+
+    run(ctx, work)
+
+
+def _set_status(ctx: typer.Context, username: str, status: AccountStatus) -> None:
+    async def work(services: Services) -> None:
+        await services.accounts.set_status(username, status)
+
+    run(ctx, work)
+    typer.echo(f"{username} is now {status.value}")
+
+
+@user_app.command("block")
+def user_block(ctx: typer.Context, username: str) -> None:
+    """Block an account: its API calls are refused, its messages are still stored."""
+    _set_status(ctx, username, AccountStatus.BLOCKED)
+
+
+@user_app.command("unblock")
+def user_unblock(ctx: typer.Context, username: str) -> None:
+    """Make a blocked account active again."""
+    _set_status(ctx, username, AccountStatus.ACTIVE)
+
+
+@user_app.command("activate")
+def user_activate(ctx: typer.Context, username: str) -> None:
+    """Activate an account created with --needs-activation."""
+    _set_status(ctx, username, AccountStatus.ACTIVE)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    ctx: typer.Context,
+    username: str,
+    password: Annotated[
+        str, typer.Option(prompt="New password", hide_input=True, confirmation_prompt=True)
+    ],
+) -> None:
+    """Change an account's password; its auth tokens stop working."""
+
+    async def work(services: Services) -> None:
+        await services.accounts.change_password(username, password)
+
+    run(ctx, work)
+    typer.echo(f"password of {username} changed")
+
+
+@number_app.command("add")
+def number_add(ctx: typer.Context, msisdn: str, username: str) -> None:
+    """Route messages for MSISDN to USERNAME's account."""
+
+    async def work(services: Services) -> str:
+        return await services.accounts.add_number(msisdn, username)
+
+    typer.echo(f"{run(ctx, work)} now belongs to {username}")
+
+
+@number_app.command("remove")
+def number_remove(ctx: typer.Context, msisdn: str) -> None:
+    """Stop routing MSISDN; its new messages go to the unrouted box."""
+
+    async def work(services: Services) -> str:
+        return await services.accounts.remove_number(msisdn)
+
+    typer.echo(f"{run(ctx, work)} no longer belongs to any account")
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def _credential_commands(sub: typer.Typer, attribute: str, noun: str, create_verb: str) -> None:
+    @sub.command(create_verb)
+    def create(ctx: typer.Context, name: str) -> None:
+        async def work(services: Services) -> str:
+            _, secret = await getattr(services, attribute).create(name)
+            return str(secret)
+
+        secret = run(ctx, work)
+        typer.echo(f"created {noun} {name}; the secret is shown only once:")
+        typer.echo(secret)
+
+    create.__doc__ = f"Create a {noun}; prints its secret alone on the last line."
+
+    @sub.command("list")
+    def list_(ctx: typer.Context) -> None:
+        async def work(services: Services) -> None:
+            for credential in await getattr(services, attribute).list():
+                state = (
+                    f"revoked {when(credential.revoked_at)}" if credential.revoked_at else "active"
+                )
+                typer.echo(f"{credential.name}\tcreated {when(credential.created_at)}\t{state}")
+
+        run(ctx, work)
+
+    list_.__doc__ = f"List {noun}s."
+
+    @sub.command("revoke")
+    def revoke(ctx: typer.Context, name: str) -> None:
+        async def work(services: Services) -> None:
+            await getattr(services, attribute).revoke(name)
+
+        run(ctx, work)
+        typer.echo(f"revoked {noun} {name}")
+
+    revoke.__doc__ = f"Revoke a {noun}: its secret stops working at once."
+
+
+_credential_commands(apikey_app, "api_keys", "API key", "create")
+_credential_commands(upstream_app, "upstreams", "upstream", "add")
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@app.command()
+def inject(
+    ctx: typer.Context,
+    sender: Annotated[str, typer.Option("--from", help="Sender number or sender id.")],
+    recipient: Annotated[str, typer.Option("--to", help="The number it was sent to.")],
+    text: Annotated[
+        str, typer.Option(help="Message text (for --encoding 8bit/16bit, or use --hex).")
+    ] = "",
+    hex_body: Annotated[
+        str | None, typer.Option("--hex", help="Body as hex (8bit octets, 16bit UTF-16BE).")
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="7bit, 8bit or 16bit.")] = "7bit",
+    ref: Annotated[
+        int | None, typer.Option(help="Id of the outgoing message this replies to.")
+    ] = None,
+    upstream_message_id: Annotated[
+        str | None, typer.Option("--id", help="Upstream message id, for de-duplication.")
+    ] = None,
+) -> None:
+    """Ingest one message through the same path as the network; prints its id."""
+    raw = RawInbound(
+        sender=sender,
+        recipient=recipient,
+        text=None if hex_body is not None else text.encode("utf-8"),
+        hex=hex_body,
+        encoding=encoding,
+        upstream_message_id=upstream_message_id,
+        ref=None if ref is None else str(ref),
+    )
+
+    async def work(services: Services) -> tuple[IngestOutcome, int]:
+        result = await services.ingestor.accept(raw, upstream_id=None)
+        return result.outcome, result.id
+
+    outcome, identifier = run(ctx, work)
+    if outcome is IngestOutcome.UNROUTED:
+        typer.echo(f"no account owns {recipient}: kept in the unrouted box", err=True)
+    typer.echo(identifier)
+
+
+@app.command()
+def messages(
+    ctx: typer.Context,
+    username: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """Show an account's newest messages, newest first."""
+
+    async def work(services: Services) -> None:
+        for message in await services.store.list_recent_messages(username, limit):
+            reply = f" reply-to={message.reply_to_id}" if message.reply_to_id else ""
+            typer.echo(
+                f"{message.id}\t{when(message.received_at)}\t{message.direction.value}\t"
+                f"{message.sender} -> {message.recipient}\t{message.encoding.value}{reply}\t"
+                f"{message.text!r}"
+            )
+
+    run(ctx, work)
+
+
+@unrouted_app.command("list")
+def unrouted_list(ctx: typer.Context) -> None:
+    """Messages waiting for an account to own their number, oldest first."""
+
+    async def work(services: Services) -> None:
+        for message in await services.store.list_unrouted():
+            typer.echo(
+                f"{message.id}\t{when(message.received_at)}\t{message.sender} -> "
+                f"{message.recipient}\t{message.encoding.value}\t{message.text!r}"
+            )
+
+    run(ctx, work)
+
+
+@unrouted_app.command("assign")
+def unrouted_assign(ctx: typer.Context, msisdn: str, username: str) -> None:
+    """Give MSISDN to USERNAME and move the messages waiting for it into that account."""
+
+    async def work(services: Services) -> int:
+        return await services.ingestor.assign_unrouted(msisdn, username)
+
+    moved = run(ctx, work)
+    typer.echo(f"{msisdn} now belongs to {username}; {moved} waiting message(s) moved")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,136 @@
+"""Settings: every one has a default, a type and help text.
+
+Sources, later ones winning: the defaults below, an optional TOML file (its path in
+``SMSINBOX_CONFIG`` or given to the CLI with ``--config``), then ``SMSINBOX_<NAME>``
+environment variables, then explicit overrides such as CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SMSINBOX_"
+
+
+def setting(default: Any, help: str) -> Any:
+    """Declare a setting; the help text is what docs/configuration.md must explain."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The server's configuration. Build it with :func:`load_settings`."""
+
+    database_url: str = setting(
+        "sqlite:///var/smsinbox.db",
+        "Where messages are stored: sqlite:///relative/path.db, sqlite:////absolute/path.db "
+        "or postgresql://user:password@host:port/database. SQLite is the embedded default; "
+        "PostgreSQL is the production store.",
+    )
+    host: str = setting("127.0.0.1", "Address the HTTP server listens on.")
+    port: int = setting(8080, "TCP port the HTTP server listens on.")
+    log_level: str = setting("info", "Logging level: debug, info, warning or error.")
+    migrate_on_start: bool = setting(
+        True,
+        "Bring the database schema up to date when the server or a CLI command starts. "
+        "Turn it off to run `smsinbox db upgrade` yourself during deploys.",
+    )
+    db_pool_size: int = setting(
+        10, "Connections kept open to PostgreSQL per process (SQLite reads share a pool too)."
+    )
+    db_timeout: float = setting(
+        5.0,
+        "Seconds to wait for the database (connect, lock or statement) before answering "
+        "'temporarily unavailable' instead of hanging.",
+    )
+    reply_window: int = setting(
+        7 * 24 * 3600,
+        "Seconds during which an incoming message without an explicit reference is taken "
+        "as the reply to the latest outgoing message from the same number to its sender.",
+    )
+    max_message_chars: int = setting(
+        40_000,
+        "Longest message text accepted from an upstream, in characters (255 concatenated "
+        "parts of 153 GSM characters fit).",
+    )
+    max_body_bytes: int = setting(
+        256 * 1024, "Request bodies larger than this are refused with HTTP 413 before parsing."
+    )
+    default_time_zone: str = setting(
+        "UTC", "IANA time zone given to new accounts when none is specified."
+    )
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each setting's name and help text, in declaration order."""
+        return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+
+class ConfigError(ValueError):
+    """A setting has a value of the wrong type or an unknown name."""
+
+
+def _coerce(name: str, kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    try:
+        if kind is int and isinstance(raw, float | bool):
+            raise ValueError
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults, the TOML file, the environment and overrides."""
+    env = os.environ if environ is None else environ
+    kinds = {f.name: _field_type(f) for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, raw in document.items():
+            if key not in kinds:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, kinds[key], raw)
+
+    for name, kind in kinds.items():
+        raw_env = env.get(ENV_PREFIX + name.upper())
+        if raw_env is not None and raw_env != "":
+            values[name] = _coerce(ENV_PREFIX + name.upper(), kind, raw_env)
+
+    for name, raw in overrides.items():
+        if name not in kinds:
+            raise ConfigError(f"unknown setting {name!r}")
+        if raw is not None:
+            values[name] = _coerce(name, kinds[name], raw)
+    return Settings(**values)
+
+
+def _field_type(field: dataclasses.Field[Any]) -> type:
+    # Annotations are strings under `from __future__ import annotations`.
+    names = {"str": str, "int": int, "float": float, "bool": bool}
+    return names[str(field.type)]

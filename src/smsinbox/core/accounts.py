@@ -1,0 +1,90 @@
+"""Account administration: the rules behind `smsinbox user ...` and `smsinbox number ...`."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+
+from smsinbox.core.clock import Clock, now_ms
+from smsinbox.core.numbers import normalize_msisdn
+from smsinbox.core.passwords import hash_password
+from smsinbox.errors import InvalidInput, MissingParameter
+from smsinbox.models import Account, AccountStatus
+from smsinbox.store import Store
+
+# Free-form, as on the MC5 platform ("1234321@reseller"): anything printable but spaces.
+_USERNAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
+
+
+def validate_username(username: str | None) -> str:
+    if not username:
+        raise MissingParameter("username")
+    if not _USERNAME.fullmatch(username):
+        raise InvalidInput(
+            "username must be 1 to 128 printable characters without spaces", "username"
+        )
+    return username
+
+
+def validate_time_zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown IANA time zone {name!r}", "timezone") from None
+    return name
+
+
+def validate_password(password: str | None) -> str:
+    if not password:
+        raise MissingParameter("password")
+    return password
+
+
+class Accounts:
+    """Create and change accounts and the numbers they own."""
+
+    def __init__(self, store: Store, *, default_time_zone: str, clock: Clock = now_ms) -> None:
+        self.store = store
+        self.default_time_zone = default_time_zone
+        self.clock = clock
+
+    async def add(
+        self,
+        username: str,
+        password: str,
+        *,
+        msisdns: tuple[str, ...] = (),
+        time_zone: str | None = None,
+        reseller: str | None = None,
+        status: AccountStatus = AccountStatus.ACTIVE,
+    ) -> Account:
+        validate_username(username)
+        validate_password(password)
+        zone = validate_time_zone(time_zone or self.default_time_zone)
+        numbers = tuple(dict.fromkeys(normalize_msisdn(n) for n in msisdns))
+        return await self.store.create_account(
+            username=username,
+            password_hash=await hash_password(password),
+            status=status,
+            time_zone=zone,
+            reseller=reseller or None,
+            msisdns=numbers,
+            now=self.clock(),
+        )
+
+    async def set_status(self, username: str, status: AccountStatus) -> None:
+        await self.store.set_account_status(username, status)
+
+    async def change_password(self, username: str, password: str) -> None:
+        validate_password(password)
+        await self.store.set_password(username, await hash_password(password), self.clock())
+
+    async def add_number(self, msisdn: str, username: str) -> str:
+        number = normalize_msisdn(msisdn)
+        await self.store.add_number(number, username, self.clock())
+        return number
+
+    async def remove_number(self, msisdn: str) -> str:
+        number = normalize_msisdn(msisdn)
+        await self.store.remove_number(number)
+        return number

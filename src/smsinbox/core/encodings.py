@@ -1,0 +1,88 @@
+"""Message bodies: the three SMS encodings, upstream charsets and hex payloads.
+
+The text of every message is stored as Unicode. The exact octets are kept beside it
+whenever the text alone could not give them back: always for 8bit, and for any text with a
+NUL character, which PostgreSQL cannot store in a text column.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+
+from smsinbox.errors import InvalidInput
+from smsinbox.models import Encoding
+
+# Kannel's %c: 0 GSM 7-bit, 1 8-bit data, 2 UCS-2.
+KANNEL_CODINGS = {"0": Encoding.GSM7, "1": Encoding.BINARY, "2": Encoding.UCS2}
+
+_REPLACEMENT = "\ufffd"
+
+
+def parse_encoding(encoding: str | None, coding: str | None) -> Encoding:
+    """The encoding named by `encoding` (7bit/8bit/16bit) or Kannel's `coding` (0/1/2)."""
+    if encoding:
+        try:
+            return Encoding(encoding.strip().lower())
+        except ValueError:
+            raise InvalidInput("encoding must be 7bit, 8bit or 16bit", "encoding") from None
+    if coding:
+        try:
+            return KANNEL_CODINGS[coding.strip()]
+        except KeyError:
+            raise InvalidInput("coding must be 0, 1 or 2", "coding") from None
+    return Encoding.GSM7
+
+
+def _codec(charset: str | None) -> str:
+    name = (charset or "utf-8").strip().lower()
+    if name in {"ucs-2", "ucs2", "utf-16", "utf16"}:
+        # Network UCS-2 is big-endian without a byte order mark.
+        return "utf-16-be"
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise InvalidInput(f"unknown charset {charset!r}", "charset") from None
+
+
+def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple[str, bytes | None]:
+    """Text and kept octets for a body that arrived as text in `charset` (UTF-8 default)."""
+    if encoding is Encoding.BINARY:
+        return readable(octets), octets
+    try:
+        text = octets.decode(_codec(charset))
+    except UnicodeDecodeError:
+        raise InvalidInput(f"text is not valid {charset or 'UTF-8'}", "text") from None
+    return _storable(text, octets)
+
+
+def decode_hex(payload: str, encoding: Encoding) -> tuple[str, bytes | None]:
+    """Text and kept octets for a body that arrived as hex (8bit octets, 16bit UTF-16BE)."""
+    if encoding is Encoding.GSM7:
+        raise InvalidInput("a hex body needs encoding 8bit or 16bit", "hex")
+    try:
+        octets = binascii.unhexlify(payload.strip())
+    except (binascii.Error, ValueError):
+        raise InvalidInput("hex must be an even number of hexadecimal digits", "hex") from None
+    if encoding is Encoding.BINARY:
+        return readable(octets), octets
+    try:
+        text = octets.decode("utf-16-be")
+    except UnicodeDecodeError:
+        raise InvalidInput("hex is not valid UTF-16BE (UCS-2)", "hex") from None
+    return _storable(text, octets)
+
+
+def readable(octets: bytes) -> str:
+    """A best-effort reading of 8bit data: UTF-8 if it is valid, else Latin-1."""
+    try:
+        text = octets.decode("utf-8")
+    except UnicodeDecodeError:
+        text = octets.decode("latin-1")
+    return text.replace("\x00", _REPLACEMENT)
+
+
+def _storable(text: str, octets: bytes) -> tuple[str, bytes | None]:
+    if "\x00" in text:
+        return text.replace("\x00", _REPLACEMENT), octets
+    return text, None

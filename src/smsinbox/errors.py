@@ -1,0 +1,80 @@
+"""The catalogue of domain errors.
+
+The core raises these and nothing else for expected failures; each dialect maps them to its
+own status codes in one table. ``code`` is stable and appears in logs and metrics.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class DomainError(Exception):
+    """Base of every error the core raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.__class__.__doc__ or self.code)
+        self.detail = str(self)
+
+
+class InvalidInput(DomainError):
+    """A parameter has a value the operation cannot accept."""
+
+    code = "invalid_input"
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class MissingParameter(InvalidInput):
+    """A required parameter is absent or empty."""
+
+    code = "missing_parameter"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"missing required parameter {field!r}", field)
+
+
+class AuthenticationFailed(DomainError):
+    """The credentials do not match."""
+
+    code = "authentication_failed"
+
+
+class UnknownAccount(DomainError):
+    """No account has this username."""
+
+    code = "unknown_account"
+
+
+class AccountBlocked(DomainError):
+    """The account is blocked by the operator."""
+
+    code = "account_blocked"
+
+
+class AccountNeedsActivation(DomainError):
+    """The account exists but has not been activated yet."""
+
+    code = "account_needs_activation"
+
+
+class NotFound(DomainError):
+    """The thing asked for does not exist (or belongs to someone else)."""
+
+    code = "not_found"
+
+
+class AlreadyExists(DomainError):
+    """A unique name or number is already taken."""
+
+    code = "already_exists"
+
+
+class StoreUnavailable(DomainError):
+    """The database cannot be reached or did not answer in time."""
+
+    code = "store_unavailable"

@@ -1,0 +1,44 @@
+"""Prometheus metrics, one registry per app so tests and processes never share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages_ingested = Counter(
+            "smsinbox_messages_ingested",
+            "Incoming messages by outcome: stored, duplicate, unrouted, assigned (moved out "
+            "of the unrouted box), rejected (bad input), failed (store unavailable).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "smsinbox_http_request_duration_seconds",
+            "HTTP request latency by route, method and status.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.transaction_duration = Histogram(
+            "smsinbox_db_transaction_duration_seconds",
+            "Database transaction latency by name and result.",
+            ["name", "result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.unrouted_waiting = Gauge(
+            "smsinbox_unrouted_messages",
+            "Messages waiting in the unrouted box for their number to be assigned.",
+            registry=self.registry,
+        )
+
+    def count_ingest(self, outcome: str) -> None:
+        self.messages_ingested.labels(outcome).inc()
+
+    def observe_transaction(self, name: str, seconds: float, ok: bool) -> None:
+        self.transaction_duration.labels(name, "ok" if ok else "error").observe(seconds)

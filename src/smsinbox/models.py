@@ -1,0 +1,132 @@
+"""Plain values passed between the core, the store and the dialects."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class AccountStatus(enum.StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    NEEDS_ACTIVATION = "needs_activation"
+
+
+class Encoding(enum.StrEnum):
+    """How the message body travelled over the air (the EAPI names)."""
+
+    GSM7 = "7bit"
+    BINARY = "8bit"
+    UCS2 = "16bit"
+
+
+class Direction(enum.StrEnum):
+    INCOMING = "in"
+    OUTGOING = "out"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    username: str
+    password_hash: str
+    status: AccountStatus
+    time_zone: str
+    reseller: str | None
+    created_at: int
+    password_changed_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """An account as the operator lists it."""
+
+    username: str
+    status: AccountStatus
+    time_zone: str
+    reseller: str | None
+    msisdns: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Credential:
+    """A named secret (upstream token or API key) as the operator lists it."""
+
+    id: int
+    name: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """An incoming SMS as an upstream delivered it, validated and decoded."""
+
+    sender: str
+    recipient: str
+    text: str
+    encoding: Encoding
+    body: bytes | None = None
+    upstream_id: int | None = None
+    upstream_message_id: str | None = None
+    reply_ref: int | None = None
+    sent_at: int | None = None
+
+
+class IngestOutcome(enum.StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    UNROUTED = "unrouted"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to an inbound message; `id` is the message id, or the unrouted id."""
+
+    outcome: IngestOutcome
+    id: int
+    unrouted: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    account_id: int
+    seq: int
+    direction: Direction
+    sender: str
+    recipient: str
+    counterpart: str
+    text: str
+    encoding: Encoding
+    body: bytes | None
+    reply_to_id: int | None
+    upstream_message_id: str | None
+    received_at: int
+    sent_at: int | None
+    status: str
+    origin: str
+    read: bool
+    locked: bool
+    modseq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnroutedMessage:
+    id: int
+    sender: str
+    recipient: str
+    text: str
+    encoding: Encoding
+    received_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Conversation:
+    counterpart: str
+    message_count: int
+    unread_count: int
+    unsent_count: int
+    last_message_id: int
+    last_message_at: int
+    snippet: str

@@ -1,0 +1,21 @@
+"""The store: one interface over SQLite and PostgreSQL.
+
+Each method is a verb_noun coroutine that owns its transaction and names it; callers never
+see a connection.
+"""
+
+from __future__ import annotations
+
+from smsinbox.store.accounts import AccountStore
+from smsinbox.store.credentials import CredentialStore
+from smsinbox.store.database import Database, TransactionObserver
+from smsinbox.store.messages import MessageStore
+
+__all__ = ["Database", "Store", "TransactionObserver"]
+
+
+class Store(AccountStore, CredentialStore, MessageStore):
+    """Every storage operation smsinbox has, over one Database."""
+
+    async def close(self) -> None:
+        await self.db.close()

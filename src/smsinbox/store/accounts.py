@@ -1,0 +1,126 @@
+"""Accounts and the numbers they own."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import delete, exc, insert, select, update
+
+from smsinbox.errors import AlreadyExists, NotFound
+from smsinbox.models import Account, AccountStatus, AccountSummary
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase, account_from_row, account_id_for, claim_number
+
+
+class AccountStore(StoreBase):
+    async def create_account(
+        self,
+        *,
+        username: str,
+        password_hash: str,
+        status: AccountStatus,
+        time_zone: str,
+        reseller: str | None,
+        msisdns: tuple[str, ...],
+        now: int,
+    ) -> Account:
+        """Create an account with its numbers; all or nothing."""
+        try:
+            async with self.db.transaction("create_account") as connection:
+                taken = await connection.scalar(
+                    select(t.accounts.c.id).where(t.accounts.c.username == username)
+                )
+                if taken is not None:
+                    raise AlreadyExists(f"an account named {username!r} already exists")
+                account_id = await connection.scalar(
+                    insert(t.accounts)
+                    .values(
+                        username=username,
+                        password_hash=password_hash,
+                        status=status.value,
+                        time_zone=time_zone,
+                        reseller=reseller,
+                        created_at=now,
+                        password_changed_at=now,
+                    )
+                    .returning(t.accounts.c.id)
+                )
+                await connection.execute(insert(t.account_counters).values(account_id=account_id))
+                for msisdn in msisdns:
+                    await claim_number(connection, msisdn, int(account_id or 0), now)
+        except exc.IntegrityError:
+            # Lost a race with a concurrent create_account or add_number.
+            raise AlreadyExists(
+                f"account {username!r} or one of its numbers was just taken"
+            ) from None
+        account = await self.get_account(username)
+        assert account is not None
+        return account
+
+    async def get_account(self, username: str) -> Account | None:
+        async with self.db.snapshot("get_account") as connection:
+            row = (
+                await connection.execute(
+                    select(t.accounts).where(t.accounts.c.username == username)
+                )
+            ).first()
+        return None if row is None else account_from_row(row)
+
+    async def list_accounts(self) -> list[AccountSummary]:
+        async with self.db.snapshot("list_accounts") as connection:
+            rows = (await connection.execute(select(t.accounts).order_by(t.accounts.c.id))).all()
+            owned = (
+                await connection.execute(
+                    select(t.numbers.c.account_id, t.numbers.c.msisdn).order_by(t.numbers.c.msisdn)
+                )
+            ).all()
+        numbers_of: defaultdict[int, list[str]] = defaultdict(list)
+        for account_id, msisdn in owned:
+            numbers_of[account_id].append(msisdn)
+        return [
+            AccountSummary(
+                username=row.username,
+                status=AccountStatus(row.status),
+                time_zone=row.time_zone,
+                reseller=row.reseller,
+                msisdns=tuple(numbers_of[row.id]),
+            )
+            for row in rows
+        ]
+
+    async def set_account_status(self, username: str, status: AccountStatus) -> None:
+        async with self.db.transaction("set_account_status") as connection:
+            result = await connection.execute(
+                update(t.accounts)
+                .where(t.accounts.c.username == username)
+                .values(status=status.value)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no account named {username!r}")
+
+    async def set_password(self, username: str, password_hash: str, now: int) -> None:
+        """Replace the password and revoke every auth token issued under the old one."""
+        async with self.db.transaction("set_password") as connection:
+            account_id = await account_id_for(connection, username)
+            await connection.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == account_id)
+                .values(password_hash=password_hash, password_changed_at=now)
+            )
+            await connection.execute(
+                update(t.auth_tokens)
+                .where(t.auth_tokens.c.account_id == account_id)
+                .where(t.auth_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+
+    async def add_number(self, msisdn: str, username: str, now: int) -> None:
+        async with self.db.transaction("add_number") as connection:
+            account_id = await account_id_for(connection, username)
+            await claim_number(connection, msisdn, account_id, now)
+
+    async def remove_number(self, msisdn: str) -> None:
+        async with self.db.transaction("remove_number") as connection:
+            result = await connection.execute(delete(t.numbers).where(t.numbers.c.msisdn == msisdn))
+            if result.rowcount == 0:
+                raise NotFound(f"number {msisdn} is not assigned to any account")

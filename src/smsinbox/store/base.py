@@ -1,0 +1,55 @@
+"""What every part of the store shares: the database and row conversions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsinbox.errors import AlreadyExists, NotFound
+from smsinbox.models import Account, AccountStatus
+from smsinbox.store import tables as t
+from smsinbox.store.database import Database
+
+
+class StoreBase:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+
+def account_from_row(row: Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        username=row.username,
+        password_hash=row.password_hash,
+        status=AccountStatus(row.status),
+        time_zone=row.time_zone,
+        reseller=row.reseller,
+        created_at=row.created_at,
+        password_changed_at=row.password_changed_at,
+    )
+
+
+async def account_id_for(connection: AsyncConnection, username: str) -> int:
+    """The id of the account called `username`, or NotFound."""
+    account_id = await connection.scalar(
+        select(t.accounts.c.id).where(t.accounts.c.username == username)
+    )
+    if account_id is None:
+        raise NotFound(f"no account named {username!r}")
+    return int(account_id)
+
+
+async def claim_number(connection: AsyncConnection, msisdn: str, account_id: int, now: int) -> None:
+    """Give `msisdn` to the account, unless another account already owns it."""
+    owner = await connection.scalar(
+        select(t.accounts.c.username)
+        .join(t.numbers, t.numbers.c.account_id == t.accounts.c.id)
+        .where(t.numbers.c.msisdn == msisdn)
+    )
+    if owner is not None:
+        raise AlreadyExists(f"number {msisdn} already belongs to {owner}")
+    await connection.execute(
+        insert(t.numbers).values(msisdn=msisdn, account_id=account_id, created_at=now)
+    )

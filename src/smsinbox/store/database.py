@@ -1,0 +1,176 @@
+"""The two storage engines behind one small interface.
+
+Everything that differs between SQLite and PostgreSQL lives here: URLs and drivers,
+pragmas, how a write transaction begins, upserts, and which failures mean "the store is
+unavailable" rather than a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from smsinbox.errors import StoreUnavailable
+
+log = logging.getLogger("smsinbox.store")
+
+# (transaction name, seconds, succeeded) -> None; the app feeds it into metrics.
+TransactionObserver = Callable[[str, float, bool], None]
+
+
+def async_url(database_url: str) -> URL:
+    """Map the documented URL forms onto the async drivers smsinbox uses."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a file path: sqlite:///path/to/smsinbox.db")
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL scheme {url.drivername!r}")
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    """True for failures of the database itself (down, locked, full), not for bugs."""
+    if isinstance(error, exc.IntegrityError | exc.ProgrammingError | exc.DataError):
+        return False
+    if isinstance(error, exc.DBAPIError):
+        return True  # OperationalError, InterfaceError, invalidated connections
+    return isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError)
+
+
+class Database:
+    """A connection to the store: write transactions, read snapshots, engine quirks."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        observer: TransactionObserver | None = None,
+    ) -> None:
+        self.url = async_url(database_url)
+        self.kind = "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
+        self.timeout = timeout
+        self._observer = observer
+        if self.kind == "sqlite":
+            path = Path(self.url.database or "")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # One writer connection, serialised in-process by a lock and across processes
+            # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it.
+            self._writer = self._sqlite_engine(begin="BEGIN IMMEDIATE", pool_size=1)
+            self._reader = self._sqlite_engine(begin="BEGIN", pool_size=pool_size)
+            self._write_lock: asyncio.Lock | None = asyncio.Lock()
+        else:
+            engine = create_async_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=timeout,
+                pool_pre_ping=True,
+                connect_args={"timeout": timeout, "command_timeout": timeout},
+            )
+            self._writer = self._reader = engine
+            self._write_lock = None
+
+    def _sqlite_engine(self, *, begin: str, pool_size: int) -> AsyncEngine:
+        engine = create_async_engine(
+            self.url, pool_size=pool_size, max_overflow=0, pool_timeout=self.timeout
+        )
+        busy_ms = int(self.timeout * 1000)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control away from the driver so BEGIN is ours to choose.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL syncs the WAL on every commit: acknowledged means durable, even on
+            # power loss, not only on a process crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def on_begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
+
+        return engine
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine that writes (for migrations)."""
+        return self._writer
+
+    @asynccontextmanager
+    async def transaction(self, name: str) -> AsyncIterator[AsyncConnection]:
+        """A named write transaction; it commits when the block ends without error."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            if self._write_lock is not None:
+                await asyncio.wait_for(self._write_lock.acquire(), self.timeout)
+            try:
+                async with self._writer.begin() as connection:
+                    yield connection
+                ok = True
+            finally:
+                if self._write_lock is not None:
+                    self._write_lock.release()
+        except BaseException as error:
+            if _is_unavailable(error):
+                log.warning("transaction %s: store unavailable: %s", name, error)
+                raise StoreUnavailable(f"store unavailable during {name}") from error
+            raise
+        finally:
+            self._observe(name, started, ok)
+
+    @asynccontextmanager
+    async def snapshot(self, name: str) -> AsyncIterator[AsyncConnection]:
+        """A named read-only transaction: one consistent view of the store."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            async with self._reader.connect() as connection, connection.begin():
+                yield connection
+            ok = True
+        except BaseException as error:
+            if _is_unavailable(error):
+                log.warning("read %s: store unavailable: %s", name, error)
+                raise StoreUnavailable(f"store unavailable during {name}") from error
+            raise
+        finally:
+            self._observe(name, started, ok)
+
+    def _observe(self, name: str, started: float, ok: bool) -> None:
+        if self._observer is not None:
+            self._observer(name, time.perf_counter() - started, ok)
+
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that supports ON CONFLICT on this engine."""
+        if self.kind == "sqlite":
+            return sqlite.insert(table)
+        return postgresql.insert(table)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers a trivial query in time."""
+        async with self.snapshot("ping") as connection:
+            await asyncio.wait_for(connection.execute(text("SELECT 1")), self.timeout)
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

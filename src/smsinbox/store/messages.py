@@ -1,0 +1,408 @@
+"""Messages: the one ingest transaction, outgoing records, unrouted messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, case, delete, exc, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsinbox.errors import AlreadyExists
+from smsinbox.models import (
+    Conversation,
+    Direction,
+    Encoding,
+    InboundMessage,
+    IngestOutcome,
+    IngestResult,
+    Message,
+    UnroutedMessage,
+)
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase, account_id_for, claim_number
+
+SNIPPET_CHARS = 160
+
+# Outgoing states that count towards a conversation's "unsent" figure.
+UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled"})
+
+
+class MessageStore(StoreBase):
+    async def ingest_incoming(
+        self, inbound: InboundMessage, *, now: int, reply_window_ms: int
+    ) -> IngestResult:
+        """Store one incoming message, routed by its recipient, exactly once per upstream id.
+
+        Everything happens in one transaction: the caller may acknowledge the message to
+        its upstream as soon as this returns.
+        """
+        try:
+            return await self._ingest_once(inbound, now, reply_window_ms)
+        except exc.IntegrityError:
+            # A concurrent delivery of the same upstream id won the race; the retry finds it.
+            return await self._ingest_once(inbound, now, reply_window_ms)
+
+    async def _ingest_once(
+        self, inbound: InboundMessage, now: int, reply_window_ms: int
+    ) -> IngestResult:
+        async with self.db.transaction("ingest_incoming") as connection:
+            duplicate = await _find_duplicate(connection, inbound)
+            if duplicate is not None:
+                return duplicate
+            account_id = await connection.scalar(
+                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == inbound.recipient)
+            )
+            if account_id is None:
+                unrouted_id = await connection.scalar(
+                    insert(t.unrouted)
+                    .values(
+                        sender=inbound.sender,
+                        recipient=inbound.recipient,
+                        text=inbound.text,
+                        encoding=inbound.encoding.value,
+                        body=inbound.body,
+                        reply_ref=inbound.reply_ref,
+                        upstream_id=inbound.upstream_id,
+                        upstream_message_id=inbound.upstream_message_id,
+                        received_at=now,
+                        sent_at=inbound.sent_at,
+                    )
+                    .returning(t.unrouted.c.id)
+                )
+                return IngestResult(IngestOutcome.UNROUTED, int(unrouted_id or 0), unrouted=True)
+            message_id = await self._append_incoming(
+                connection, int(account_id), inbound, now, reply_window_ms
+            )
+            return IngestResult(IngestOutcome.STORED, message_id, unrouted=False)
+
+    async def _append_incoming(
+        self,
+        connection: AsyncConnection,
+        account_id: int,
+        inbound: InboundMessage,
+        now: int,
+        reply_window_ms: int,
+    ) -> int:
+        reply_to = await _find_answered_message(
+            connection, account_id, inbound, now - reply_window_ms
+        )
+        return await _append_message(
+            connection,
+            account_id,
+            now,
+            direction=Direction.INCOMING,
+            sender=inbound.sender,
+            recipient=inbound.recipient,
+            counterpart=inbound.sender,
+            text=inbound.text,
+            encoding=inbound.encoding.value,
+            body=inbound.body,
+            reply_to_id=reply_to,
+            upstream_id=inbound.upstream_id,
+            upstream_message_id=inbound.upstream_message_id,
+            sent_at=inbound.sent_at,
+            status="received",
+            origin="platform",
+        )
+
+    async def record_outgoing(
+        self,
+        account_id: int,
+        *,
+        sender: str,
+        recipient: str,
+        text: str,
+        encoding: Encoding,
+        status: str,
+        now: int,
+    ) -> int:
+        """Record a message the account sends; incoming answers thread onto it."""
+        async with self.db.transaction("record_outgoing") as connection:
+            return await _append_message(
+                connection,
+                account_id,
+                now,
+                direction=Direction.OUTGOING,
+                sender=sender,
+                recipient=recipient,
+                counterpart=recipient,
+                text=text,
+                encoding=encoding.value,
+                body=None,
+                reply_to_id=None,
+                upstream_id=None,
+                upstream_message_id=None,
+                sent_at=now,
+                status=status,
+                origin="platform",
+            )
+
+    async def get_message(self, account_id: int, message_id: int) -> Message | None:
+        async with self.db.snapshot("get_message") as connection:
+            row = (
+                await connection.execute(
+                    select(t.messages)
+                    .where(t.messages.c.account_id == account_id)
+                    .where(t.messages.c.id == message_id)
+                    .where(t.messages.c.deleted.is_(False))
+                )
+            ).first()
+        return None if row is None else _message_from_row(row)
+
+    async def list_recent_messages(self, username: str, limit: int) -> list[Message]:
+        """The account's newest messages, newest first (for the operator)."""
+        async with self.db.snapshot("list_recent_messages") as connection:
+            account_id = await account_id_for(connection, username)
+            rows = (
+                await connection.execute(
+                    select(t.messages)
+                    .where(t.messages.c.account_id == account_id)
+                    .where(t.messages.c.deleted.is_(False))
+                    .order_by(t.messages.c.seq.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [_message_from_row(row) for row in rows]
+
+    async def list_conversations(self, account_id: int) -> list[Conversation]:
+        async with self.db.snapshot("list_conversations") as connection:
+            rows = (
+                await connection.execute(
+                    select(t.conversations)
+                    .where(t.conversations.c.account_id == account_id)
+                    .order_by(t.conversations.c.last_message_at.desc())
+                )
+            ).all()
+        return [
+            Conversation(
+                counterpart=row.counterpart,
+                message_count=row.message_count,
+                unread_count=row.unread_count,
+                unsent_count=row.unsent_count,
+                last_message_id=row.last_message_id,
+                last_message_at=row.last_message_at,
+                snippet=row.snippet,
+            )
+            for row in rows
+        ]
+
+    async def list_unrouted(self, limit: int = 1000) -> list[UnroutedMessage]:
+        async with self.db.snapshot("list_unrouted") as connection:
+            rows = (
+                await connection.execute(select(t.unrouted).order_by(t.unrouted.c.id).limit(limit))
+            ).all()
+        return [
+            UnroutedMessage(
+                id=row.id,
+                sender=row.sender,
+                recipient=row.recipient,
+                text=row.text,
+                encoding=Encoding(row.encoding),
+                received_at=row.received_at,
+            )
+            for row in rows
+        ]
+
+    async def assign_unrouted(
+        self, msisdn: str, username: str, *, now: int, reply_window_ms: int
+    ) -> int:
+        """Give `msisdn` to the account and move the messages waiting for it there.
+
+        The moved messages get a receive time of now (the account's cursors have moved on
+        since they first arrived); the sender's own time is kept. Returns how many moved.
+        """
+        async with self.db.transaction("assign_unrouted") as connection:
+            account_id = await account_id_for(connection, username)
+            owner = await connection.scalar(
+                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == msisdn)
+            )
+            if owner is None:
+                await claim_number(connection, msisdn, account_id, now)
+            elif owner != account_id:
+                raise AlreadyExists(f"number {msisdn} already belongs to another account")
+            waiting = (
+                await connection.execute(
+                    select(t.unrouted)
+                    .where(t.unrouted.c.recipient == msisdn)
+                    .order_by(t.unrouted.c.id)
+                )
+            ).all()
+            # Free the upstream ids first: the moved rows take them over.
+            await connection.execute(delete(t.unrouted).where(t.unrouted.c.recipient == msisdn))
+            for row in waiting:
+                inbound = InboundMessage(
+                    sender=row.sender,
+                    recipient=row.recipient,
+                    text=row.text,
+                    encoding=Encoding(row.encoding),
+                    body=row.body,
+                    upstream_id=row.upstream_id,
+                    upstream_message_id=row.upstream_message_id,
+                    reply_ref=row.reply_ref,
+                    sent_at=row.sent_at,
+                )
+                await self._append_incoming(connection, account_id, inbound, now, reply_window_ms)
+            return len(waiting)
+
+    async def count_unrouted(self) -> int:
+        async with self.db.snapshot("count_unrouted") as connection:
+            count = await connection.scalar(select(func.count()).select_from(t.unrouted))
+        return int(count or 0)
+
+
+async def _find_duplicate(
+    connection: AsyncConnection, inbound: InboundMessage
+) -> IngestResult | None:
+    """The earlier copy of this upstream message, routed or not, if there is one."""
+    if inbound.upstream_id is None or inbound.upstream_message_id is None:
+        return None
+    for table, unrouted in ((t.messages, False), (t.unrouted, True)):
+        earlier = await connection.scalar(
+            select(table.c.id)
+            .where(table.c.upstream_id == inbound.upstream_id)
+            .where(table.c.upstream_message_id == inbound.upstream_message_id)
+        )
+        if earlier is not None:
+            return IngestResult(IngestOutcome.DUPLICATE, int(earlier), unrouted=unrouted)
+    return None
+
+
+async def _find_answered_message(
+    connection: AsyncConnection, account_id: int, inbound: InboundMessage, window_start: int
+) -> int | None:
+    """The outgoing message this one replies to.
+
+    An explicit reference counts only if it names an outgoing message of this account;
+    otherwise the latest outgoing message from this number to the sender, within the window.
+    """
+    outgoing = (
+        select(t.messages.c.id)
+        .where(t.messages.c.account_id == account_id)
+        .where(t.messages.c.direction == Direction.OUTGOING.value)
+    )
+    if inbound.reply_ref is not None:
+        referenced = await connection.scalar(outgoing.where(t.messages.c.id == inbound.reply_ref))
+        if referenced is not None:
+            return int(referenced)
+    latest = await connection.scalar(
+        outgoing.where(t.messages.c.counterpart == inbound.sender)
+        .where(t.messages.c.sender == inbound.recipient)
+        .where(t.messages.c.received_at >= window_start)
+        .where(t.messages.c.deleted.is_(False))
+        .order_by(t.messages.c.id.desc())
+        .limit(1)
+    )
+    return None if latest is None else int(latest)
+
+
+async def _append_message(
+    connection: AsyncConnection, account_id: int, now: int, **fields: Any
+) -> int:
+    """Insert a message in the account's commit order and update its conversation.
+
+    The counter row is updated first: its lock orders this account's writers, so the
+    sequence number, id and clamped timestamp all follow commit order (DESIGN invariant 2).
+    """
+    counters = t.account_counters.c
+    position = (
+        await connection.execute(
+            update(t.account_counters)
+            .where(counters.account_id == account_id)
+            .values(
+                last_seq=counters.last_seq + 1,
+                last_modseq=counters.last_modseq + 1,
+                last_received_at=case(
+                    (counters.last_received_at > now, counters.last_received_at), else_=now
+                ),
+            )
+            .returning(counters.last_seq, counters.last_modseq, counters.last_received_at)
+        )
+    ).one()
+    message_id = await connection.scalar(
+        insert(t.messages)
+        .values(
+            account_id=account_id,
+            seq=position.last_seq,
+            modseq=position.last_modseq,
+            received_at=position.last_received_at,
+            **fields,
+        )
+        .returning(t.messages.c.id)
+    )
+    assert message_id is not None
+    incoming = fields["direction"] == Direction.INCOMING
+    unsent = not incoming and fields["status"] in UNSENT_STATUSES
+    await _bump_conversation(
+        connection,
+        account_id,
+        counterpart=fields["counterpart"],
+        message_id=int(message_id),
+        at=position.last_received_at,
+        snippet=fields["text"][:SNIPPET_CHARS],
+        unread=1 if incoming else 0,
+        unsent=1 if unsent else 0,
+    )
+    return int(message_id)
+
+
+async def _bump_conversation(
+    connection: AsyncConnection,
+    account_id: int,
+    *,
+    counterpart: str,
+    message_id: int,
+    at: int,
+    snippet: str,
+    unread: int,
+    unsent: int,
+) -> None:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(t.conversations).values(
+        account_id=account_id,
+        counterpart=counterpart,
+        message_count=1,
+        unread_count=unread,
+        unsent_count=unsent,
+        last_message_id=message_id,
+        last_message_at=at,
+        snippet=snippet,
+    )
+    current = t.conversations.c
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[current.account_id, current.counterpart],
+            set_={
+                "message_count": current.message_count + 1,
+                "unread_count": current.unread_count + unread,
+                "unsent_count": current.unsent_count + unsent,
+                "last_message_id": statement.excluded.last_message_id,
+                "last_message_at": statement.excluded.last_message_at,
+                "snippet": statement.excluded.snippet,
+            },
+        )
+    )
+
+
+def _message_from_row(row: Row[Any]) -> Message:
+    return Message(
+        id=row.id,
+        account_id=row.account_id,
+        seq=row.seq,
+        direction=Direction(row.direction),
+        sender=row.sender,
+        recipient=row.recipient,
+        counterpart=row.counterpart,
+        text=row.text,
+        encoding=Encoding(row.encoding),
+        body=row.body,
+        reply_to_id=row.reply_to_id,
+        upstream_message_id=row.upstream_message_id,
+        received_at=row.received_at,
+        sent_at=row.sent_at,
+        status=row.status,
+        origin=row.origin,
+        read=row.read,
+        locked=row.locked,
+        modseq=row.modseq,
+    )

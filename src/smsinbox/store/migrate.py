@@ -1,0 +1,61 @@
+"""Bring the schema up to date with Alembic, on the connection smsinbox already has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from smsinbox.store.database import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Any constant works; it only has to be the same in every smsinbox process.
+_PG_MIGRATION_LOCK = 0x5D51B0C5
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(db: Database) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with db.snapshot("read_schema_revision") as connection:
+        return await connection.run_sync(read)
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Migrate to `revision`; safe to run from several processes at once."""
+
+    def run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # Serialise concurrent starts; the lock ends with the transaction.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+            )
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    async with db.transaction("migrate") as connection:
+        await connection.run_sync(run)
+
+
+async def ensure_schema(db: Database) -> None:
+    """Upgrade only when behind: the common case costs one small read."""
+    if await current_revision(db) != head_revision():
+        await upgrade(db)

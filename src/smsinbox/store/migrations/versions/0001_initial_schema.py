@@ -1,0 +1,377 @@
+"""initial schema
+
+Revision ID: 0001
+Revises: (none)
+Create Date: 2026-11-25
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "accounts",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("username", sa.String(length=128), nullable=False),
+        sa.Column("password_hash", sa.String(length=255), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("time_zone", sa.String(length=64), nullable=False),
+        sa.Column("reseller", sa.String(length=128), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("password_changed_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
+        sa.UniqueConstraint("username", name=op.f("uq_accounts_username")),
+        sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "api_keys",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+        sa.UniqueConstraint("name", name=op.f("uq_api_keys_name")),
+        sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "upstreams",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_upstreams")),
+        sa.UniqueConstraint("name", name=op.f("uq_upstreams_name")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_upstreams_token_hash")),
+        sqlite_autoincrement=True,
+    )
+    op.create_table(
+        "account_counters",
+        sa.Column(
+            "account_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
+        sa.Column("last_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_received_at", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_modseq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_account_counters_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_account_counters")),
+    )
+    op.create_table(
+        "auth_tokens",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "api_key_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_auth_tokens_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_auth_tokens_api_key_id_api_keys"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_auth_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_auth_tokens_token_hash")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(op.f("ix_auth_tokens_account_id"), "auth_tokens", ["account_id"], unique=False)
+    op.create_table(
+        "contacts",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("modified_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_contacts_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(op.f("ix_contacts_account_id"), "contacts", ["account_id"], unique=False)
+    op.create_table(
+        "conversations",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("counterpart", sa.String(length=32), nullable=False),
+        sa.Column("message_count", sa.Integer(), nullable=False),
+        sa.Column("unread_count", sa.Integer(), nullable=False),
+        sa.Column("unsent_count", sa.Integer(), nullable=False),
+        sa.Column("last_message_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_message_at", sa.BigInteger(), nullable=False),
+        sa.Column("snippet", sa.String(length=160), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_conversations_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_conversations_account_id_counterpart"),
+        "conversations",
+        ["account_id", "counterpart"],
+        unique=True,
+    )
+    op.create_index(
+        op.f("ix_conversations_account_id_last_message_at"),
+        "conversations",
+        ["account_id", "last_message_at"],
+        unique=False,
+    )
+    op.create_table(
+        "devices",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_devices_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_devices")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(op.f("ix_devices_account_id"), "devices", ["account_id"], unique=False)
+    op.create_table(
+        "messages",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column("sender", sa.String(length=32), nullable=False),
+        sa.Column("recipient", sa.String(length=32), nullable=False),
+        sa.Column("counterpart", sa.String(length=32), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("encoding", sa.String(length=5), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("reply_to_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "upstream_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("upstream_message_id", sa.String(length=128), nullable=True),
+        sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("origin", sa.String(length=8), nullable=False),
+        sa.Column("read", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("locked", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("modseq", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_messages_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["upstream_id"],
+            ["upstreams.id"],
+            name=op.f("fk_messages_upstream_id_upstreams"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_counterpart_id"),
+        "messages",
+        ["account_id", "counterpart", "id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_modseq"), "messages", ["account_id", "modseq"], unique=False
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_received_at"),
+        "messages",
+        ["account_id", "received_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_seq"), "messages", ["account_id", "seq"], unique=True
+    )
+    op.create_index(
+        op.f("ix_messages_upstream_id_upstream_message_id"),
+        "messages",
+        ["upstream_id", "upstream_message_id"],
+        unique=True,
+    )
+    op.create_table(
+        "numbers",
+        sa.Column("msisdn", sa.String(length=32), nullable=False),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_numbers_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("msisdn", name=op.f("pk_numbers")),
+    )
+    op.create_index(op.f("ix_numbers_account_id"), "numbers", ["account_id"], unique=False)
+    op.create_table(
+        "unrouted",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("sender", sa.String(length=32), nullable=False),
+        sa.Column("recipient", sa.String(length=32), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("encoding", sa.String(length=5), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("reply_ref", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "upstream_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("upstream_message_id", sa.String(length=128), nullable=True),
+        sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["upstream_id"],
+            ["upstreams.id"],
+            name=op.f("fk_unrouted_upstream_id_upstreams"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_unrouted")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(op.f("ix_unrouted_recipient_id"), "unrouted", ["recipient", "id"], unique=False)
+    op.create_index(
+        op.f("ix_unrouted_upstream_id_upstream_message_id"),
+        "unrouted",
+        ["upstream_id", "upstream_message_id"],
+        unique=True,
+    )
+    op.create_table(
+        "contact_numbers",
+        sa.Column(
+            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("msisdn", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_contact_numbers_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("contact_id", "msisdn", name=op.f("pk_contact_numbers")),
+    )
+    op.create_index(op.f("ix_contact_numbers_msisdn"), "contact_numbers", ["msisdn"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_contact_numbers_msisdn"), table_name="contact_numbers")
+    op.drop_table("contact_numbers")
+    op.drop_index(op.f("ix_unrouted_upstream_id_upstream_message_id"), table_name="unrouted")
+    op.drop_index(op.f("ix_unrouted_recipient_id"), table_name="unrouted")
+    op.drop_table("unrouted")
+    op.drop_index(op.f("ix_numbers_account_id"), table_name="numbers")
+    op.drop_table("numbers")
+    op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_received_at"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_modseq"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
+    op.drop_table("messages")
+    op.drop_index(op.f("ix_devices_account_id"), table_name="devices")
+    op.drop_table("devices")
+    op.drop_index(op.f("ix_conversations_account_id_last_message_at"), table_name="conversations")
+    op.drop_index(op.f("ix_conversations_account_id_counterpart"), table_name="conversations")
+    op.drop_table("conversations")
+    op.drop_index(op.f("ix_contacts_account_id"), table_name="contacts")
+    op.drop_table("contacts")
+    op.drop_index(op.f("ix_auth_tokens_account_id"), table_name="auth_tokens")
+    op.drop_table("auth_tokens")
+    op.drop_table("account_counters")
+    op.drop_table("upstreams")
+    op.drop_table("api_keys")
+    op.drop_table("accounts")

@@ -1,0 +1,229 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations must produce exactly this.
+
+Times are integer epoch milliseconds (UTC) everywhere: they sort, compare and serialise the
+same way on both engines, and every dialect derives its own format from them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+# A 64-bit identity on PostgreSQL; on SQLite an INTEGER PRIMARY KEY with AUTOINCREMENT,
+# which is the only way SQLite promises never to reuse an id (DESIGN invariant 2).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+MSISDN = 32  # E.164 is at most 15 digits; short codes and alphanumeric senders fit too.
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    # active | blocked | needs_activation
+    Column("status", String(20), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    Column("reseller", String(128), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("password_changed_at", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# One narrow row per account that every writer of that account's messages updates first.
+# Its row lock (PostgreSQL) or the single writer (SQLite) makes ids, sequence numbers and
+# timestamps follow commit order, which is what keeps polling cursors exact.
+account_counters = Table(
+    "account_counters",
+    metadata,
+    Column(
+        "account_id",
+        Id,
+        ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_received_at", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_modseq", BigInteger, nullable=False, server_default=text("0")),
+)
+
+numbers = Table(
+    "numbers",
+    metadata,
+    Column("msisdn", String(MSISDN), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+)
+
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+auth_tokens = Table(
+    "auth_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("api_key_id", Id, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index(None, "account_id"),
+    sqlite_autoincrement=True,
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+    sqlite_autoincrement=True,
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("modified_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+    sqlite_autoincrement=True,
+)
+
+contact_numbers = Table(
+    "contact_numbers",
+    metadata,
+    Column("contact_id", Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("msisdn", String(MSISDN), primary_key=True),
+    Index(None, "msisdn"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # Position in the account's commit order (DESIGN invariant 2).
+    Column("seq", BigInteger, nullable=False),
+    # in | out
+    Column("direction", String(3), nullable=False),
+    Column("sender", String(MSISDN), nullable=False),
+    Column("recipient", String(MSISDN), nullable=False),
+    # The other party: the sender of an incoming message, the recipient of an outgoing one.
+    Column("counterpart", String(MSISDN), nullable=False),
+    Column("text", Text, nullable=False),
+    # 7bit | 8bit | 16bit
+    Column("encoding", String(5), nullable=False),
+    # The exact octets of an 8bit message; its text is only a best-effort reading.
+    Column("body", LargeBinary, nullable=True),
+    # Id of the outgoing message this one answers. Not a foreign key: the answered message
+    # may be pruned by retention while the answer stays.
+    Column("reply_to_id", BigInteger, nullable=True),
+    Column("upstream_id", Id, ForeignKey("upstreams.id", ondelete="SET NULL"), nullable=True),
+    Column("upstream_message_id", String(128), nullable=True),
+    # Server receive time, clamped to never go backwards within an account.
+    Column("received_at", BigInteger, nullable=False),
+    # The time the sending side claims, kept as given.
+    Column("sent_at", BigInteger, nullable=True),
+    # received | retrieved for incoming; pending | complete | failed ... for outgoing.
+    Column("status", String(16), nullable=False),
+    # sim | platform | app
+    Column("origin", String(8), nullable=False),
+    Column("read", Boolean, nullable=False, server_default=text("false")),
+    Column("locked", Boolean, nullable=False, server_default=text("false")),
+    Column("deleted", Boolean, nullable=False, server_default=text("false")),
+    # Bumped on every change so device sync can ask for "everything after N".
+    Column("modseq", BigInteger, nullable=False),
+    Index(None, "account_id", "seq", unique=True),
+    Index(None, "account_id", "received_at"),
+    Index(None, "account_id", "counterpart", "id"),
+    Index(None, "account_id", "modseq"),
+    Index(None, "upstream_id", "upstream_message_id", unique=True),
+    sqlite_autoincrement=True,
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("counterpart", String(MSISDN), nullable=False),
+    Column("message_count", Integer, nullable=False),
+    Column("unread_count", Integer, nullable=False),
+    Column("unsent_count", Integer, nullable=False),
+    Column("last_message_id", BigInteger, nullable=False),
+    Column("last_message_at", BigInteger, nullable=False),
+    Column("snippet", String(160), nullable=False),
+    Index(None, "account_id", "counterpart", unique=True),
+    Index(None, "account_id", "last_message_at"),
+    sqlite_autoincrement=True,
+)
+
+# Messages for numbers nobody owns, kept until the operator assigns the number
+# (DESIGN invariant 3). Same content columns as `messages`, no account.
+unrouted = Table(
+    "unrouted",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("sender", String(MSISDN), nullable=False),
+    Column("recipient", String(MSISDN), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("encoding", String(5), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("reply_ref", BigInteger, nullable=True),
+    Column("upstream_id", Id, ForeignKey("upstreams.id", ondelete="SET NULL"), nullable=True),
+    Column("upstream_message_id", String(128), nullable=True),
+    Column("received_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger, nullable=True),
+    Index(None, "recipient", "id"),
+    Index(None, "upstream_id", "upstream_message_id", unique=True),
+    sqlite_autoincrement=True,
+)

@@ -1,0 +1,72 @@
+"""The HTTP endpoint upstreams deliver incoming messages to.
+
+It is a valid Kannel `get-url`/`post-url` target as is:
+``/inbound/sms?token=T&from=%p&to=%P&text=%a&coding=%c&charset=%C&id=%I``.
+Kannel counts only 200/202 as accepted and sends a non-empty answer back as a reply SMS,
+so success is 200 with an empty body. Anything else tells the upstream to keep the message:
+4xx (with a one-line reason) when retrying cannot help, 503 when it can.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from smsinbox.core.ingest import RawInbound
+from smsinbox.errors import InvalidInput, StoreUnavailable
+from smsinbox.services import Services
+from smsinbox.web.params import UnsupportedMediaType, WireParams
+
+log = logging.getLogger("smsinbox.inbound")
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def _reason(status: int, reason: str, **headers: str) -> Response:
+    return PlainTextResponse(reason + "\n", status_code=status, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials else None
+
+
+async def inbound_sms(request: Request) -> Response:
+    """GET|POST /inbound/sms — upstream (HTTP, Kannel) delivery of one incoming SMS."""
+    services: Services = request.app.state.services
+    try:
+        params = await WireParams.read(request)
+        token = _bearer(request) or params.text("token")
+        upstream = await services.upstreams.recognise(token)
+        if upstream is None:
+            return _reason(401, "invalid or missing upstream token")
+        raw = RawInbound(
+            sender=params.text("from"),
+            recipient=params.text("to"),
+            text=params.octets("text"),
+            hex=params.text("hex"),
+            encoding=params.text("encoding"),
+            coding=params.text("coding"),
+            charset=params.text("charset"),
+            upstream_message_id=params.text("id"),
+            ref=params.text("ref"),
+            time=params.text("time"),
+        )
+        result = await services.ingestor.accept(raw, upstream_id=upstream.id)
+    except UnsupportedMediaType as error:
+        return _reason(415, f"unsupported content type {error}: send a URL-encoded form")
+    except InvalidInput as error:
+        return _reason(400, error.detail)
+    except StoreUnavailable:
+        return _reason(
+            503, "store temporarily unavailable, retry", **{"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    log.debug("inbound %s id=%s from upstream %s", result.outcome, result.id, upstream.name)
+    return Response(
+        b"",
+        status_code=200,
+        headers={"X-Smsinbox-Outcome": result.outcome.value, "X-Smsinbox-Id": str(result.id)},
+        media_type="text/plain",
+    )

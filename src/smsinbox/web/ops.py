@@ -1,0 +1,36 @@
+"""Operator endpoints: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from smsinbox.errors import StoreUnavailable
+from smsinbox.services import Services
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz — the process is up and serving."""
+    return PlainTextResponse("ok\n")
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz — the database answers; load balancers stop routing here when it fails."""
+    services: Services = request.app.state.services
+    try:
+        await services.store.db.ping()
+    except StoreUnavailable:
+        return PlainTextResponse("database unavailable\n", status_code=503)
+    return PlainTextResponse("ready\n")
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics — Prometheus text exposition."""
+    services: Services = request.app.state.services
+    # On a database outage keep the last known figure; the scrape itself must still succeed.
+    with contextlib.suppress(StoreUnavailable):
+        services.metrics.unrouted_waiting.set(await services.store.count_unrouted())
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

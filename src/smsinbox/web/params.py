@@ -1,0 +1,63 @@
+"""Request parameters exactly as they arrived on the wire.
+
+Starlette decodes query strings and forms as UTF-8 and replaces what does not decode; an
+SMS body may be UTF-16BE or raw 8-bit octets (Kannel sends it so), so parameters are read
+here as octets and each caller decides how to decode them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from smsinbox.errors import InvalidInput
+
+FORM = "application/x-www-form-urlencoded"
+
+
+class UnsupportedMediaType(Exception):
+    """The body is neither empty nor a URL-encoded form."""
+
+
+class WireParams:
+    """Query and form parameters as octets; a form value wins over a query value."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self._values = values
+
+    @classmethod
+    async def read(cls, request: Request) -> WireParams:
+        values = _parse(request.scope.get("query_string", b""))
+        if request.method == "POST":
+            body = await request.body()
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if body and content_type != FORM:
+                raise UnsupportedMediaType(content_type or "none")
+            values.update(_parse(body))
+        return cls(values)
+
+    def octets(self, name: str) -> bytes | None:
+        return self._values.get(name)
+
+    def text(self, name: str) -> str | None:
+        """The parameter as UTF-8 text; invalid UTF-8 is a validation error."""
+        raw = self._values.get(name)
+        if raw is None:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{name} is not valid UTF-8", name) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+
+def _parse(encoded: bytes) -> dict[str, bytes]:
+    # Latin-1 maps every octet to one code point, so encoding back gives the exact octets.
+    pairs = parse_qsl(encoded.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    values: dict[str, bytes] = {}
+    for key, value in pairs:
+        values.setdefault(key, value.encode("latin-1"))
+    return values
