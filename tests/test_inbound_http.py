@@ -1,0 +1,224 @@
+"""The upstream endpoint over a real socket, as Kannel and HTTP upstreams call it."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote_from_bytes, urlencode
+
+import httpx
+import pytest
+
+from smsinbox.models import Encoding
+from smsinbox.services import Services
+from tests.conftest import LiveServer
+
+NUMBER = "447700900001"
+
+
+@pytest.fixture
+async def token(services: Services) -> str:
+    await services.accounts.add("alice", "pw", msisdns=(NUMBER,))
+    _, secret = await services.upstreams.create("kannel")
+    return secret
+
+
+@pytest.fixture
+async def client(live_server: LiveServer) -> httpx.AsyncClient:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        yield http  # type: ignore[misc]
+
+
+def kannel_query(token: str, *, text: bytes, coding: str, charset: str, id: str) -> str:
+    """What Kannel's get-url expands to: each placeholder URL-encoded from raw octets."""
+    return (
+        f"/inbound/sms?token={token}&from=%2B447700900123&to={NUMBER}"
+        f"&text={quote_from_bytes(text)}&coding={coding}&charset={charset}&id={id}"
+    )
+
+
+async def stored(services: Services) -> list[tuple[str, str, Encoding, bytes | None]]:
+    messages = await services.store.list_recent_messages("alice", 100)
+    return [(m.sender, m.text, m.encoding, m.body) for m in reversed(messages)]
+
+
+async def test_kannel_get_url_is_accepted_with_an_empty_200(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    for text, coding, charset in [
+        ("Hi there".encode(), "0", "UTF-8"),
+        ("Grüße ☺".encode("utf-16-be"), "2", "UTF-16BE"),
+        (b"\x00\xff\x10binary", "1", ""),
+    ]:
+        response = await client.get(
+            kannel_query(token, text=text, coding=coding, charset=charset, id=f"k{coding}")
+        )
+        assert response.status_code == 200
+        assert response.content == b""  # anything else Kannel would send back as an SMS
+    assert await stored(services) == [
+        ("447700900123", "Hi there", Encoding.GSM7, None),
+        ("447700900123", "Grüße ☺", Encoding.UCS2, None),
+        ("447700900123", "\ufffd\xff\x10binary", Encoding.BINARY, b"\x00\xff\x10binary"),
+    ]
+
+
+async def test_form_post_and_bearer_token(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    response = await client.post(
+        "/inbound/sms",
+        data={"from": "447700900123", "to": NUMBER, "text": "posted ☺"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200
+    assert response.headers["x-smsinbox-outcome"] == "stored"
+    assert [text for _, text, _, _ in await stored(services)] == ["posted ☺"]
+
+
+async def test_8bit_hex_round_trip_over_http(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    payload = "234f345a324b6b523a"
+    response = await client.get(
+        "/inbound/sms",
+        params={"token": token, "from": "1", "to": NUMBER, "hex": payload, "encoding": "8bit"},
+    )
+    assert response.status_code == 200
+    [(_, _, encoding, body)] = await stored(services)
+    assert encoding is Encoding.BINARY and body is not None and body.hex() == payload
+
+
+async def test_duplicate_upstream_id_is_acknowledged_and_stored_once(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    query = {"token": token, "from": "447700900123", "to": NUMBER, "text": "once", "id": "m-1"}
+    first = await client.get("/inbound/sms", params=query)
+    second = await client.get("/inbound/sms", params=query)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.headers["x-smsinbox-outcome"] == "duplicate"
+    assert second.headers["x-smsinbox-id"] == first.headers["x-smsinbox-id"]
+    assert len(await stored(services)) == 1
+
+
+async def test_unrouted_message_is_acknowledged_and_kept(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    response = await client.get(
+        "/inbound/sms", params={"token": token, "from": "1", "to": "15550001", "text": "who?"}
+    )
+    assert response.status_code == 200
+    assert response.headers["x-smsinbox-outcome"] == "unrouted"
+    [waiting] = await services.store.list_unrouted()
+    assert waiting.text == "who?"
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ({"from": "1", "text": "x"}, "missing required parameter 'to'"),
+        ({"from": "1", "to": "12ab", "text": "x"}, "to must be a phone number"),
+        ({"from": "1", "to": NUMBER, "text": "x", "coding": "7"}, "coding must be 0, 1 or 2"),
+        ({"from": "1", "to": NUMBER, "hex": "abc", "coding": "1"}, "even number"),
+        ({"from": "1", "to": NUMBER, "text": "x", "charset": "nope"}, "unknown charset"),
+        ({"from": "1", "to": NUMBER, "text": "x", "ref": "'; DROP TABLE messages;--"}, "ref"),
+    ],
+)
+async def test_bad_input_gets_a_400_with_one_line_and_stores_nothing(
+    client: httpx.AsyncClient, services: Services, token: str, query: dict[str, str], reason: str
+) -> None:
+    response = await client.get("/inbound/sms?" + urlencode({"token": token, **query}))
+    assert response.status_code == 400
+    assert reason in response.text
+    assert response.text.count("\n") == 1
+    assert await stored(services) == [] and await services.store.list_unrouted() == []
+
+
+async def test_invalid_utf8_in_a_parameter_is_a_400(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    response = await client.get(f"/inbound/sms?token={token}&from=%FF%FE&to={NUMBER}&text=x")
+    assert response.status_code == 400
+    assert "from is not valid UTF-8" in response.text
+
+
+async def test_missing_wrong_or_revoked_token_is_a_401(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    base = {"from": "1", "to": NUMBER, "text": "x"}
+    assert (await client.get("/inbound/sms", params=base)).status_code == 401
+    wrong = await client.get("/inbound/sms", params={**base, "token": token[:-1]})
+    assert wrong.status_code == 401
+    await services.upstreams.revoke("kannel")
+    revoked = await client.get("/inbound/sms", params={**base, "token": token})
+    assert revoked.status_code == 401
+    assert await stored(services) == []
+
+
+async def test_oversized_and_non_form_bodies_are_refused(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    huge = await client.post(
+        "/inbound/sms", params={"token": token}, content=b"text=" + b"x" * 300_000
+    )
+    assert huge.status_code == 413
+    json_body = await client.post(
+        "/inbound/sms",
+        params={"token": token},
+        json={"from": "1", "to": NUMBER},
+    )
+    assert json_body.status_code == 415
+
+
+async def test_health_readiness_and_metrics(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    assert (await client.get("/healthz")).text == "ok\n"
+    assert (await client.get("/readyz")).status_code == 200
+    await client.get("/inbound/sms", params={"token": token, "from": "1", "to": NUMBER})
+    await client.get("/inbound/sms", params={"token": token, "from": "1", "to": "999"})
+    await client.get("/inbound/sms", params={"token": token, "from": "1", "to": "x"})
+    metrics = (await client.get("/metrics")).text
+    assert 'smsinbox_messages_ingested_total{outcome="stored"} 1.0' in metrics
+    assert 'smsinbox_messages_ingested_total{outcome="unrouted"} 1.0' in metrics
+    assert 'smsinbox_messages_ingested_total{outcome="rejected"} 1.0' in metrics
+    assert "smsinbox_unrouted_messages 1.0" in metrics
+    assert 'smsinbox_http_request_duration_seconds_count{method="GET",route="inbound_sms"' in (
+        metrics
+    )
+
+
+async def test_request_log_has_one_line_per_request_and_no_secrets(
+    client: httpx.AsyncClient, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="smsinbox"):
+        await client.get(
+            "/inbound/sms", params={"token": token, "from": "1", "to": NUMBER, "text": "x"}
+        )
+        await client.post(
+            "/inbound/sms",
+            data={"from": "1", "to": NUMBER, "text": "y"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    lines = [r.getMessage() for r in caplog.records if r.name == "smsinbox.access"]
+    assert len(lines) == 2
+    assert "GET /inbound/sms 200" in lines[0]
+    assert all(token not in record.getMessage() for record in caplog.records)
+
+
+async def test_readiness_fails_when_the_database_is_unreachable() -> None:
+    from tests.conftest import free_port
+
+    from smsinbox.config import Settings
+
+    settings = Settings(
+        database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        db_timeout=1.0,
+        migrate_on_start=False,
+    )
+    with LiveServer(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            inbound = await http.get("/inbound/sms", params={"token": "t", "from": "1", "to": "2"})
+            assert inbound.status_code == 503
+            assert inbound.headers["retry-after"] == "5"
