@@ -44,9 +44,19 @@ def test_text_defaults_to_utf8_and_honours_other_charsets() -> None:
     assert decode_text("héllo".encode("latin-1"), Encoding.GSM7, "ISO-8859-1")[0] == "héllo"
 
 
+def test_text_without_charset_falls_back_to_the_encodings_legacy_charset() -> None:
+    assert decode_text(b"caf\xe9", Encoding.GSM7, None) == ("café", None)
+    assert decode_text(b"caf\xe9", Encoding.GSM7, "") == ("café", None)
+    assert decode_text("ü☺".encode("utf-16-be"), Encoding.UCS2, None) == ("ü☺", None)
+    # Valid UTF-8 is read as UTF-8: an HTTP upstream's text parameter is text.
+    assert decode_text("ü☺".encode(), Encoding.UCS2, None) == ("ü☺", None)
+
+
 def test_undecodable_text_and_unknown_charsets_are_refused() -> None:
-    with pytest.raises(InvalidInput, match="not valid UTF-8"):
-        decode_text(b"\xff\xfe\xfd", Encoding.GSM7, None)
+    with pytest.raises(InvalidInput, match="not valid utf-8"):
+        decode_text(b"\xff\xfe\xfd", Encoding.GSM7, "utf-8")
+    with pytest.raises(InvalidInput, match="not valid"):
+        decode_text(b"\xd8\x00", Encoding.UCS2, None)
     with pytest.raises(InvalidInput, match="unknown charset"):
         decode_text(b"hi", Encoding.GSM7, "klingon-8")
 

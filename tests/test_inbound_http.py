@@ -45,7 +45,7 @@ async def test_kannel_get_url_is_accepted_with_an_empty_200(
     client: httpx.AsyncClient, services: Services, token: str
 ) -> None:
     for text, coding, charset in [
-        ("Hi there".encode(), "0", "UTF-8"),
+        (b"Hi there", "0", "UTF-8"),
         ("Grüße ☺".encode("utf-16-be"), "2", "UTF-16BE"),
         (b"\x00\xff\x10binary", "1", ""),
     ]:
@@ -205,9 +205,8 @@ async def test_request_log_has_one_line_per_request_and_no_secrets(
 
 
 async def test_readiness_fails_when_the_database_is_unreachable() -> None:
-    from tests.conftest import free_port
-
     from smsinbox.config import Settings
+    from tests.conftest import free_port
 
     settings = Settings(
         database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",

@@ -18,6 +18,11 @@ KANNEL_CODINGS = {"0": Encoding.GSM7, "1": Encoding.BINARY, "2": Encoding.UCS2}
 
 _REPLACEMENT = "\ufffd"
 
+_FALLBACKS = {
+    Encoding.GSM7: ["utf-8", "iso8859-1"],
+    Encoding.UCS2: ["utf-8", "utf-16-be"],
+}
+
 
 def parse_encoding(encoding: str | None, coding: str | None) -> Encoding:
     """The encoding named by `encoding` (7bit/8bit/16bit) or Kannel's `coding` (0/1/2)."""
@@ -46,14 +51,22 @@ def _codec(charset: str | None) -> str:
 
 
 def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple[str, bytes | None]:
-    """Text and kept octets for a body that arrived as text in `charset` (UTF-8 default)."""
+    """Text and kept octets for a body that arrived as text in `charset`.
+
+    Without a charset the text is taken as UTF-8 when it is valid UTF-8, else in the
+    encoding's own legacy charset (Latin-1 for 7bit, as older Kannel sends it; UTF-16BE for
+    16bit): an upstream that cannot name its charset still gets its message stored rather
+    than refused for good.
+    """
     if encoding is Encoding.BINARY:
         return readable(octets), octets
-    try:
-        text = octets.decode(_codec(charset))
-    except UnicodeDecodeError:
-        raise InvalidInput(f"text is not valid {charset or 'UTF-8'}", "text") from None
-    return _storable(text, octets)
+    candidates = [_codec(charset)] if charset and charset.strip() else _FALLBACKS[encoding]
+    for codec in candidates:
+        try:
+            return _storable(octets.decode(codec), octets)
+        except UnicodeDecodeError:
+            continue
+    raise InvalidInput(f"text is not valid {charset or 'UTF-8'}", "text")
 
 
 def decode_hex(payload: str, encoding: Encoding) -> tuple[str, bytes | None]:
