@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
@@ -65,6 +66,7 @@ def test_operator_session(database_url: str) -> None:
         "bob\tneeds_activation\tUTC\t-\t-",
     ]
     ok(smsinbox(db, "user", "activate", "bob"))
+    refused(smsinbox(db, "user", "unblock", "bob"), "bob is active, not blocked")
     ok(smsinbox(db, "user", "block", "bob"))
     assert "bob\tblocked" in ok(smsinbox(db, "user", "list"))
     ok(smsinbox(db, "user", "unblock", "bob"))
@@ -129,10 +131,15 @@ def test_operator_session(database_url: str) -> None:
     assert "up to date" in ok(smsinbox(db, "db", "upgrade"))
 
 
-def test_bad_settings_exit_with_2(tmp_path: object) -> None:
+def test_bad_settings_exit_with_2(tmp_path: Path) -> None:
     result = smsinbox("mysql://nope/x", "user", "list")
     assert result.returncode == 2
     assert result.stderr == "error: unsupported database URL scheme 'mysql'\n"
+    config = tmp_path / "smsinbox.toml"
+    config.write_text('log_level = "loud"\n')
+    result = smsinbox("sqlite:///x.db", "--config", str(config), "serve")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: log_level must be one of")
 
 
 def _command_paths() -> list[list[str]]:

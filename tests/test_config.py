@@ -58,6 +58,10 @@ def test_overrides_win_and_none_means_unset() -> None:
     [
         ({"SMSINBOX_PORT": "eighty"}, "SMSINBOX_PORT: expected int"),
         ({"SMSINBOX_MIGRATE_ON_START": "maybe"}, "expected true or false"),
+        ({"SMSINBOX_LOG_LEVEL": "loud"}, "log_level must be one of"),
+        ({"SMSINBOX_PORT": "70000"}, "port must be between"),
+        ({"SMSINBOX_DB_TIMEOUT": "0"}, "db_timeout must be positive"),
+        ({"SMSINBOX_DEFAULT_TIME_ZONE": "Mars/Base"}, "not an IANA zone"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:

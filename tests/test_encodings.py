@@ -50,6 +50,8 @@ def test_text_without_charset_falls_back_to_the_encodings_legacy_charset() -> No
     assert decode_text("ü☺".encode("utf-16-be"), Encoding.UCS2, None) == ("ü☺", None)
     # Valid UTF-8 is read as UTF-8: an HTTP upstream's text parameter is text.
     assert decode_text("ü☺".encode(), Encoding.UCS2, None) == ("ü☺", None)
+    # UTF-16BE of plain ASCII is valid UTF-8 too, but full of NULs, which text never has.
+    assert decode_text("Hi there".encode("utf-16-be"), Encoding.UCS2, None) == ("Hi there", None)
 
 
 def test_undecodable_text_and_unknown_charsets_are_refused() -> None:

@@ -107,8 +107,10 @@ async def test_unrouted_message_is_acknowledged_and_kept(
     )
     assert response.status_code == 200
     assert response.headers["x-smsinbox-outcome"] == "unrouted"
+    assert "x-smsinbox-id" not in response.headers
     [waiting] = await services.store.list_unrouted()
     assert waiting.text == "who?"
+    assert response.headers["x-smsinbox-unrouted-id"] == str(waiting.id)
 
 
 @pytest.mark.parametrize(

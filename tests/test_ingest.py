@@ -97,6 +97,14 @@ async def test_same_upstream_id_is_stored_once_and_acknowledged_twice(
     assert third.outcome is IngestOutcome.STORED
 
 
+async def test_injected_messages_with_the_same_id_are_stored_once(
+    services: Services, alice: int
+) -> None:
+    first = await services.ingestor.accept(sms(upstream_message_id="cli-1"), upstream_id=None)
+    again = await services.ingestor.accept(sms(upstream_message_id="cli-1"), upstream_id=None)
+    assert (again.outcome, again.id) == (IngestOutcome.DUPLICATE, first.id)
+
+
 async def test_duplicate_of_an_unrouted_message_is_recognised_before_and_after_assignment(
     services: Services, alice: int
 ) -> None:

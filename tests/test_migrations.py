@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
+from smsinbox.config import Settings
+from smsinbox.errors import SchemaBehind
 from smsinbox.services import Services
-from smsinbox.store.migrate import current_revision, ensure_schema, head_revision
+from smsinbox.store.migrate import current_revision, ensure_schema, head_revision, upgrade
 from smsinbox.store.tables import metadata
 
 
@@ -24,3 +29,15 @@ async def test_schema_is_at_head_and_upgrading_again_is_harmless(services: Servi
     assert await current_revision(services.store.db) == head_revision()
     await ensure_schema(services.store.db)
     assert await current_revision(services.store.db) == head_revision()
+
+
+async def test_without_auto_migration_an_old_schema_is_refused_clearly(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", migrate_on_start=False)
+    services = Services.build(settings)
+    try:
+        with pytest.raises(SchemaBehind, match="run `smsinbox db upgrade`"):
+            await services.start()
+        await upgrade(services.store.db)
+        await services.start()
+    finally:
+        await services.close()

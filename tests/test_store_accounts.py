@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from smsinbox.core.passwords import verify_password
-from smsinbox.errors import AlreadyExists, InvalidInput, NotFound
+from smsinbox.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from smsinbox.models import AccountStatus
 from smsinbox.services import Services
 from smsinbox.store import tables as t
@@ -69,12 +69,26 @@ async def test_numbers_move_between_accounts_only_when_free(services: Services) 
 
 async def test_status_changes(services: Services) -> None:
     await services.accounts.add("carol", "pw", status=AccountStatus.NEEDS_ACTIVATION)
-    for status in [AccountStatus.ACTIVE, AccountStatus.BLOCKED, AccountStatus.ACTIVE]:
-        await services.accounts.set_status("carol", status)
+
+    async def status() -> AccountStatus:
         account = await services.store.get_account("carol")
-        assert account is not None and account.status is status
+        assert account is not None
+        return account.status
+
+    with pytest.raises(InvalidState, match="carol is needs_activation, not blocked"):
+        await services.accounts.unblock("carol")
+    await services.accounts.activate("carol")
+    assert await status() is AccountStatus.ACTIVE
+    with pytest.raises(InvalidState):
+        await services.accounts.activate("carol")
+    await services.accounts.block("carol")
+    assert await status() is AccountStatus.BLOCKED
+    with pytest.raises(InvalidState):
+        await services.accounts.activate("carol")  # activation does not unblock
+    await services.accounts.unblock("carol")
+    assert await status() is AccountStatus.ACTIVE
     with pytest.raises(NotFound):
-        await services.accounts.set_status("nobody", AccountStatus.BLOCKED)
+        await services.accounts.block("nobody")
 
 
 async def test_password_change_revokes_auth_tokens(services: Services) -> None:

@@ -56,8 +56,16 @@ def main_options(
         Path | None,
         typer.Option(help="TOML settings file (default: $SMSINBOX_CONFIG).", dir_okay=False),
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log what the store does to stderr.")
+    ] = False,
 ) -> None:
     ctx.obj = config
+    if verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    elif ctx.invoked_subcommand != "serve":
+        # Administrative commands answer in one line; store warnings would only add noise.
+        logging.disable(logging.WARNING)
 
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -67,8 +75,8 @@ def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
         fail(str(error), 2)
 
 
-def run(ctx: typer.Context, work: Callable[[Services], Awaitable[T]]) -> T:
-    """Build the services, bring the schema up to date, run `work`, close everything."""
+def run(ctx: typer.Context, work: Callable[[Services], Awaitable[T]], *, start: bool = True) -> T:
+    """Build the services, check or migrate the schema, run `work`, close everything."""
     settings = settings_of(ctx)
 
     async def session() -> T:
@@ -77,7 +85,8 @@ def run(ctx: typer.Context, work: Callable[[Services], Awaitable[T]]) -> T:
         except ValueError as error:
             fail(str(error), 2)
         try:
-            await services.start()
+            if start:
+                await services.start()
             return await work(services)
         finally:
             await services.close()
@@ -101,8 +110,8 @@ def when(epoch_ms: int | None) -> str:
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Listen address [setting: host].")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port [setting: port].")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (setting: host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (setting: port).")] = None,
 ) -> None:
     """Run the HTTP server (migrates the schema first unless migrate_on_start is off)."""
     import uvicorn
@@ -138,7 +147,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     async def work(services: Services) -> None:
         await upgrade(services.store.db)
 
-    run(ctx, work)
+    run(ctx, work, start=False)
     typer.echo("database is up to date")
 
 
@@ -154,7 +163,7 @@ def user_add(
         list[str] | None, typer.Option(help="A number the account owns (repeatable).")
     ] = None,
     timezone: Annotated[
-        str | None, typer.Option(help="IANA time zone [setting: default_time_zone].")
+        str | None, typer.Option(help="IANA time zone (setting: default_time_zone).")
     ] = None,
     reseller: Annotated[str | None, typer.Option(help="Reseller the account belongs to.")] = None,
     needs_activation: Annotated[
@@ -199,9 +208,9 @@ def user_list(ctx: typer.Context) -> None:
     run(ctx, work)
 
 
-def _set_status(ctx: typer.Context, username: str, status: AccountStatus) -> None:
+def _change_status(ctx: typer.Context, username: str, change: str, status: AccountStatus) -> None:
     async def work(services: Services) -> None:
-        await services.accounts.set_status(username, status)
+        await getattr(services.accounts, change)(username)
 
     run(ctx, work)
     typer.echo(f"{username} is now {status.value}")
@@ -210,19 +219,19 @@ def _set_status(ctx: typer.Context, username: str, status: AccountStatus) -> Non
 @user_app.command("block")
 def user_block(ctx: typer.Context, username: str) -> None:
     """Block an account: its API calls are refused, its messages are still stored."""
-    _set_status(ctx, username, AccountStatus.BLOCKED)
+    _change_status(ctx, username, "block", AccountStatus.BLOCKED)
 
 
 @user_app.command("unblock")
 def user_unblock(ctx: typer.Context, username: str) -> None:
     """Make a blocked account active again."""
-    _set_status(ctx, username, AccountStatus.ACTIVE)
+    _change_status(ctx, username, "unblock", AccountStatus.ACTIVE)
 
 
 @user_app.command("activate")
 def user_activate(ctx: typer.Context, username: str) -> None:
     """Activate an account created with --needs-activation."""
-    _set_status(ctx, username, AccountStatus.ACTIVE)
+    _change_status(ctx, username, "activate", AccountStatus.ACTIVE)
 
 
 @user_app.command("passwd")
@@ -265,7 +274,9 @@ def number_remove(ctx: typer.Context, msisdn: str) -> None:
 # --- secrets -----------------------------------------------------------------------------
 
 
-def _credential_commands(sub: typer.Typer, attribute: str, noun: str, create_verb: str) -> None:
+def _credential_commands(
+    sub: typer.Typer, attribute: str, noun: str, article: str, create_verb: str
+) -> None:
     @sub.command(create_verb)
     def create(ctx: typer.Context, name: str) -> None:
         async def work(services: Services) -> str:
@@ -276,7 +287,7 @@ def _credential_commands(sub: typer.Typer, attribute: str, noun: str, create_ver
         typer.echo(f"created {noun} {name}; the secret is shown only once:")
         typer.echo(secret)
 
-    create.__doc__ = f"Create a {noun}; prints its secret alone on the last line."
+    create.__doc__ = f"Create {article} {noun}; prints its secret alone on the last line."
 
     @sub.command("list")
     def list_(ctx: typer.Context) -> None:
@@ -299,11 +310,11 @@ def _credential_commands(sub: typer.Typer, attribute: str, noun: str, create_ver
         run(ctx, work)
         typer.echo(f"revoked {noun} {name}")
 
-    revoke.__doc__ = f"Revoke a {noun}: its secret stops working at once."
+    revoke.__doc__ = f"Revoke {article} {noun}: its secret stops working at once."
 
 
-_credential_commands(apikey_app, "api_keys", "API key", "create")
-_credential_commands(upstream_app, "upstreams", "upstream", "add")
+_credential_commands(apikey_app, "api_keys", "API key", "an", "create")
+_credential_commands(upstream_app, "upstreams", "upstream", "an", "add")
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -370,11 +381,11 @@ def messages(
 
 
 @unrouted_app.command("list")
-def unrouted_list(ctx: typer.Context) -> None:
+def unrouted_list(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
     """Messages waiting for an account to own their number, oldest first."""
 
     async def work(services: Services) -> None:
-        for message in await services.store.list_unrouted():
+        for message in await services.store.list_unrouted(limit):
             typer.echo(
                 f"{message.id}\t{when(message.received_at)}\t{message.sender} -> "
                 f"{message.recipient}\t{message.encoding.value}\t{message.text!r}"

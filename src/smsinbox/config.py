@@ -10,11 +10,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "SMSINBOX_"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has a value of the wrong type or an unknown name."""
 
 
 def setting(default: Any, help: str) -> Any:
@@ -65,14 +71,31 @@ class Settings:
         "UTC", "IANA time zone given to new accounts when none is specified."
     )
 
+    def __post_init__(self) -> None:
+        problems = []
+        if self.log_level.lower() not in LOG_LEVELS:
+            problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.port <= 65535:
+            problems.append("port must be between 0 and 65535")
+        if self.db_pool_size < 1:
+            problems.append("db_pool_size must be at least 1")
+        if self.db_timeout <= 0:
+            problems.append("db_timeout must be positive")
+        if self.reply_window < 0:
+            problems.append("reply_window must not be negative")
+        if self.max_message_chars < 1 or self.max_body_bytes < 1:
+            problems.append("max_message_chars and max_body_bytes must be positive")
+        try:
+            zoneinfo.ZoneInfo(self.default_time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(f"default_time_zone {self.default_time_zone!r} is not an IANA zone")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     @classmethod
     def field_help(cls) -> dict[str, str]:
         """Each setting's name and help text, in declaration order."""
         return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
-
-
-class ConfigError(ValueError):
-    """A setting has a value of the wrong type or an unknown name."""
 
 
 def _coerce(name: str, kind: type, raw: Any) -> Any:

@@ -74,6 +74,18 @@ class AlreadyExists(DomainError):
     code = "already_exists"
 
 
+class SchemaBehind(DomainError):
+    """The database schema is older than this version of smsinbox needs."""
+
+    code = "schema_behind"
+
+
+class InvalidState(DomainError):
+    """The operation does not apply to the thing in its current state."""
+
+    code = "invalid_state"
+
+
 class StoreUnavailable(DomainError):
     """The database cannot be reached or did not answer in time."""
 

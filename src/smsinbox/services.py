@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from smsinbox.config import Settings
 from smsinbox.core.accounts import Accounts
 from smsinbox.core.credentials import Credentials
 from smsinbox.core.ingest import Ingestor
+from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.store import Database, Store
-from smsinbox.store.migrate import ensure_schema
+from smsinbox.store.migrate import current_revision, ensure_schema, head_revision
+
+log = logging.getLogger("smsinbox")
 
 
 @dataclasses.dataclass
@@ -49,8 +53,23 @@ class Services:
         )
 
     async def start(self) -> None:
+        """Make sure the schema is current: migrate it, or refuse to run on an old one."""
         if self.settings.migrate_on_start:
             await ensure_schema(self.store.db)
+            return
+        try:
+            current = await current_revision(self.store.db)
+        except StoreUnavailable:
+            # Start anyway: /readyz reports the outage and requests get "unavailable"
+            # answers until the database is back, with no restart needed.
+            log.warning("database unavailable at start; schema not checked")
+            return
+        head = head_revision()
+        if current != head:
+            raise SchemaBehind(
+                f"the database schema is at revision {current or 'none'}, this version "
+                f"needs {head}: run `smsinbox db upgrade`"
+            )
 
     async def close(self) -> None:
         await self.store.close()

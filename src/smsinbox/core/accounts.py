@@ -72,8 +72,18 @@ class Accounts:
             now=self.clock(),
         )
 
-    async def set_status(self, username: str, status: AccountStatus) -> None:
-        await self.store.set_account_status(username, status)
+    async def block(self, username: str) -> None:
+        await self.store.set_account_status(username, AccountStatus.BLOCKED)
+
+    async def unblock(self, username: str) -> None:
+        await self.store.set_account_status(
+            username, AccountStatus.ACTIVE, only_from=AccountStatus.BLOCKED
+        )
+
+    async def activate(self, username: str) -> None:
+        await self.store.set_account_status(
+            username, AccountStatus.ACTIVE, only_from=AccountStatus.NEEDS_ACTIVATION
+        )
 
     async def change_password(self, username: str, password: str) -> None:
         validate_password(password)

@@ -21,6 +21,7 @@ _REPLACEMENT = "\ufffd"
 _FALLBACKS = {
     Encoding.GSM7: ["utf-8", "iso8859-1"],
     Encoding.UCS2: ["utf-8", "utf-16-be"],
+    Encoding.BINARY: [],
 }
 
 
@@ -55,18 +56,24 @@ def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple
 
     Without a charset the text is taken as UTF-8 when it is valid UTF-8, else in the
     encoding's own legacy charset (Latin-1 for 7bit, as older Kannel sends it; UTF-16BE for
-    16bit): an upstream that cannot name its charset still gets its message stored rather
-    than refused for good.
+    16bit, tried first when the octets hold NULs): an upstream that cannot name its charset
+    still gets its message stored rather than refused for good.
     """
     if encoding is Encoding.BINARY:
         return readable(octets), octets
-    candidates = [_codec(charset)] if charset and charset.strip() else _FALLBACKS[encoding]
+    if charset and charset.strip():
+        candidates = [_codec(charset)]
+    elif encoding is Encoding.UCS2 and b"\x00" in octets and len(octets) % 2 == 0:
+        # UTF-8 text never holds NUL octets; UTF-16BE of Latin script is full of them.
+        candidates = ["utf-16-be", "utf-8"]
+    else:
+        candidates = _FALLBACKS[encoding]
     for codec in candidates:
         try:
             return _storable(octets.decode(codec), octets)
         except UnicodeDecodeError:
             continue
-    raise InvalidInput(f"text is not valid {charset or 'UTF-8'}", "text")
+    raise InvalidInput(f"text is not valid {charset or ' or '.join(candidates)}", "text")
 
 
 def decode_hex(payload: str, encoding: Encoding) -> tuple[str, bytes | None]:

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from sqlalchemy import delete, exc, insert, select, update
 
-from smsinbox.errors import AlreadyExists, NotFound
+from smsinbox.errors import AlreadyExists, InvalidState, NotFound
 from smsinbox.models import Account, AccountStatus, AccountSummary
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_from_row, account_id_for, claim_number
@@ -88,15 +88,25 @@ class AccountStore(StoreBase):
             for row in rows
         ]
 
-    async def set_account_status(self, username: str, status: AccountStatus) -> None:
+    async def set_account_status(
+        self, username: str, status: AccountStatus, *, only_from: AccountStatus | None = None
+    ) -> None:
+        """Change the status; with `only_from`, only an account in that status changes."""
         async with self.db.transaction("set_account_status") as connection:
-            result = await connection.execute(
+            current = await connection.scalar(
+                select(t.accounts.c.status).where(t.accounts.c.username == username)
+            )
+            if current is None:
+                raise NotFound(f"no account named {username!r}")
+            if only_from is not None and current != only_from.value:
+                raise InvalidState(
+                    f"{username} is {current}, not {only_from.value}: nothing changed"
+                )
+            await connection.execute(
                 update(t.accounts)
                 .where(t.accounts.c.username == username)
                 .values(status=status.value)
             )
-            if result.rowcount == 0:
-                raise NotFound(f"no account named {username!r}")
 
     async def set_password(self, username: str, password_hash: str, now: int) -> None:
         """Replace the password and revoke every auth token issued under the old one."""

@@ -41,6 +41,13 @@ def async_url(database_url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {url.drivername!r}")
 
 
+def upsert_into(engine_kind: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT with ON CONFLICT support for the engine named `engine_kind`."""
+    if engine_kind == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def _is_unavailable(error: BaseException) -> bool:
     """True for failures of the database itself (down, locked, full), not for bugs."""
     if isinstance(error, exc.IntegrityError | exc.ProgrammingError | exc.DataError):
@@ -161,9 +168,7 @@ class Database:
 
     def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that supports ON CONFLICT on this engine."""
-        if self.kind == "sqlite":
-            return sqlite.insert(table)
-        return postgresql.insert(table)
+        return upsert_into(self.kind, table)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query in time."""

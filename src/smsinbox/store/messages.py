@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Row, case, delete, exc, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import AlreadyExists
@@ -21,6 +20,7 @@ from smsinbox.models import (
 )
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for, claim_number
+from smsinbox.store.database import upsert_into
 
 SNIPPET_CHARS = 160
 
@@ -255,11 +255,12 @@ async def _find_duplicate(
     connection: AsyncConnection, inbound: InboundMessage
 ) -> IngestResult | None:
     """The earlier copy of this upstream message, routed or not, if there is one."""
-    if inbound.upstream_id is None or inbound.upstream_message_id is None:
+    if inbound.upstream_message_id is None:
         return None
     for table, unrouted in ((t.messages, False), (t.unrouted, True)):
         earlier = await connection.scalar(
             select(table.c.id)
+            # `== None` renders IS NULL: ids given to `smsinbox inject` form their own scope.
             .where(table.c.upstream_id == inbound.upstream_id)
             .where(table.c.upstream_message_id == inbound.upstream_message_id)
         )
@@ -357,8 +358,7 @@ async def _bump_conversation(
     unread: int,
     unsent: int,
 ) -> None:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(t.conversations).values(
+    statement = upsert_into(connection.dialect.name, t.conversations).values(
         account_id=account_id,
         counterpart=counterpart,
         message_count=1,

@@ -31,7 +31,7 @@ metadata = MetaData(
     }
 )
 
-# A 64-bit identity on PostgreSQL; on SQLite an INTEGER PRIMARY KEY with AUTOINCREMENT,
+# BIGSERIAL (a sequence) on PostgreSQL; on SQLite an INTEGER PRIMARY KEY with AUTOINCREMENT,
 # which is the only way SQLite promises never to reuse an id (DESIGN invariant 2).
 Id = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -1,7 +1,8 @@
 """The HTTP endpoint upstreams deliver incoming messages to.
 
-It is a valid Kannel `get-url`/`post-url` target as is:
-``/inbound/sms?token=T&from=%p&to=%P&text=%a&coding=%c&charset=%C&id=%I``.
+It is a valid Kannel `get-url` target as is:
+``/inbound/sms?token=T&from=%p&to=%P&text=%b&coding=%c&charset=%C&id=%I``
+(``%b``, the message as received; ``%a`` squeezes runs of spaces).
 Kannel counts only 200/202 as accepted and sends a non-empty answer back as a reply SMS,
 so success is 200 with an empty body. Anything else tells the upstream to keep the message:
 4xx (with a one-line reason) when retrying cannot help, 503 when it can.
@@ -67,6 +68,10 @@ async def inbound_sms(request: Request) -> Response:
     return Response(
         b"",
         status_code=200,
-        headers={"X-Smsinbox-Outcome": result.outcome.value, "X-Smsinbox-Id": str(result.id)},
+        headers={
+            "X-Smsinbox-Outcome": result.outcome.value,
+            # Unrouted messages are numbered apart; they get a message id when assigned.
+            "X-Smsinbox-Unrouted-Id" if result.unrouted else "X-Smsinbox-Id": str(result.id),
+        },
         media_type="text/plain",
     )
