@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from smsinbox.config import Settings
+from smsinbox.dialects import eapi, mc5
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import ops
@@ -32,7 +33,16 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/inbound/sms", inbound_sms, methods=["GET", "POST"]),
+        Route("/services/rest/user/messages", mc5.check_messages, methods=["GET", "POST"]),
+        Route("/services/rest/user/allMessages", mc5.check_all_messages, methods=["GET", "POST"]),
     ]
+    for prefix in ("/eapi", ""):
+        routes += [
+            Route(f"{prefix}/reception/get_inbox/1/1.1", eapi.get_inbox, methods=["GET", "POST"]),
+            Route(
+                f"{prefix}/reception/get_inbox/1/1.0", eapi.get_inbox_v10, methods=["GET", "POST"]
+            ),
+        ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

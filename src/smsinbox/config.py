@@ -70,6 +70,26 @@ class Settings:
     default_time_zone: str = setting(
         "UTC", "IANA time zone given to new accounts when none is specified."
     )
+    auth_cache_ttl: int = setting(
+        60,
+        "Seconds a verified username/password pair is remembered (as a keyed hash, in "
+        "memory) so clients that poll with their password do not pay for argon2 on every "
+        "request. 0 verifies every time. A password change takes effect at once either way.",
+    )
+    eapi_page_size: int = setting(
+        1000, "Most records one EAPI get_inbox call returns (the platform's limit is 1000)."
+    )
+    retention_max_messages: int = setting(
+        100_000,
+        "Messages kept per account (the 'capped collection'); older unlocked ones are "
+        "pruned. 0 keeps any number.",
+    )
+    retention_max_age_days: int = setting(
+        365, "Days a message is kept; older unlocked ones are pruned. 0 keeps them forever."
+    )
+    retention_interval: int = setting(
+        300, "Seconds between retention runs of the background pruner in `smsinbox serve`."
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,6 +105,10 @@ class Settings:
             problems.append("reply_window must not be negative")
         if self.max_message_chars < 1 or self.max_body_bytes < 1:
             problems.append("max_message_chars and max_body_bytes must be positive")
+        if self.eapi_page_size < 1 or self.retention_interval < 1:
+            problems.append("eapi_page_size and retention_interval must be positive")
+        if min(self.auth_cache_ttl, self.retention_max_messages, self.retention_max_age_days) < 0:
+            problems.append("auth_cache_ttl and retention limits must not be negative")
         try:
             zoneinfo.ZoneInfo(self.default_time_zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

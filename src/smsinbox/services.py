@@ -7,7 +7,9 @@ import logging
 
 from smsinbox.config import Settings
 from smsinbox.core.accounts import Accounts
+from smsinbox.core.auth import PasswordAuthenticator
 from smsinbox.core.credentials import Credentials
+from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
@@ -26,6 +28,7 @@ class Services:
     ingestor: Ingestor
     upstreams: Credentials
     api_keys: Credentials
+    inbox: Inbox
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -50,6 +53,11 @@ class Services:
             ),
             upstreams=Credentials(store, "upstream"),
             api_keys=Credentials(store, "api_key"),
+            inbox=Inbox(
+                store,
+                PasswordAuthenticator(store, cache_ttl=settings.auth_cache_ttl),
+                id_page_size=settings.eapi_page_size,
+            ),
         )
 
     async def start(self) -> None:

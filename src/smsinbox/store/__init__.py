@@ -9,12 +9,13 @@ from __future__ import annotations
 from smsinbox.store.accounts import AccountStore
 from smsinbox.store.credentials import CredentialStore
 from smsinbox.store.database import Database, TransactionObserver
+from smsinbox.store.inbox import InboxStore
 from smsinbox.store.messages import MessageStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
 
-class Store(AccountStore, CredentialStore, MessageStore):
+class Store(AccountStore, CredentialStore, MessageStore, InboxStore):
     """Every storage operation smsinbox has, over one Database."""
 
     async def close(self) -> None:

@@ -148,7 +148,7 @@ class MessageStore(StoreBase):
                     .where(t.messages.c.deleted.is_(False))
                 )
             ).first()
-        return None if row is None else _message_from_row(row)
+        return None if row is None else message_from_row(row)
 
     async def list_recent_messages(self, username: str, limit: int) -> list[Message]:
         """The account's newest messages, newest first (for the operator)."""
@@ -163,7 +163,7 @@ class MessageStore(StoreBase):
                     .limit(limit)
                 )
             ).all()
-        return [_message_from_row(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     async def list_conversations(self, account_id: int) -> list[Conversation]:
         async with self.db.snapshot("list_conversations") as connection:
@@ -384,7 +384,7 @@ async def _bump_conversation(
     )
 
 
-def _message_from_row(row: Row[Any]) -> Message:
+def message_from_row(row: Row[Any]) -> Message:
     return Message(
         id=row.id,
         account_id=row.account_id,

@@ -183,7 +183,10 @@ messages = Table(
     # Bumped on every change so device sync can ask for "everything after N".
     Column("modseq", BigInteger, nullable=False),
     Index(None, "account_id", "seq", unique=True),
-    Index(None, "account_id", "received_at"),
+    # Time cursors (MC5 `since`) and id cursors (EAPI `last_retrieved_id`) both walk one
+    # account's messages in commit order; these two indexes make each page a range scan.
+    Index(None, "account_id", "received_at", "id"),
+    Index(None, "account_id", "id"),
     Index(None, "account_id", "counterpart", "id"),
     Index(None, "account_id", "modseq"),
     Index(None, "upstream_id", "upstream_message_id", unique=True),

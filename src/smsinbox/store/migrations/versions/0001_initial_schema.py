@@ -262,12 +262,15 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(
+        op.f("ix_messages_account_id_id"), "messages", ["account_id", "id"], unique=False
+    )
+    op.create_index(
         op.f("ix_messages_account_id_modseq"), "messages", ["account_id", "modseq"], unique=False
     )
     op.create_index(
-        op.f("ix_messages_account_id_received_at"),
+        op.f("ix_messages_account_id_received_at_id"),
         "messages",
-        ["account_id", "received_at"],
+        ["account_id", "received_at", "id"],
         unique=False,
     )
     op.create_index(
@@ -358,8 +361,9 @@ def downgrade() -> None:
     op.drop_table("numbers")
     op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_received_at"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_received_at_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_modseq"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
     op.drop_table("messages")
     op.drop_index(op.f("ix_devices_account_id"), table_name="devices")

@@ -1,0 +1,116 @@
+"""MC5 "Check messages" (seeds 000, 001): JSON over GET query or POST form.
+
+Every answer is HTTP 200 with a JSON body carrying `status`; 0 means OK.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from smsinbox.core.inbox import SincePage
+from smsinbox.errors import (
+    AccountBlocked,
+    AccountNeedsActivation,
+    AuthenticationFailed,
+    DomainError,
+    InvalidInput,
+    MissingParameter,
+    UnknownAccount,
+)
+from smsinbox.models import Direction, Message
+from smsinbox.services import Services
+from smsinbox.web.params import UnsupportedMediaType, WireParams
+
+log = logging.getLogger("smsinbox.mc5")
+
+OK = 0
+INTERNAL_ERROR = 9999
+# The platform's "User and Reseller REST API Response Status Codes". Order matters:
+# a subclass must come before its base class.
+STATUS_CODES: list[tuple[type[DomainError], int]] = [
+    (MissingParameter, 1),
+    (InvalidInput, 2),
+    (AuthenticationFailed, 3),
+    (AccountBlocked, 4),
+    (UnknownAccount, 200),
+    (AccountNeedsActivation, 220),
+]
+
+
+def status_of(error: DomainError) -> int:
+    for kind, code in STATUS_CODES:
+        if isinstance(error, kind):
+            return code
+    return INTERNAL_ERROR  # StoreUnavailable included: the platform has no other code
+
+
+def _json(body: dict[str, Any]) -> Response:
+    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(encoded, media_type="application/json")
+
+
+def _since(raw: str | None) -> int:
+    value = (raw or "").strip()
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidInput("since must be a non-negative integer (epoch seconds)", "since")
+    return int(value)
+
+
+def render_message(message: Message) -> dict[str, Any]:
+    rendered: dict[str, Any] = {}
+    if message.direction is Direction.INCOMING:
+        rendered["from"] = message.sender
+    rendered["recipient"] = message.recipient
+    rendered["documentId"] = str(message.id)
+    rendered["originDocumentId"] = None if message.reply_to_id is None else str(message.reply_to_id)
+    rendered["timestamp"] = message.received_at // 1000
+    rendered["text"] = message.text
+    return rendered
+
+
+def render_page(page: SincePage) -> dict[str, Any]:
+    return {
+        "newestMessageTimestamp": page.newest_timestamp,
+        "messages": [render_message(message) for message in page.messages],
+        "status": OK,
+        "hasMoreMessages": page.has_more,
+    }
+
+
+async def _check(request: Request, *, outgoing: bool) -> Response:
+    services: Services = request.app.state.services
+    try:
+        try:
+            params = await WireParams.read(request)
+        except UnsupportedMediaType:
+            raise MissingParameter("username") from None
+        for name in ("username", "password", "since"):
+            if not params.text(name):
+                raise MissingParameter(name)
+        page = await services.inbox.messages_since(
+            params.text("username"),
+            params.text("password"),
+            _since(params.text("since")),
+            outgoing=outgoing,
+        )
+    except DomainError as error:
+        return _json({"status": status_of(error)})
+    except Exception:
+        log.exception("check messages failed")
+        return _json({"status": INTERNAL_ERROR})
+    return _json(render_page(page))
+
+
+async def check_messages(request: Request) -> Response:
+    """GET|POST /services/rest/user/messages — MC5 Check messages (incoming)."""
+    return await _check(request, outgoing=False)
+
+
+async def check_all_messages(request: Request) -> Response:
+    """GET|POST /services/rest/user/allMessages — MC5 Check all messages (both directions)."""
+    return await _check(request, outgoing=True)

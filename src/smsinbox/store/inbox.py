@@ -1,0 +1,143 @@
+"""Reading an account's messages in commit order, by time cursor or by id cursor."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, select, update
+
+from smsinbox.models import Direction, Message
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase
+from smsinbox.store.messages import message_from_row
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimePage:
+    """Messages of whole, closed seconds after a time cursor."""
+
+    messages: list[Message]
+    has_more: bool
+
+
+def whole_seconds(rows: Sequence[Message], limit: int) -> tuple[list[Message], int | None]:
+    """Trim `rows` (at most limit + 1, in commit order) so no second is split.
+
+    Returns the page and, when a single second holds more than `limit` messages, that second
+    (in epoch seconds): the caller must then return the whole second instead.
+    """
+    if len(rows) <= limit:
+        return list(rows), None
+    first_left_out = rows[limit].received_at // 1000
+    page = [m for m in rows[:limit] if m.received_at // 1000 < first_left_out]
+    if not page:
+        return [], first_left_out
+    return page, None
+
+
+def _directions(query: Select[Any], directions: tuple[Direction, ...]) -> Select[Any]:
+    if len(directions) == 1:
+        return query.where(t.messages.c.direction == directions[0].value)
+    return query
+
+
+class InboxStore(StoreBase):
+    async def page_by_time(
+        self,
+        account_id: int,
+        *,
+        after_ms: int,
+        limit: int,
+        directions: tuple[Direction, ...],
+        clock: Callable[[], int],
+        mark_retrieved: bool,
+    ) -> TimePage:
+        """Messages received at or after `after_ms`, in whole seconds that have closed.
+
+        Only seconds before the one now open are returned, and the account's receive-time
+        watermark is raised to the open second first. Writers clamp their receive time to
+        that watermark, so a message committed after this page always lands in a second no
+        client has been given yet, whatever the writer's clock said when it started: cursors
+        never skip it. The page is read under the account's counter lock (PostgreSQL) or the
+        single writer (SQLite), after every writer that started before it has committed.
+        """
+        messages = t.messages.c
+        counters = t.account_counters.c
+        async with self.db.transaction("page_by_time") as connection:
+            if self.db.kind == "postgresql":
+                await connection.execute(
+                    select(counters.account_id)
+                    .where(counters.account_id == account_id)
+                    .with_for_update()
+                )
+            open_second_starts = clock() // 1000 * 1000
+            await connection.execute(
+                update(t.account_counters)
+                .where(counters.account_id == account_id)
+                .where(counters.last_received_at < open_second_starts)
+                .values(last_received_at=open_second_starts)
+            )
+            window = _directions(
+                select(t.messages)
+                .where(messages.account_id == account_id)
+                .where(messages.deleted.is_(False))
+                .where(messages.received_at >= after_ms)
+                .where(messages.received_at < open_second_starts),
+                directions,
+            )
+            ordered = window.order_by(messages.received_at, messages.id)
+            rows = [
+                message_from_row(row)
+                for row in (await connection.execute(ordered.limit(limit + 1))).all()
+            ]
+            page, crowded_second = whole_seconds(rows, limit)
+            has_more = len(rows) > limit
+            if crowded_second is not None:
+                # One second alone holds more than a page: return all of it, never half.
+                second_end = (crowded_second + 1) * 1000
+                page = [
+                    message_from_row(row)
+                    for row in (
+                        await connection.execute(ordered.where(messages.received_at < second_end))
+                    ).all()
+                ]
+                later = await connection.scalar(
+                    window.with_only_columns(messages.id)
+                    .where(messages.received_at >= second_end)
+                    .limit(1)
+                )
+                has_more = later is not None
+            if mark_retrieved:
+                fresh = [m.id for m in page if m.status == "received"]
+                if fresh:
+                    await connection.execute(
+                        update(t.messages).where(messages.id.in_(fresh)).values(status="retrieved")
+                    )
+        return TimePage(page, has_more)
+
+    async def page_by_id(
+        self,
+        account_id: int,
+        *,
+        after_id: int,
+        limit: int,
+        directions: tuple[Direction, ...],
+    ) -> list[Message]:
+        """Messages with an id above `after_id`, ascending.
+
+        Ids follow commit order within an account (they are taken under the account's
+        counter lock), so no message can later appear below an id already returned.
+        """
+        messages = t.messages.c
+        query = _directions(
+            select(t.messages)
+            .where(messages.account_id == account_id)
+            .where(messages.deleted.is_(False))
+            .where(messages.id > after_id),
+            directions,
+        )
+        async with self.db.snapshot("page_by_id") as connection:
+            rows = (await connection.execute(query.order_by(messages.id).limit(limit))).all()
+        return [message_from_row(row) for row in rows]

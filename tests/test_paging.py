@@ -1,0 +1,106 @@
+"""Cursor rules of the polling APIs: whole seconds, closed seconds, commit order."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsinbox.core.ingest import RawInbound
+from smsinbox.services import Services
+
+NUMBER = "447700900001"
+SECOND = 1_700_000_000  # an arbitrary closed second, in epoch seconds
+
+
+@pytest.fixture
+async def alice(services: Services) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(NUMBER,))
+
+
+async def ingest_at(services: Services, epoch_ms: int, count: int = 1) -> list[int]:
+    services.ingestor.clock = lambda: epoch_ms
+    return [
+        (await services.ingestor.accept(RawInbound("1", NUMBER, text=b"x"), upstream_id=None)).id
+        for _ in range(count)
+    ]
+
+
+def now_is(services: Services, epoch_ms: int) -> None:
+    services.inbox.clock = lambda: epoch_ms
+
+
+async def since(services: Services, cursor: int) -> tuple[list[int], int, bool]:
+    page = await services.inbox.messages_since("alice", "pw", cursor, outgoing=False)
+    return [m.id for m in page.messages], page.newest_timestamp, page.has_more
+
+
+async def test_a_page_never_splits_a_second(services: Services, alice: None) -> None:
+    first = await ingest_at(services, SECOND * 1000 + 100, 99)
+    second = await ingest_at(services, (SECOND + 1) * 1000 + 100, 3)
+    now_is(services, (SECOND + 5) * 1000)
+    assert await since(services, SECOND - 1) == (first, SECOND, True)
+    assert await since(services, SECOND) == (second, SECOND + 1, False)
+
+
+async def test_one_crowded_second_is_returned_whole(services: Services, alice: None) -> None:
+    crowd = await ingest_at(services, SECOND * 1000 + 500, 150)
+    after = await ingest_at(services, (SECOND + 2) * 1000, 1)
+    now_is(services, (SECOND + 5) * 1000)
+    assert await since(services, 0) == (crowd, SECOND, True)
+    assert await since(services, SECOND) == (after, SECOND + 2, False)
+
+
+async def test_crowded_second_at_the_end_has_nothing_more(services: Services, alice: None) -> None:
+    crowd = await ingest_at(services, SECOND * 1000, 101)
+    now_is(services, (SECOND + 1) * 1000)
+    assert await since(services, 0) == (crowd, SECOND, False)
+
+
+async def test_the_open_second_is_never_returned(services: Services, alice: None) -> None:
+    closed = await ingest_at(services, SECOND * 1000 + 999)
+    still_open = await ingest_at(services, (SECOND + 1) * 1000)
+    now_is(services, (SECOND + 1) * 1000 + 999)
+    assert await since(services, 0) == (closed, SECOND, False)
+    # A message committed later in the open second is not skipped by the cursor.
+    late = await ingest_at(services, (SECOND + 1) * 1000 + 999)
+    now_is(services, (SECOND + 2) * 1000)
+    assert await since(services, SECOND) == (still_open + late, SECOND + 1, False)
+
+
+async def test_since_is_exclusive(services: Services, alice: None) -> None:
+    ids = await ingest_at(services, SECOND * 1000)
+    now_is(services, (SECOND + 1) * 1000)
+    assert (await since(services, SECOND - 1))[0] == ids
+    assert await since(services, SECOND) == ([], SECOND, False)
+
+
+async def test_id_cursor_returns_pages_in_id_order(services: Services, alice: None) -> None:
+    ids = await ingest_at(services, SECOND * 1000, 5)
+    services.inbox.id_page_size = 2
+    page = await services.inbox.messages_after_id("alice", "pw", 0)
+    assert [m.id for m in page.messages] == ids[:2]
+    page = await services.inbox.messages_after_id("alice", "pw", ids[1])
+    assert [m.id for m in page.messages] == ids[2:4]
+    page = await services.inbox.messages_after_id("alice", "pw", ids[-1])
+    assert page.messages == []
+
+
+async def test_other_accounts_messages_never_appear(services: Services, alice: None) -> None:
+    await services.accounts.add("bob", "pw", msisdns=("447700900002",))
+    services.ingestor.clock = lambda: SECOND * 1000
+    await services.ingestor.accept(RawInbound("1", "447700900002", text=b"bob's"), upstream_id=None)
+    now_is(services, (SECOND + 1) * 1000)
+    assert await since(services, 0) == ([], 0, False)
+    assert (await services.inbox.messages_after_id("alice", "pw", 0)).messages == []
+
+
+async def test_a_writer_with_a_stale_clock_lands_after_the_cursor(
+    services: Services, alice: None
+) -> None:
+    """A writer may read the time before it gets the account's lock (or run on a server
+    whose clock lags); its message must still appear after every cursor already handed out."""
+    first = await ingest_at(services, SECOND * 1000 + 500)
+    now_is(services, (SECOND + 1) * 1000 + 10)
+    assert await since(services, 0) == (first, SECOND, False)
+    stale = await ingest_at(services, SECOND * 1000 + 600)  # the clock it read was old
+    now_is(services, (SECOND + 2) * 1000)
+    assert await since(services, SECOND) == (stale, SECOND + 1, False)
