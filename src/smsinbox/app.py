@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,9 +24,13 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        stop = asyncio.Event()
+        pruner = asyncio.create_task(services.retention.run(stop), name="retention")
         try:
             yield
         finally:
+            stop.set()
+            await pruner
             await services.close()
 
     routes = [

@@ -373,11 +373,25 @@ def messages(
             reply = f" reply-to={message.reply_to_id}" if message.reply_to_id else ""
             typer.echo(
                 f"{message.id}\t{when(message.received_at)}\t{message.direction.value}\t"
-                f"{message.sender} -> {message.recipient}\t{message.encoding.value}{reply}\t"
-                f"{message.text!r}"
+                f"{message.status}\t{message.sender} -> {message.recipient}\t"
+                f"{message.encoding.value}{reply}\t{message.text!r}"
             )
 
     run(ctx, work)
+
+
+@app.command()
+def prune(ctx: typer.Context) -> None:
+    """Apply the retention limits now (the server also does it every retention_interval)."""
+
+    async def work(services: Services) -> tuple[int, int]:
+        report = await services.retention.prune_once()
+        return report.by_count, report.by_age
+
+    by_count, by_age = run(ctx, work)
+    typer.echo(
+        f"pruned {by_count} message(s) over the per-account cap, {by_age} past the age limit"
+    )
 
 
 @unrouted_app.command("list")

@@ -31,6 +31,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.messages_pruned = Counter(
+            "smsinbox_messages_pruned",
+            "Messages deleted by retention, by reason: count (over the per-account cap) or "
+            "age (older than the maximum age).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.unrouted_waiting = Gauge(
             "smsinbox_unrouted_messages",
             "Messages waiting in the unrouted box for their number to be assigned.",
@@ -39,6 +46,9 @@ class Metrics:
 
     def count_ingest(self, outcome: str) -> None:
         self.messages_ingested.labels(outcome).inc()
+
+    def count_pruned(self, reason: str, count: int) -> None:
+        self.messages_pruned.labels(reason).inc(count)
 
     def observe_transaction(self, name: str, seconds: float, ok: bool) -> None:
         self.transaction_duration.labels(name, "ok" if ok else "error").observe(seconds)

@@ -11,6 +11,7 @@ from smsinbox.core.auth import PasswordAuthenticator
 from smsinbox.core.credentials import Credentials
 from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
+from smsinbox.core.retention import Retention
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.store import Database, Store
@@ -29,6 +30,7 @@ class Services:
     upstreams: Credentials
     api_keys: Credentials
     inbox: Inbox
+    retention: Retention
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -57,6 +59,13 @@ class Services:
                 store,
                 PasswordAuthenticator(store, cache_ttl=settings.auth_cache_ttl),
                 id_page_size=settings.eapi_page_size,
+            ),
+            retention=Retention(
+                store,
+                max_messages=settings.retention_max_messages,
+                max_age_days=settings.retention_max_age_days,
+                interval_s=settings.retention_interval,
+                on_pruned=metrics.count_pruned,
             ),
         )
 

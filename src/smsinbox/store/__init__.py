@@ -11,11 +11,12 @@ from smsinbox.store.credentials import CredentialStore
 from smsinbox.store.database import Database, TransactionObserver
 from smsinbox.store.inbox import InboxStore
 from smsinbox.store.messages import MessageStore
+from smsinbox.store.retention import RetentionStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
 
-class Store(AccountStore, CredentialStore, MessageStore, InboxStore):
+class Store(AccountStore, CredentialStore, MessageStore, InboxStore, RetentionStore):
     """Every storage operation smsinbox has, over one Database."""
 
     async def close(self) -> None:

@@ -1,0 +1,113 @@
+"""Retention: the background pruner that keeps each account's history capped.
+
+It works in small batches, each its own short transaction, so ingestion and polling never
+wait long behind it. Locked messages are never pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from smsinbox.core.clock import Clock, now_ms
+from smsinbox.errors import StoreUnavailable
+from smsinbox.store import Store
+
+log = logging.getLogger("smsinbox.retention")
+
+DAY_MS = 86_400_000
+MAX_BACKOFF_S = 300.0
+
+PrunedListener = Callable[[str, int], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PruneReport:
+    by_count: int
+    by_age: int
+
+
+class Retention:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_messages: int,
+        max_age_days: int,
+        interval_s: float,
+        batch: int = 500,
+        clock: Clock = now_ms,
+        on_pruned: PrunedListener | None = None,
+    ) -> None:
+        self.store = store
+        self.max_messages = max_messages
+        self.max_age_days = max_age_days
+        self.interval_s = interval_s
+        self.batch = batch
+        self.clock = clock
+        self._on_pruned = on_pruned or (lambda reason, count: None)
+
+    async def prune_once(self) -> PruneReport:
+        """One pass over every account that may be over a limit."""
+        by_count = by_age = 0
+        if self.max_messages > 0:
+            for account_id in await self.store.list_account_ids(
+                min_messages_ever=self.max_messages
+            ):
+                by_count += await self._drain(
+                    "count",
+                    functools.partial(
+                        self.store.prune_beyond_count,
+                        account_id,
+                        keep=self.max_messages,
+                        batch=self.batch,
+                    ),
+                )
+        if self.max_age_days > 0:
+            before = self.clock() - self.max_age_days * DAY_MS
+            for account_id in await self.store.list_account_ids():
+                by_age += await self._drain(
+                    "age",
+                    functools.partial(
+                        self.store.prune_older_than, account_id, before_ms=before, batch=self.batch
+                    ),
+                )
+        return PruneReport(by_count, by_age)
+
+    async def _drain(self, reason: str, prune_batch: Callable[[], Awaitable[int]]) -> int:
+        total = 0
+        while True:
+            pruned = await prune_batch()
+            if pruned:
+                self._on_pruned(reason, pruned)
+            total += pruned
+            if pruned < self.batch:
+                return total
+            await asyncio.sleep(0)  # let requests in between batches
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Prune every interval until `stop` is set; back off while the store is down."""
+        delay = self.interval_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            try:
+                report = await self.prune_once()
+            except StoreUnavailable:
+                delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)
+                log.warning("retention: store unavailable, next try in %.0f s", delay)
+                continue
+            except Exception:
+                log.exception("retention pass failed")
+                delay = self.interval_s
+                continue
+            delay = self.interval_s
+            if report.by_count or report.by_age:
+                log.info("retention pruned %d by count, %d by age", report.by_count, report.by_age)

@@ -1,0 +1,118 @@
+"""Pruning old messages: the per-account "capped collection". Locked messages stay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import ColumnElement, and_, case, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsinbox.models import Direction
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase
+from smsinbox.store.messages import SNIPPET_CHARS, UNSENT_STATUSES
+
+
+class RetentionStore(StoreBase):
+    async def list_account_ids(self, *, min_messages_ever: int = 0) -> list[int]:
+        """Accounts that have ever stored more than `min_messages_ever` messages."""
+        counters = t.account_counters.c
+        async with self.db.snapshot("list_account_ids") as connection:
+            rows = await connection.scalars(
+                select(counters.account_id)
+                .where(counters.last_seq > min_messages_ever)
+                .order_by(counters.account_id)
+            )
+            return [int(account_id) for account_id in rows]
+
+    async def prune_beyond_count(self, account_id: int, *, keep: int, batch: int) -> int:
+        """Delete up to `batch` unlocked messages older than the account's `keep` newest."""
+        messages = t.messages.c
+        async with self.db.transaction("prune_beyond_count") as connection:
+            oldest_kept = await connection.scalar(
+                select(messages.seq)
+                .where(messages.account_id == account_id)
+                .order_by(messages.seq.desc())
+                .offset(keep - 1)
+                .limit(1)
+            )
+            if oldest_kept is None:
+                return 0
+            return await _prune(connection, account_id, messages.seq < oldest_kept, batch)
+
+    async def prune_older_than(self, account_id: int, *, before_ms: int, batch: int) -> int:
+        """Delete up to `batch` unlocked messages received before `before_ms`."""
+        async with self.db.transaction("prune_older_than") as connection:
+            return await _prune(connection, account_id, t.messages.c.received_at < before_ms, batch)
+
+
+async def _prune(
+    connection: AsyncConnection, account_id: int, condition: ColumnElement[bool], batch: int
+) -> int:
+    messages = t.messages.c
+    doomed = (
+        await connection.execute(
+            select(messages.id, messages.counterpart)
+            .where(messages.account_id == account_id)
+            .where(condition)
+            .where(messages.locked.is_(False))
+            .order_by(messages.seq)
+            .limit(batch)
+        )
+    ).all()
+    if not doomed:
+        return 0
+    await connection.execute(delete(t.messages).where(messages.id.in_([row.id for row in doomed])))
+    await _refresh_conversations(connection, account_id, {row.counterpart for row in doomed})
+    return len(doomed)
+
+
+async def _refresh_conversations(
+    connection: AsyncConnection, account_id: int, counterparts: Iterable[str]
+) -> None:
+    """Recount conversations after messages left them; drop the ones left empty."""
+    messages = t.messages.c
+    conversations = t.conversations.c
+    incoming = messages.direction == Direction.INCOMING.value
+    unsent = and_(~incoming, messages.status.in_(sorted(UNSENT_STATUSES)))
+    for counterpart in counterparts:
+        in_conversation = and_(
+            messages.account_id == account_id,
+            messages.counterpart == counterpart,
+            messages.deleted.is_(False),
+        )
+        totals = (
+            await connection.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(case((and_(incoming, ~messages.read), 1), else_=0)), 0),
+                    func.coalesce(func.sum(case((unsent, 1), else_=0)), 0),
+                ).where(in_conversation)
+            )
+        ).one()
+        which = and_(
+            conversations.account_id == account_id, conversations.counterpart == counterpart
+        )
+        if totals[0] == 0:
+            await connection.execute(delete(t.conversations).where(which))
+            continue
+        last = (
+            await connection.execute(
+                select(messages.id, messages.received_at, messages.text)
+                .where(in_conversation)
+                .order_by(messages.id.desc())
+                .limit(1)
+            )
+        ).one()
+        await connection.execute(
+            update(t.conversations)
+            .where(which)
+            .values(
+                message_count=totals[0],
+                unread_count=totals[1],
+                unsent_count=totals[2],
+                last_message_id=last.id,
+                last_message_at=last.received_at,
+                snippet=last.text[:SNIPPET_CHARS],
+            )
+        )
