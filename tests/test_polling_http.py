@@ -104,6 +104,7 @@ async def test_mc5_marks_incoming_messages_retrieved(
         ({"username": "alice", "password": PASSWORD, "since": "-1"}, 2),
         ({"username": "alice", "password": PASSWORD, "since": "1.5"}, 2),
         ({"username": "alice", "password": PASSWORD, "since": "9" * 30}, 2),
+        ({"username": "alice", "password": PASSWORD, "since": "9" * 5000}, 2),
         ({"username": "al ice", "password": PASSWORD, "since": "0"}, 2),
         ({"username": "alice", "password": "wrong", "since": "0"}, 3),
         ({"username": "blocked", "password": PASSWORD, "since": "0"}, 4),

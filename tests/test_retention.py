@@ -91,6 +91,19 @@ async def test_nothing_is_pruned_within_limits_or_when_disabled(
     assert await kept(services) == ids
 
 
+async def test_a_pass_stops_after_the_current_batch_when_asked(
+    services: Services, alice: int
+) -> None:
+    await ingest(services, 6, at=NOW)
+    keeper = retention(services, max_messages=1, batch=2)
+    stop = asyncio.Event()
+    keeper._stop = stop
+    stop.set()
+    report = await keeper.prune_once()
+    assert report.by_count == 2  # one batch, then it noticed the stop
+    assert len(await kept(services)) == 4
+
+
 async def test_the_background_pruner_runs_until_stopped(services: Services, alice: int) -> None:
     await ingest(services, 6, at=NOW)
     stop = asyncio.Event()

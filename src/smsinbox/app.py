@@ -15,7 +15,7 @@ from smsinbox.dialects import eapi, mc5
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import ops
-from smsinbox.web.middleware import AccessLog, BodyLimit
+from smsinbox.web.middleware import AccessLog, BodyLimit, NoopRoute
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -48,13 +48,12 @@ def create_app(settings: Settings) -> Starlette:
                 f"{prefix}/reception/get_inbox/1/1.0", eapi.get_inbox_v10, methods=["GET", "POST"]
             ),
         ]
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[
-            Middleware(AccessLog, metrics=services.metrics),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-        ],
-    )
+    middleware = [
+        Middleware(AccessLog, metrics=services.metrics),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
+    if settings.benchmark_routes:
+        middleware.insert(0, Middleware(NoopRoute))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.services = services
     return app

@@ -87,6 +87,11 @@ class Settings:
     retention_max_age_days: int = setting(
         365, "Days a message is kept; older unlocked ones are pruned. 0 keeps them forever."
     )
+    benchmark_routes: bool = setting(
+        False,
+        "Serve /_bench/noop, an empty answer from the outermost layer of the app, which the "
+        "benchmark measures as the machine's ceiling. Leave it off in production.",
+    )
     retention_interval: int = setting(
         300, "Seconds between retention runs of the background pruner in `smsinbox serve`."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import NamedTuple
 
 
 class AccountStatus(enum.StrEnum):
@@ -88,8 +89,9 @@ class IngestResult:
     unrouted: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """A stored message. A named tuple: pages of a thousand are built per request."""
+
     id: int
     account_id: int
     seq: int

@@ -51,6 +51,7 @@ class Retention:
         self.batch = batch
         self.clock = clock
         self._on_pruned = on_pruned or (lambda reason, count: None)
+        self._stop = asyncio.Event()
 
     async def prune_once(self) -> PruneReport:
         """One pass over every account that may be over a limit."""
@@ -86,13 +87,17 @@ class Retention:
             if pruned:
                 self._on_pruned(reason, pruned)
             total += pruned
-            if pruned < self.batch:
+            if pruned < self.batch or self._stop.is_set():
                 return total
             await asyncio.sleep(0)  # let requests in between batches
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Prune every interval until `stop` is set; back off while the store is down."""
-        delay = self.interval_s
+        """Prune every interval until `stop` is set; back off while the store is down.
+
+        A pass in progress ends after its current batch once `stop` is set.
+        """
+        self._stop = stop
+        delay, failures = self.interval_s, 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -101,13 +106,15 @@ class Retention:
             try:
                 report = await self.prune_once()
             except StoreUnavailable:
-                delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)
+                failures += 1
+                ceiling = max(MAX_BACKOFF_S, self.interval_s)
+                delay = min(self.interval_s * 2**failures, ceiling) * random.uniform(0.8, 1.0)
                 log.warning("retention: store unavailable, next try in %.0f s", delay)
                 continue
             except Exception:
                 log.exception("retention pass failed")
                 delay = self.interval_s
                 continue
-            delay = self.interval_s
+            delay, failures = self.interval_s, 0
             if report.by_count or report.by_age:
                 log.info("retention pruned %d by count, %d by age", report.by_count, report.by_age)

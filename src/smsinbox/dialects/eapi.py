@@ -61,9 +61,9 @@ def _last_retrieved_id(raw: str | None) -> int:
     return int(value)
 
 
-def received_time(message: Message, zone: zoneinfo.ZoneInfo) -> str:
-    moment = dt.datetime.fromtimestamp(message.received_at / 1000, zone)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+def local_time(epoch_second: int, zone: zoneinfo.ZoneInfo) -> str:
+    """`yyyy-MM-dd HH:mm:ss` in the zone, daylight saving included."""
+    return dt.datetime.fromtimestamp(epoch_second, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def body_of(message: Message) -> str:
@@ -75,13 +75,17 @@ def body_of(message: Message) -> str:
 
 def render_page(page: IdPage, *, with_encoding: bool) -> str:
     zone = zoneinfo.ZoneInfo(page.account.time_zone)
+    times: dict[int, str] = {}  # messages of a page often share their second
     lines = [pipe.line(0, "records to follow", len(page.messages)), ""]
     for message in page.messages:
+        second = message.received_at // 1000
+        if second not in times:
+            times[second] = local_time(second, zone)
         fields: list[object] = [
             message.id,
             pipe.escape(message.sender),
             body_of(message),
-            received_time(message, zone),
+            times[second],
             message.recipient,
             message.reply_to_id or 0,
         ]

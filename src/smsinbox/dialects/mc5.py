@@ -56,7 +56,7 @@ def _json(body: dict[str, Any]) -> Response:
 
 def _since(raw: str | None) -> int:
     value = (raw or "").strip()
-    if not (value.isascii() and value.isdigit()):
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidInput("since must be a non-negative integer (epoch seconds)", "since")
     return int(value)
 

@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.models import Direction, Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.messages import message_from_row
+from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,15 +58,26 @@ class InboxStore(StoreBase):
         """Messages received at or after `after_ms`, in whole seconds that have closed.
 
         Only seconds before the one now open are returned, and the account's receive-time
-        watermark is raised to the open second first. Writers clamp their receive time to
-        that watermark, so a message committed after this page always lands in a second no
-        client has been given yet, whatever the writer's clock said when it started: cursors
-        never skip it. The page is read under the account's counter lock (PostgreSQL) or the
-        single writer (SQLite), after every writer that started before it has committed.
+        watermark is at the open second first. Writers clamp their receive time to that
+        watermark, so a message committed after this page always lands in a second no client
+        has been given yet, whatever the writer's clock said when it started: cursors never
+        skip it. Raising the watermark waits for the account's counter lock (PostgreSQL) or
+        the single writer (SQLite), so every writer that started earlier has committed.
         """
-        messages = t.messages.c
         counters = t.account_counters.c
-        async with self.db.transaction("page_by_time") as connection:
+        open_second_starts = clock() // 1000 * 1000
+        async with self.db.snapshot("page_by_time") as connection:
+            watermark = await connection.scalar(
+                select(counters.last_received_at).where(counters.account_id == account_id)
+            )
+            if watermark is not None and watermark >= open_second_starts:
+                # Raised already: everything before it is committed and in this snapshot.
+                page = await _time_page(
+                    connection, account_id, after_ms, open_second_starts, limit, directions
+                )
+                if not (mark_retrieved and _unretrieved(page)):
+                    return page
+        async with self.db.transaction("page_by_time_raising") as connection:
             if self.db.kind == "postgresql":
                 await connection.execute(
                     select(counters.account_id)
@@ -79,43 +91,15 @@ class InboxStore(StoreBase):
                 .where(counters.last_received_at < open_second_starts)
                 .values(last_received_at=open_second_starts)
             )
-            window = _directions(
-                select(t.messages)
-                .where(messages.account_id == account_id)
-                .where(messages.deleted.is_(False))
-                .where(messages.received_at >= after_ms)
-                .where(messages.received_at < open_second_starts),
-                directions,
+            page = await _time_page(
+                connection, account_id, after_ms, open_second_starts, limit, directions
             )
-            ordered = window.order_by(messages.received_at, messages.id)
-            rows = [
-                message_from_row(row)
-                for row in (await connection.execute(ordered.limit(limit + 1))).all()
-            ]
-            page, crowded_second = whole_seconds(rows, limit)
-            has_more = len(rows) > limit
-            if crowded_second is not None:
-                # One second alone holds more than a page: return all of it, never half.
-                second_end = (crowded_second + 1) * 1000
-                page = [
-                    message_from_row(row)
-                    for row in (
-                        await connection.execute(ordered.where(messages.received_at < second_end))
-                    ).all()
-                ]
-                later = await connection.scalar(
-                    window.with_only_columns(messages.id)
-                    .where(messages.received_at >= second_end)
-                    .limit(1)
+            fresh = _unretrieved(page) if mark_retrieved else []
+            if fresh:
+                await connection.execute(
+                    update(t.messages).where(t.messages.c.id.in_(fresh)).values(status="retrieved")
                 )
-                has_more = later is not None
-            if mark_retrieved:
-                fresh = [m.id for m in page if m.status == "received"]
-                if fresh:
-                    await connection.execute(
-                        update(t.messages).where(messages.id.in_(fresh)).values(status="retrieved")
-                    )
-        return TimePage(page, has_more)
+        return page
 
     async def page_by_id(
         self,
@@ -132,7 +116,7 @@ class InboxStore(StoreBase):
         """
         messages = t.messages.c
         query = _directions(
-            select(t.messages)
+            select(*MESSAGE_COLUMNS)
             .where(messages.account_id == account_id)
             .where(messages.deleted.is_(False))
             .where(messages.id > after_id),
@@ -141,3 +125,41 @@ class InboxStore(StoreBase):
         async with self.db.snapshot("page_by_id") as connection:
             rows = (await connection.execute(query.order_by(messages.id).limit(limit))).all()
         return [message_from_row(row) for row in rows]
+
+
+def _unretrieved(page: TimePage) -> list[int]:
+    return [m.id for m in page.messages if m.status == "received"]
+
+
+async def _time_page(
+    connection: AsyncConnection,
+    account_id: int,
+    after_ms: int,
+    before_ms: int,
+    limit: int,
+    directions: tuple[Direction, ...],
+) -> TimePage:
+    """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary."""
+    messages = t.messages.c
+    window = _directions(
+        select(*MESSAGE_COLUMNS)
+        .where(messages.account_id == account_id)
+        .where(messages.deleted.is_(False))
+        .where(messages.received_at >= after_ms)
+        .where(messages.received_at < before_ms),
+        directions,
+    )
+    ordered = window.order_by(messages.received_at, messages.id)
+    rows = [
+        message_from_row(row) for row in (await connection.execute(ordered.limit(limit + 1))).all()
+    ]
+    page, crowded_second = whole_seconds(rows, limit)
+    if crowded_second is None:
+        return TimePage(page, has_more=len(rows) > limit)
+    # One second alone holds more than a page: return all of it, never half.
+    second_end = (crowded_second + 1) * 1000
+    whole = await connection.execute(ordered.where(messages.received_at < second_end))
+    later = await connection.scalar(
+        window.with_only_columns(messages.id).where(messages.received_at >= second_end).limit(1)
+    )
+    return TimePage([message_from_row(row) for row in whole.all()], has_more=later is not None)

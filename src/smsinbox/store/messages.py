@@ -142,7 +142,7 @@ class MessageStore(StoreBase):
         async with self.db.snapshot("get_message") as connection:
             row = (
                 await connection.execute(
-                    select(t.messages)
+                    select(*MESSAGE_COLUMNS)
                     .where(t.messages.c.account_id == account_id)
                     .where(t.messages.c.id == message_id)
                     .where(t.messages.c.deleted.is_(False))
@@ -156,7 +156,7 @@ class MessageStore(StoreBase):
             account_id = await account_id_for(connection, username)
             rows = (
                 await connection.execute(
-                    select(t.messages)
+                    select(*MESSAGE_COLUMNS)
                     .where(t.messages.c.account_id == account_id)
                     .where(t.messages.c.deleted.is_(False))
                     .order_by(t.messages.c.seq.desc())
@@ -384,25 +384,17 @@ async def _bump_conversation(
     )
 
 
+# The columns of `messages` in Message's field order, so a row unpacks straight into one.
+MESSAGE_COLUMNS = tuple(t.messages.c[name] for name in Message._fields)
+_DIRECTIONS = {direction.value: direction for direction in Direction}
+_ENCODINGS = {encoding.value: encoding for encoding in Encoding}
+_DIRECTION_AT = Message._fields.index("direction")
+_ENCODING_AT = Message._fields.index("encoding")
+
+
 def message_from_row(row: Row[Any]) -> Message:
-    return Message(
-        id=row.id,
-        account_id=row.account_id,
-        seq=row.seq,
-        direction=Direction(row.direction),
-        sender=row.sender,
-        recipient=row.recipient,
-        counterpart=row.counterpart,
-        text=row.text,
-        encoding=Encoding(row.encoding),
-        body=row.body,
-        reply_to_id=row.reply_to_id,
-        upstream_message_id=row.upstream_message_id,
-        received_at=row.received_at,
-        sent_at=row.sent_at,
-        status=row.status,
-        origin=row.origin,
-        read=row.read,
-        locked=row.locked,
-        modseq=row.modseq,
-    )
+    """A Message from a row selected with MESSAGE_COLUMNS."""
+    fields = list(row)
+    fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
+    fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
+    return Message._make(fields)

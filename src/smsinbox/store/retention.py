@@ -42,6 +42,18 @@ class RetentionStore(StoreBase):
 
     async def prune_older_than(self, account_id: int, *, before_ms: int, batch: int) -> int:
         """Delete up to `batch` unlocked messages received before `before_ms`."""
+        messages = t.messages.c
+        async with self.db.snapshot("find_expired") as connection:
+            # Most accounts have nothing due: find that out without taking the writer.
+            due = await connection.scalar(
+                select(messages.id)
+                .where(messages.account_id == account_id)
+                .where(messages.received_at < before_ms)
+                .where(messages.locked.is_(False))
+                .limit(1)
+            )
+        if due is None:
+            return 0
         async with self.db.transaction("prune_older_than") as connection:
             return await _prune(connection, account_id, t.messages.c.received_at < before_ms, batch)
 

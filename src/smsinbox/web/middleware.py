@@ -52,6 +52,29 @@ class AccessLog:
             )
 
 
+NOOP_PATH = "/_bench/noop"
+
+
+class NoopRoute:
+    """Answers NOOP_PATH with an empty 200 before anything else runs: the benchmark ceiling."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == NOOP_PATH:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """Refuses request bodies over `max_bytes` with 413 before anything parses them."""
 
