@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit bench bench-quick clean
 
 install: $(STAMP)
 
@@ -32,6 +32,14 @@ typecheck: install
 
 unit: install
 	$(BIN)/pytest
+
+## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk if missing)
+bench: install
+	$(BIN)/python bench/run.py --mode full
+
+## bench-quick: a smoke run of the same, under two minutes
+bench-quick: install
+	$(BIN)/python bench/run.py --mode quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -111,6 +111,11 @@ class Message(NamedTuple):
     read: bool
     locked: bool
     modseq: int
+    created_modseq: int
+    deleted: bool
+    status_at: int | None
+    send_at: int | None
+    device_message_id: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

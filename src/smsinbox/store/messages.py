@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Row, case, delete, exc, func, insert, select, update
+from sqlalchemy import Row, and_, case, delete, exc, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import AlreadyExists
@@ -326,7 +327,9 @@ async def _append_message(
             account_id=account_id,
             seq=position.last_seq,
             modseq=position.last_modseq,
+            created_modseq=position.last_modseq,
             received_at=position.last_received_at,
+            status_at=position.last_received_at,
             **fields,
         )
         .returning(t.messages.c.id)
@@ -398,3 +401,54 @@ def message_from_row(row: Row[Any]) -> Message:
     fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
     fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
     return Message._make(fields)
+
+
+async def recount_conversations(
+    connection: AsyncConnection, account_id: int, counterparts: Iterable[str]
+) -> None:
+    """Recount conversations after messages left them; drop the ones left empty."""
+    messages = t.messages.c
+    conversations = t.conversations.c
+    incoming = messages.direction == Direction.INCOMING.value
+    unsent = and_(~incoming, messages.status.in_(sorted(UNSENT_STATUSES)))
+    for counterpart in counterparts:
+        in_conversation = and_(
+            messages.account_id == account_id,
+            messages.counterpart == counterpart,
+            messages.deleted.is_(False),
+        )
+        totals = (
+            await connection.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(case((and_(incoming, ~messages.read), 1), else_=0)), 0),
+                    func.coalesce(func.sum(case((unsent, 1), else_=0)), 0),
+                ).where(in_conversation)
+            )
+        ).one()
+        which = and_(
+            conversations.account_id == account_id, conversations.counterpart == counterpart
+        )
+        if totals[0] == 0:
+            await connection.execute(delete(t.conversations).where(which))
+            continue
+        last = (
+            await connection.execute(
+                select(messages.id, messages.received_at, messages.text)
+                .where(in_conversation)
+                .order_by(messages.id.desc())
+                .limit(1)
+            )
+        ).one()
+        await connection.execute(
+            update(t.conversations)
+            .where(which)
+            .values(
+                message_count=totals[0],
+                unread_count=totals[1],
+                unsent_count=totals[2],
+                last_message_id=last.id,
+                last_message_at=last.received_at,
+                snippet=last.text[:SNIPPET_CHARS],
+            )
+        )

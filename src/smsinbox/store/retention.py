@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from sqlalchemy import ColumnElement, and_, case, delete, func, select, update
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smsinbox.models import Direction
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.messages import SNIPPET_CHARS, UNSENT_STATUSES
+from smsinbox.store.messages import recount_conversations
 
 
 class RetentionStore(StoreBase):
@@ -75,56 +72,5 @@ async def _prune(
     if not doomed:
         return 0
     await connection.execute(delete(t.messages).where(messages.id.in_([row.id for row in doomed])))
-    await _refresh_conversations(connection, account_id, {row.counterpart for row in doomed})
+    await recount_conversations(connection, account_id, {row.counterpart for row in doomed})
     return len(doomed)
-
-
-async def _refresh_conversations(
-    connection: AsyncConnection, account_id: int, counterparts: Iterable[str]
-) -> None:
-    """Recount conversations after messages left them; drop the ones left empty."""
-    messages = t.messages.c
-    conversations = t.conversations.c
-    incoming = messages.direction == Direction.INCOMING.value
-    unsent = and_(~incoming, messages.status.in_(sorted(UNSENT_STATUSES)))
-    for counterpart in counterparts:
-        in_conversation = and_(
-            messages.account_id == account_id,
-            messages.counterpart == counterpart,
-            messages.deleted.is_(False),
-        )
-        totals = (
-            await connection.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(case((and_(incoming, ~messages.read), 1), else_=0)), 0),
-                    func.coalesce(func.sum(case((unsent, 1), else_=0)), 0),
-                ).where(in_conversation)
-            )
-        ).one()
-        which = and_(
-            conversations.account_id == account_id, conversations.counterpart == counterpart
-        )
-        if totals[0] == 0:
-            await connection.execute(delete(t.conversations).where(which))
-            continue
-        last = (
-            await connection.execute(
-                select(messages.id, messages.received_at, messages.text)
-                .where(in_conversation)
-                .order_by(messages.id.desc())
-                .limit(1)
-            )
-        ).one()
-        await connection.execute(
-            update(t.conversations)
-            .where(which)
-            .values(
-                message_count=totals[0],
-                unread_count=totals[1],
-                unsent_count=totals[2],
-                last_message_id=last.id,
-                last_message_at=last.received_at,
-                snippet=last.text[:SNIPPET_CHARS],
-            )
-        )

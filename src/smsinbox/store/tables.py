@@ -68,6 +68,9 @@ account_counters = Table(
     Column("last_seq", BigInteger, nullable=False, server_default=text("0")),
     Column("last_received_at", BigInteger, nullable=False, server_default=text("0")),
     Column("last_modseq", BigInteger, nullable=False, server_default=text("0")),
+    # Highest modseq of a tombstone purged so far: a device that has not caught up to it
+    # can no longer be told about that delete and must resync from scratch.
+    Column("purged_modseq", BigInteger, nullable=False, server_default=text("0")),
 )
 
 numbers = Table(
@@ -122,6 +125,9 @@ devices = Table(
     Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("name", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # The account modseq this device has confirmed it holds (mysms sync).
+    Column("acked_modseq", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_sync_at", BigInteger, nullable=True),
     Index(None, "account_id"),
     sqlite_autoincrement=True,
 )
@@ -182,6 +188,16 @@ messages = Table(
     Column("deleted", Boolean, nullable=False, server_default=text("false")),
     # Bumped on every change so device sync can ask for "everything after N".
     Column("modseq", BigInteger, nullable=False),
+    # The modseq of the message's creation: a device behind it has never seen the message.
+    Column("created_modseq", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    # When `status` last changed.
+    Column("status_at", BigInteger, nullable=True),
+    # Scheduled sending time of an outgoing message (mysms dateSendOn).
+    Column("send_at", BigInteger, nullable=True),
+    # A message a device reported (mysms insert or sync), with the device's own id for it.
+    Column("device_id", Id, ForeignKey("devices.id", ondelete="SET NULL"), nullable=True),
+    Column("device_message_id", String(128), nullable=True),
     Index(None, "account_id", "seq", unique=True),
     # Time cursors (MC5 `since`) and id cursors (EAPI `last_retrieved_id`) both walk one
     # account's messages in commit order; these two indexes make each page a range scan.
@@ -190,6 +206,9 @@ messages = Table(
     Index(None, "account_id", "counterpart", "id"),
     Index(None, "account_id", "modseq"),
     Index(None, "upstream_id", "upstream_message_id", unique=True),
+    Index(None, "account_id", "device_id", "device_message_id", unique=True),
+    # Outgoing messages waiting to be sent: scheduled ones, and local deliveries in flight.
+    Index(None, "status", "send_at"),
     sqlite_autoincrement=True,
 )
 
