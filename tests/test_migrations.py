@@ -12,13 +12,21 @@ from sqlalchemy import Connection
 from smsinbox.config import Settings
 from smsinbox.errors import SchemaBehind
 from smsinbox.services import Services
-from smsinbox.store.migrate import current_revision, ensure_schema, head_revision, upgrade
+from smsinbox.store.migrate import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    include_object,
+    upgrade,
+)
 from smsinbox.store.tables import metadata
 
 
 async def test_migrated_schema_matches_the_tables(services: Services) -> None:
     def differences(connection: Connection) -> list[object]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
         return list(compare_metadata(context, metadata))
 
     async with services.store.db.snapshot("test_compare_schema") as connection:

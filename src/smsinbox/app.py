@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from smsinbox.config import Settings
-from smsinbox.dialects import eapi, mc5
+from smsinbox.dialects import eapi, mc5, mysms
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import ops
@@ -25,12 +25,15 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         stop = asyncio.Event()
-        pruner = asyncio.create_task(services.retention.run(stop), name="retention")
+        workers = [
+            asyncio.create_task(services.retention.run(stop), name="retention"),
+            asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"),
+        ]
         try:
             yield
         finally:
             stop.set()
-            await pruner
+            await asyncio.gather(*workers)
             await services.close()
 
     routes = [
@@ -41,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/services/rest/user/messages", mc5.check_messages, methods=["GET", "POST"]),
         Route("/services/rest/user/allMessages", mc5.check_all_messages, methods=["GET", "POST"]),
     ]
+    routes += mysms.routes()
     for prefix in ("/eapi", ""):
         routes += [
             Route(f"{prefix}/reception/get_inbox/1/1.1", eapi.get_inbox, methods=["GET", "POST"]),

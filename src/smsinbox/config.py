@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import limits
+
 ENV_PREFIX = "SMSINBOX_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -87,6 +89,29 @@ class Settings:
     retention_max_age_days: int = setting(
         365, "Days a message is kept; older unlocked ones are pruned. 0 keeps them forever."
     )
+    auth_token_ttl: int = setting(
+        30 * 24 * 3600,
+        "Seconds a mysms auth token from /user/login stays valid. Logout and a password "
+        "change end it sooner.",
+    )
+    rate_limit_per_account: str = setting(
+        "600/minute",
+        "Most mysms API requests one account may make, as a `limits` rate string "
+        "('600/minute', '20/second'). Above it the answer is error 98.",
+    )
+    rate_limit_per_api_key: str = setting(
+        "6000/minute", "Most mysms API requests made with one API key, as a rate string."
+    )
+    rate_limit_storage: str = setting(
+        "memory://",
+        "Where rate-limit counters live: memory:// (one process) or redis://host:port/db "
+        "(shared by every process).",
+    )
+    sync_tombstone_days: int = setting(
+        30,
+        "Days a deleted message is kept as a tombstone so devices can sync the delete; a "
+        "device that has not synced for longer must resync from scratch.",
+    )
     benchmark_routes: bool = setting(
         False,
         "Serve /_bench/noop, an empty answer from the outermost layer of the app, which the "
@@ -110,6 +135,15 @@ class Settings:
             problems.append("reply_window must not be negative")
         if self.max_message_chars < 1 or self.max_body_bytes < 1:
             problems.append("max_message_chars and max_body_bytes must be positive")
+        for name in ("rate_limit_per_account", "rate_limit_per_api_key"):
+            try:
+                limits.parse(getattr(self, name))
+            except ValueError:
+                problems.append(f"{name} must be a rate like '600/minute'")
+        if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
+            problems.append("rate_limit_storage must be memory:// or a redis:// URL")
+        if self.auth_token_ttl < 1 or self.sync_tombstone_days < 1:
+            problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
             problems.append("eapi_page_size and retention_interval must be positive")
         if min(self.auth_cache_ttl, self.retention_max_messages, self.retention_max_age_days) < 0:

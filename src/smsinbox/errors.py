@@ -74,6 +74,42 @@ class AlreadyExists(DomainError):
     code = "already_exists"
 
 
+class InvalidApiKey(DomainError):
+    """The API key is unknown or revoked."""
+
+    code = "invalid_api_key"
+
+
+class InvalidAuthToken(DomainError):
+    """The auth token is unknown, expired or revoked."""
+
+    code = "invalid_auth_token"
+
+
+class AccessDenied(DomainError):
+    """The credentials are wrong or the account may not use the API."""
+
+    code = "access_denied"
+
+
+class TooManyRequests(DomainError):
+    """Too many requests in a short time."""
+
+    code = "too_many_requests"
+
+
+class UnknownDevice(DomainError):
+    """The device id does not name a device of this account."""
+
+    code = "unknown_device"
+
+
+class SenderWithoutNumber(DomainError):
+    """Sending needs the account to own a number."""
+
+    code = "sender_without_number"
+
+
 class SchemaBehind(DomainError):
     """The database schema is older than this version of smsinbox needs."""
 

@@ -72,6 +72,8 @@ class InboundMessage:
     upstream_message_id: str | None = None
     reply_ref: int | None = None
     sent_at: int | None = None
+    # platform (an upstream), sim (the user's own device), app (another account here)
+    origin: str = "platform"
 
 
 class IngestOutcome(enum.StrEnum):
@@ -137,3 +139,17 @@ class Conversation:
     last_message_id: int
     last_message_at: int
     snippet: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    name: str
+    created_at: int
+    last_sync_at: int | None
+
+
+class Contact(NamedTuple):
+    id: int
+    name: str
+    msisdns: tuple[str, ...]

@@ -7,11 +7,16 @@ import logging
 
 from smsinbox.config import Settings
 from smsinbox.core.accounts import Accounts
+from smsinbox.core.addressbook import Contacts, Devices
 from smsinbox.core.auth import PasswordAuthenticator
 from smsinbox.core.credentials import Credentials
+from smsinbox.core.dispatch import Dispatcher
 from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
+from smsinbox.core.mailbox import Mailbox
+from smsinbox.core.ratelimit import RateLimits
 from smsinbox.core.retention import Retention
+from smsinbox.core.sessions import Sessions
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.store import Database, Store
@@ -31,6 +36,11 @@ class Services:
     api_keys: Credentials
     inbox: Inbox
     retention: Retention
+    sessions: Sessions
+    mailbox: Mailbox
+    dispatcher: Dispatcher
+    contacts: Contacts
+    devices: Devices
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -42,24 +52,24 @@ class Services:
             observer=metrics.observe_transaction,
         )
         store = Store(database)
+        authenticator = PasswordAuthenticator(store, cache_ttl=settings.auth_cache_ttl)
+        ingestor = Ingestor(
+            store,
+            reply_window_s=settings.reply_window,
+            max_chars=settings.max_message_chars,
+            on_outcome=metrics.count_ingest,
+        )
+        api_keys = Credentials(store, "api_key")
+        mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars)
         return cls(
             settings=settings,
             metrics=metrics,
             store=store,
             accounts=Accounts(store, default_time_zone=settings.default_time_zone),
-            ingestor=Ingestor(
-                store,
-                reply_window_s=settings.reply_window,
-                max_chars=settings.max_message_chars,
-                on_outcome=metrics.count_ingest,
-            ),
+            ingestor=ingestor,
             upstreams=Credentials(store, "upstream"),
-            api_keys=Credentials(store, "api_key"),
-            inbox=Inbox(
-                store,
-                PasswordAuthenticator(store, cache_ttl=settings.auth_cache_ttl),
-                id_page_size=settings.eapi_page_size,
-            ),
+            api_keys=api_keys,
+            inbox=Inbox(store, authenticator, id_page_size=settings.eapi_page_size),
             retention=Retention(
                 store,
                 max_messages=settings.retention_max_messages,
@@ -67,6 +77,21 @@ class Services:
                 interval_s=settings.retention_interval,
                 on_pruned=metrics.count_pruned,
             ),
+            sessions=Sessions(
+                store,
+                api_keys,
+                authenticator,
+                RateLimits(
+                    per_account=settings.rate_limit_per_account,
+                    per_api_key=settings.rate_limit_per_api_key,
+                    storage_url=settings.rate_limit_storage,
+                ),
+                token_ttl_s=settings.auth_token_ttl,
+            ),
+            mailbox=mailbox,
+            dispatcher=Dispatcher(store, mailbox),
+            contacts=Contacts(store),
+            devices=Devices(store),
         )
 
     async def start(self) -> None:

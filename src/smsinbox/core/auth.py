@@ -53,7 +53,7 @@ class PasswordAuthenticator:
         account = await self.store.get_account(username)
         if account is None:
             raise UnknownAccount(f"no account named {username!r}")
-        if not await self._password_matches(account, password):
+        if not await self.password_matches(account, password):
             raise AuthenticationFailed("wrong password")
         if account.status is AccountStatus.BLOCKED:
             raise AccountBlocked("account is blocked")
@@ -61,7 +61,8 @@ class PasswordAuthenticator:
             raise AccountNeedsActivation("account needs to be activated")
         return account
 
-    async def _password_matches(self, account: Account, password: str) -> bool:
+    async def password_matches(self, account: Account, password: str) -> bool:
+        """True if `password` is the account's (remembered briefly once verified)."""
         pair = hmac.new(self._key, f"{account.id}\x00{password}".encode(), hashlib.sha256).digest()
         remembered = self._verified.get(pair)
         now = time.monotonic()

@@ -106,3 +106,16 @@ def _storable(text: str, octets: bytes) -> tuple[str, bytes | None]:
     if "\x00" in text:
         return text.replace("\x00", _REPLACEMENT), octets
     return text, None
+
+
+# GSM 03.38: the default alphabet and the characters its extension table adds.
+_GSM7 = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+    "\f^{}\\[~]|€"
+)
+
+
+def encoding_for(text: str) -> Encoding:
+    """7bit when every character fits the GSM alphabet, else 16bit (UCS-2)."""
+    return Encoding.GSM7 if all(character in _GSM7 for character in text) else Encoding.UCS2

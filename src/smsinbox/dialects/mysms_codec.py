@@ -36,7 +36,7 @@ class ListOf:
 class Schema:
     """The fields of one request element (or of an object nested in one)."""
 
-    def __init__(self, name: str, **fields: FieldType) -> None:
+    def __init__(self, name: str, /, **fields: FieldType) -> None:
         self.name = name
         self.fields: dict[str, FieldType] = {"apiKey": "str", "authToken": "str", **fields}
 
@@ -131,9 +131,10 @@ def encode(payload: Mapping[str, Any], *, xml: bool, element: str) -> bytes:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     root = Element(element)
     _fill(root, payload)
-    return b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + tostring(
-        root, encoding="unicode"
-    ).encode()
+    return (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        + tostring(root, encoding="unicode").encode()
+    )
 
 
 def _fill(parent: Element, payload: Mapping[str, Any]) -> None:

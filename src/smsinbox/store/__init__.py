@@ -7,16 +7,30 @@ see a connection.
 from __future__ import annotations
 
 from smsinbox.store.accounts import AccountStore
+from smsinbox.store.contacts import ContactStore
 from smsinbox.store.credentials import CredentialStore
 from smsinbox.store.database import Database, TransactionObserver
+from smsinbox.store.devices import DeviceStore
 from smsinbox.store.inbox import InboxStore
+from smsinbox.store.mailbox import MailboxStore
 from smsinbox.store.messages import MessageStore
 from smsinbox.store.retention import RetentionStore
+from smsinbox.store.sessions import SessionStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
 
-class Store(AccountStore, CredentialStore, MessageStore, InboxStore, RetentionStore):
+class Store(
+    AccountStore,
+    CredentialStore,
+    MessageStore,
+    InboxStore,
+    RetentionStore,
+    MailboxStore,
+    SessionStore,
+    DeviceStore,
+    ContactStore,
+):
     """Every storage operation smsinbox has, over one Database."""
 
     async def close(self) -> None:

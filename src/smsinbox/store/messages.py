@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, case, delete, exc, func, insert, select, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exc,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import AlreadyExists
@@ -26,7 +38,7 @@ from smsinbox.store.database import upsert_into
 SNIPPET_CHARS = 160
 
 # Outgoing states that count towards a conversation's "unsent" figure.
-UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled"})
+UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled", "sending"})
 
 
 class MessageStore(StoreBase):
@@ -104,7 +116,7 @@ class MessageStore(StoreBase):
             upstream_message_id=inbound.upstream_message_id,
             sent_at=inbound.sent_at,
             status="received",
-            origin="platform",
+            origin=inbound.origin,
         )
 
     async def record_outgoing(
@@ -117,6 +129,9 @@ class MessageStore(StoreBase):
         encoding: Encoding,
         status: str,
         now: int,
+        send_at: int | None = None,
+        origin: str = "platform",
+        device_id: int | None = None,
     ) -> int:
         """Record a message the account sends; incoming answers thread onto it."""
         async with self.db.transaction("record_outgoing") as connection:
@@ -134,10 +149,115 @@ class MessageStore(StoreBase):
                 reply_to_id=None,
                 upstream_id=None,
                 upstream_message_id=None,
-                sent_at=now,
+                sent_at=send_at or now,
+                send_at=send_at,
                 status=status,
-                origin="platform",
+                origin=origin,
+                read=True,
+                device_id=device_id,
             )
+
+    async def record_device_message(
+        self,
+        account_id: int,
+        *,
+        incoming: bool,
+        own_number: str,
+        address: str,
+        text: str,
+        encoding: Encoding,
+        sent_at: int | None,
+        read: bool,
+        device_id: int | None,
+        device_message_id: str | None,
+        now: int,
+    ) -> tuple[int, bool]:
+        """Store a message the user's own device reports (SIM origin), once per device id.
+
+        Returns the message id and whether it was new.
+        """
+        messages = t.messages.c
+        async with self.db.transaction("record_device_message") as connection:
+            if device_message_id is not None:
+                earlier = await connection.scalar(
+                    select(messages.id)
+                    .where(messages.account_id == account_id)
+                    .where(messages.device_id == device_id)
+                    .where(messages.device_message_id == device_message_id)
+                )
+                if earlier is not None:
+                    return int(earlier), False
+            message_id = await _append_message(
+                connection,
+                account_id,
+                now,
+                direction=Direction.INCOMING if incoming else Direction.OUTGOING,
+                sender=address if incoming else own_number,
+                recipient=own_number if incoming else address,
+                counterpart=address,
+                text=text,
+                encoding=encoding.value,
+                body=None,
+                reply_to_id=None,
+                upstream_id=None,
+                upstream_message_id=None,
+                sent_at=sent_at,
+                status="received" if incoming else "complete",
+                origin="sim",
+                read=read or not incoming,
+                device_id=device_id,
+                device_message_id=device_message_id,
+            )
+            return message_id, True
+
+    async def claim_outgoing(self, seen: Message, *, now: int) -> bool:
+        """Mark an outgoing message sending, if it is still as `seen`; False if another
+        dispatcher changed it first."""
+        messages = t.messages.c
+        async with self.db.transaction("claim_outgoing") as connection:
+            result = await connection.execute(
+                update(t.messages)
+                .where(messages.id == seen.id)
+                .where(messages.status == seen.status)
+                .where(messages.status_at == seen.status_at)
+                .values(status="sending", status_at=now)
+            )
+            return bool(result.rowcount)
+
+    async def set_outgoing_status(
+        self, account_id: int, message_id: int, status: str, *, now: int
+    ) -> None:
+        messages = t.messages.c
+        async with self.db.transaction("set_outgoing_status") as connection:
+            counterpart = await connection.scalar(
+                select(messages.counterpart)
+                .where(messages.account_id == account_id)
+                .where(messages.id == message_id)
+            )
+            if counterpart is None:
+                return
+            await change_messages(
+                connection, account_id, [message_id], {"status": status, "status_at": now}
+            )
+            await recount_conversations(connection, account_id, [counterpart])
+
+    async def list_due_outgoing(self, *, now: int, stale_before: int, limit: int) -> list[Message]:
+        """Scheduled messages now due, and deliveries left half-done (e.g. by a crash)."""
+        messages = t.messages.c
+        async with self.db.snapshot("list_due_outgoing") as connection:
+            rows = await connection.execute(
+                select(*MESSAGE_COLUMNS)
+                .where(
+                    or_(
+                        and_(messages.status == "scheduled", messages.send_at <= now),
+                        and_(messages.status == "sending", messages.status_at < stale_before),
+                    )
+                )
+                .where(messages.deleted.is_(False))
+                .order_by(messages.id)
+                .limit(limit)
+            )
+            return [message_from_row(row) for row in rows.all()]
 
     async def get_message(self, account_id: int, message_id: int) -> Message | None:
         async with self.db.snapshot("get_message") as connection:
@@ -336,6 +456,7 @@ async def _append_message(
     )
     assert message_id is not None
     incoming = fields["direction"] == Direction.INCOMING
+    unread = incoming and not fields.get("read", False)
     unsent = not incoming and fields["status"] in UNSENT_STATUSES
     await _bump_conversation(
         connection,
@@ -344,7 +465,7 @@ async def _append_message(
         message_id=int(message_id),
         at=position.last_received_at,
         snippet=fields["text"][:SNIPPET_CHARS],
-        unread=1 if incoming else 0,
+        unread=1 if unread else 0,
         unsent=1 if unsent else 0,
     )
     return int(message_id)
@@ -452,3 +573,29 @@ async def recount_conversations(
                 snippet=last.text[:SNIPPET_CHARS],
             )
         )
+
+
+async def change_messages(
+    connection: AsyncConnection, account_id: int, message_ids: Sequence[int], values: dict[str, Any]
+) -> None:
+    """Apply `values` to the messages, each with a modseq of its own, in id order."""
+    if not message_ids:
+        return
+    counters = t.account_counters.c
+    last = await connection.scalar(
+        update(t.account_counters)
+        .where(counters.account_id == account_id)
+        .values(last_modseq=counters.last_modseq + len(message_ids))
+        .returning(counters.last_modseq)
+    )
+    assert last is not None
+    first = int(last) - len(message_ids) + 1
+    await connection.execute(
+        update(t.messages)
+        .where(t.messages.c.id == bindparam("changed_id"))
+        .values(modseq=bindparam("new_modseq"), **values),
+        [
+            {"changed_id": message_id, "new_modseq": first + offset}
+            for offset, message_id in enumerate(message_ids)
+        ],
+    )

@@ -18,6 +18,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x5D51B0C5
 
 
+def include_object(
+    obj: object, name: str | None, kind: str, reflected: bool, compare_to: object
+) -> bool:
+    """Leave the search index out of schema comparisons: it is engine-specific DDL."""
+    return not (name or "").startswith("messages_search") and not (name or "").endswith("_trgm")
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from smsinbox.store.migrate import include_object
 from smsinbox.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
@@ -14,6 +15,7 @@ context.configure(
     # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=include_object,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("last_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("last_received_at", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("last_modseq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("purged_modseq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -198,6 +199,8 @@ def upgrade() -> None:
         ),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("acked_modseq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_sync_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
@@ -208,80 +211,6 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index(op.f("ix_devices_account_id"), "devices", ["account_id"], unique=False)
-    op.create_table(
-        "messages",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
-        sa.Column("direction", sa.String(length=3), nullable=False),
-        sa.Column("sender", sa.String(length=32), nullable=False),
-        sa.Column("recipient", sa.String(length=32), nullable=False),
-        sa.Column("counterpart", sa.String(length=32), nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("encoding", sa.String(length=5), nullable=False),
-        sa.Column("body", sa.LargeBinary(), nullable=True),
-        sa.Column("reply_to_id", sa.BigInteger(), nullable=True),
-        sa.Column(
-            "upstream_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
-        ),
-        sa.Column("upstream_message_id", sa.String(length=128), nullable=True),
-        sa.Column("received_at", sa.BigInteger(), nullable=False),
-        sa.Column("sent_at", sa.BigInteger(), nullable=True),
-        sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("origin", sa.String(length=8), nullable=False),
-        sa.Column("read", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("locked", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("modseq", sa.BigInteger(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.id"],
-            name=op.f("fk_messages_account_id_accounts"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["upstream_id"],
-            ["upstreams.id"],
-            name=op.f("fk_messages_upstream_id_upstreams"),
-            ondelete="SET NULL",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
-        sqlite_autoincrement=True,
-    )
-    op.create_index(
-        op.f("ix_messages_account_id_counterpart_id"),
-        "messages",
-        ["account_id", "counterpart", "id"],
-        unique=False,
-    )
-    op.create_index(
-        op.f("ix_messages_account_id_id"), "messages", ["account_id", "id"], unique=False
-    )
-    op.create_index(
-        op.f("ix_messages_account_id_modseq"), "messages", ["account_id", "modseq"], unique=False
-    )
-    op.create_index(
-        op.f("ix_messages_account_id_received_at_id"),
-        "messages",
-        ["account_id", "received_at", "id"],
-        unique=False,
-    )
-    op.create_index(
-        op.f("ix_messages_account_id_seq"), "messages", ["account_id", "seq"], unique=True
-    )
-    op.create_index(
-        op.f("ix_messages_upstream_id_upstream_message_id"),
-        "messages",
-        ["upstream_id", "upstream_message_id"],
-        unique=True,
-    )
     op.create_table(
         "numbers",
         sa.Column("msisdn", sa.String(length=32), nullable=False),
@@ -349,9 +278,115 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", "msisdn", name=op.f("pk_contact_numbers")),
     )
     op.create_index(op.f("ix_contact_numbers_msisdn"), "contact_numbers", ["msisdn"], unique=False)
+    op.create_table(
+        "messages",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("direction", sa.String(length=3), nullable=False),
+        sa.Column("sender", sa.String(length=32), nullable=False),
+        sa.Column("recipient", sa.String(length=32), nullable=False),
+        sa.Column("counterpart", sa.String(length=32), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("encoding", sa.String(length=5), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("reply_to_id", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "upstream_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("upstream_message_id", sa.String(length=128), nullable=True),
+        sa.Column("received_at", sa.BigInteger(), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("origin", sa.String(length=8), nullable=False),
+        sa.Column("read", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("locked", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("deleted", sa.Boolean(), server_default=sa.text("false"), nullable=False),
+        sa.Column("modseq", sa.BigInteger(), nullable=False),
+        sa.Column("created_modseq", sa.BigInteger(), nullable=False),
+        sa.Column("deleted_at", sa.BigInteger(), nullable=True),
+        sa.Column("status_at", sa.BigInteger(), nullable=True),
+        sa.Column("send_at", sa.BigInteger(), nullable=True),
+        sa.Column("device_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("device_message_id", sa.String(length=128), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_messages_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["device_id"],
+            ["devices.id"],
+            name=op.f("fk_messages_device_id_devices"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["upstream_id"],
+            ["upstreams.id"],
+            name=op.f("fk_messages_upstream_id_upstreams"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_counterpart_id"),
+        "messages",
+        ["account_id", "counterpart", "id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_device_id_device_message_id"),
+        "messages",
+        ["account_id", "device_id", "device_message_id"],
+        unique=True,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_id"), "messages", ["account_id", "id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_modseq"), "messages", ["account_id", "modseq"], unique=False
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_received_at_id"),
+        "messages",
+        ["account_id", "received_at", "id"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_messages_account_id_seq"), "messages", ["account_id", "seq"], unique=True
+    )
+    op.create_index(
+        op.f("ix_messages_status_send_at"), "messages", ["status", "send_at"], unique=False
+    )
+    op.create_index(
+        op.f("ix_messages_upstream_id_upstream_message_id"),
+        "messages",
+        ["upstream_id", "upstream_message_id"],
+        unique=True,
+    )
+    _create_search_index()
 
 
 def downgrade() -> None:
+    _drop_search_index()
+    op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_status_send_at"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_received_at_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_modseq"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_device_id_device_message_id"), table_name="messages")
+    op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
+    op.drop_table("messages")
     op.drop_index(op.f("ix_contact_numbers_msisdn"), table_name="contact_numbers")
     op.drop_table("contact_numbers")
     op.drop_index(op.f("ix_unrouted_upstream_id_upstream_message_id"), table_name="unrouted")
@@ -359,13 +394,6 @@ def downgrade() -> None:
     op.drop_table("unrouted")
     op.drop_index(op.f("ix_numbers_account_id"), table_name="numbers")
     op.drop_table("numbers")
-    op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_received_at_id"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_modseq"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_id"), table_name="messages")
-    op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
-    op.drop_table("messages")
     op.drop_index(op.f("ix_devices_account_id"), table_name="devices")
     op.drop_table("devices")
     op.drop_index(op.f("ix_conversations_account_id_last_message_at"), table_name="conversations")
@@ -379,3 +407,43 @@ def downgrade() -> None:
     op.drop_table("upstreams")
     op.drop_table("api_keys")
     op.drop_table("accounts")
+
+
+# Full-text search over message text and addresses (substring, 3+ characters). Not in the
+# SQLAlchemy metadata: each engine does it its own way.
+SQLITE_SEARCH = [
+    "CREATE VIRTUAL TABLE messages_search USING fts5(owner, text, counterpart, tokenize='trigram')",
+    """CREATE TRIGGER messages_search_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_search (rowid, owner, text, counterpart)
+        VALUES (new.id, 'a' || new.account_id || 'z', new.text, new.counterpart);
+    END""",
+    """CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN
+        DELETE FROM messages_search WHERE rowid = old.id;
+    END""",
+    """CREATE TRIGGER messages_search_update AFTER UPDATE OF text, counterpart, account_id
+        ON messages BEGIN
+        UPDATE messages_search SET owner = 'a' || new.account_id || 'z', text = new.text,
+            counterpart = new.counterpart WHERE rowid = old.id;
+    END""",
+]
+POSTGRES_SEARCH = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX ix_messages_text_trgm ON messages USING gin (text gin_trgm_ops)",
+    "CREATE INDEX ix_messages_counterpart_trgm ON messages USING gin (counterpart gin_trgm_ops)",
+]
+
+
+def _create_search_index() -> None:
+    dialect = op.get_bind().dialect.name
+    for statement in SQLITE_SEARCH if dialect == "sqlite" else POSTGRES_SEARCH:
+        op.execute(statement)
+
+
+def _drop_search_index() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        for name in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS messages_search_{name}")
+        op.execute("DROP TABLE IF EXISTS messages_search")
+    else:
+        op.execute("DROP INDEX IF EXISTS ix_messages_text_trgm")
+        op.execute("DROP INDEX IF EXISTS ix_messages_counterpart_trgm")

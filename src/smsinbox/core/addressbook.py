@@ -1,0 +1,76 @@
+"""Contacts and devices of a signed-in user."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from smsinbox.core.clock import Clock, now_ms
+from smsinbox.core.numbers import normalize_sender
+from smsinbox.core.sessions import Principal
+from smsinbox.errors import InvalidInput, MissingParameter, NotFound
+from smsinbox.models import Contact, Device
+from smsinbox.store import Store
+
+MAX_NAME = 255
+
+
+def _name(name: str | None, field: str = "name") -> str:
+    if name is None or not name.strip():
+        raise MissingParameter(field)
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidInput(f"{field} must be at most {MAX_NAME} printable characters", field)
+    return name.strip()
+
+
+class Contacts:
+    def __init__(self, store: Store, clock: Clock = now_ms) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def list(self, who: Principal) -> list[Contact]:
+        return await self.store.list_contacts(who.account_id)
+
+    async def create(self, who: Principal, name: str | None, msisdns: Sequence[str]) -> Contact:
+        numbers = [normalize_sender(n, "msisdns") for n in msisdns]
+        return await self.store.create_contact(
+            who.account_id, _name(name), numbers, now=self.clock()
+        )
+
+    async def update(
+        self,
+        who: Principal,
+        contact_id: int | None,
+        *,
+        name: str | None,
+        msisdns: Sequence[str] | None,
+    ) -> Contact:
+        if contact_id is None:
+            raise MissingParameter("contactId")
+        updated = await self.store.update_contact(
+            who.account_id,
+            contact_id,
+            name=None if name is None else _name(name),
+            msisdns=None if msisdns is None else [normalize_sender(n, "msisdns") for n in msisdns],
+            now=self.clock(),
+        )
+        if updated is None:
+            raise NotFound("no such contact")
+        return updated
+
+    async def delete(self, who: Principal, contact_id: int | None) -> None:
+        if contact_id is None:
+            raise MissingParameter("contactId")
+        if not await self.store.delete_contact(who.account_id, contact_id):
+            raise NotFound("no such contact")
+
+
+class Devices:
+    def __init__(self, store: Store, clock: Clock = now_ms) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def register(self, who: Principal, name: str | None) -> Device:
+        return await self.store.register_device(who.account_id, _name(name), now=self.clock())
+
+    async def list(self, who: Principal) -> list[Device]:
+        return await self.store.list_devices(who.account_id)

@@ -1,0 +1,240 @@
+"""What a signed-in mysms user can do with their messages: the rules behind each resource."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from smsinbox.core.clock import Clock, now_ms
+from smsinbox.core.encodings import encoding_for
+from smsinbox.core.ingest import Ingestor
+from smsinbox.core.numbers import normalize_msisdn, normalize_sender
+from smsinbox.core.sessions import Principal
+from smsinbox.errors import (
+    InvalidInput,
+    MissingParameter,
+    NotFound,
+    SenderWithoutNumber,
+    UnknownDevice,
+)
+from smsinbox.models import Conversation, InboundMessage, Message
+from smsinbox.store import Store
+
+MIN_SEARCH = 3
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deletion:
+    deleted: int
+    kept_locked: list[int]
+
+
+def _page(offset: int | None, limit: int | None) -> tuple[int, int]:
+    offset = offset or 0
+    limit = DEFAULT_PAGE if limit is None or limit <= 0 else min(limit, MAX_PAGE)
+    if offset < 0:
+        raise InvalidInput("offset must not be negative", "offset")
+    return offset, limit
+
+
+def _address(address: str | None) -> str:
+    return normalize_sender(address, "address")
+
+
+def _text(text: str | None, max_chars: int) -> str:
+    if text is None or text == "":
+        raise MissingParameter("message")
+    if len(text) > max_chars:
+        raise InvalidInput(f"message is longer than {max_chars} characters", "message")
+    return text.replace("\x00", "\ufffd")
+
+
+class Mailbox:
+    def __init__(
+        self, store: Store, ingestor: Ingestor, *, max_chars: int, clock: Clock = now_ms
+    ) -> None:
+        self.store = store
+        self.ingestor = ingestor
+        self.max_chars = max_chars
+        self.clock = clock
+
+    async def conversations(
+        self, who: Principal, *, offset: int | None, limit: int | None
+    ) -> list[tuple[Conversation, str | None]]:
+        first, count = _page(offset, limit)
+        return await self.store.list_conversations_with_names(
+            who.account_id, offset=first, limit=count
+        )
+
+    async def conversation_messages(
+        self, who: Principal, address: str | None, *, offset: int | None, limit: int | None
+    ) -> list[Message]:
+        first, count = _page(offset, limit)
+        return await self.store.list_conversation_messages(
+            who.account_id, _address(address), offset=first, limit=count
+        )
+
+    async def read_conversation(self, who: Principal, address: str | None) -> int:
+        return await self.store.mark_conversations_read(
+            who.account_id, [_address(address)], now=self.clock()
+        )
+
+    async def delete_conversations(self, who: Principal, addresses: Sequence[str]) -> Deletion:
+        if not addresses:
+            raise MissingParameter("addresses")
+        deleted, kept = await self.store.delete_messages(
+            who.account_id, counterparts=[_address(a) for a in addresses], now=self.clock()
+        )
+        return Deletion(deleted, kept)
+
+    async def delete_messages(self, who: Principal, message_ids: Sequence[int]) -> Deletion:
+        if not message_ids:
+            raise MissingParameter("messageIds")
+        deleted, kept = await self.store.delete_messages(
+            who.account_id, message_ids=message_ids, now=self.clock()
+        )
+        return Deletion(deleted, kept)
+
+    async def lock(self, who: Principal, message_ids: Sequence[int], locked: bool) -> int:
+        if not message_ids:
+            raise MissingParameter("messageIds")
+        return await self.store.set_locked(who.account_id, message_ids, locked)
+
+    async def update(
+        self,
+        who: Principal,
+        message_id: int | None,
+        *,
+        read: bool | None,
+        locked: bool | None,
+    ) -> Message:
+        if message_id is None:
+            raise MissingParameter("messageId")
+        values = {
+            name: value for name, value in (("read", read), ("locked", locked)) if value is not None
+        }
+        updated = await self.store.update_message(
+            who.account_id, message_id, values, now=self.clock()
+        )
+        if updated is None:
+            raise NotFound("no such message")
+        return updated
+
+    async def search(
+        self,
+        who: Principal,
+        query: str | None,
+        *,
+        address: str | None,
+        locked: bool | None,
+        limit: int | None,
+    ) -> list[Message]:
+        if not query:
+            raise MissingParameter("query")
+        if len(query.strip()) < MIN_SEARCH:
+            raise InvalidInput(f"query must have at least {MIN_SEARCH} characters", "query")
+        _, count = _page(0, limit)
+        return await self.store.search_messages(
+            who.account_id,
+            query.strip(),
+            counterpart=None if address is None else _address(address),
+            locked=locked,
+            limit=count,
+        )
+
+    async def insert(
+        self,
+        who: Principal,
+        address: str | None,
+        text: str | None,
+        *,
+        incoming: bool,
+        date_sent: int | None,
+        read: bool,
+        device_id: int | None,
+        device_message_id: str | None,
+    ) -> tuple[int, bool]:
+        """Store a message the user's own device received (or sent) on its SIM."""
+        await self._check_device(who, device_id)
+        body = _text(text, self.max_chars)
+        return await self.store.record_device_message(
+            who.account_id,
+            incoming=incoming,
+            own_number=who.numbers[0] if who.numbers else "",
+            address=_address(address),
+            text=body,
+            encoding=encoding_for(body),
+            sent_at=date_sent,
+            read=read,
+            device_id=device_id,
+            device_message_id=device_message_id,
+            now=self.clock(),
+        )
+
+    async def send(
+        self,
+        who: Principal,
+        recipient: int | str | None,
+        text: str | None,
+        *,
+        send_on: int | None,
+        device_id: int | None,
+    ) -> int:
+        """Send a message: at once to an account on this server, else queue it as pending.
+
+        A `send_on` in the future schedules it; the dispatcher sends it when due, also after
+        a restart, since the schedule is the stored message itself.
+        """
+        if recipient is None or recipient == "":
+            raise MissingParameter("recipient")
+        if not who.numbers:
+            raise SenderWithoutNumber("the account has no number to send from")
+        await self._check_device(who, device_id)
+        number = normalize_msisdn(str(recipient), "recipient")
+        body = _text(text, self.max_chars)
+        now = self.clock()
+        scheduled = send_on is not None and send_on > now
+        message_id = await self.store.record_outgoing(
+            who.account_id,
+            sender=who.numbers[0],
+            recipient=number,
+            text=body,
+            encoding=encoding_for(body),
+            status="scheduled" if scheduled else "sending",
+            now=now,
+            send_at=send_on if scheduled else None,
+            origin="app",
+            device_id=device_id,
+        )
+        if not scheduled:
+            await self.deliver(who.account_id, message_id, who.numbers[0], number, body)
+        return message_id
+
+    async def deliver(
+        self, account_id: int, message_id: int, sender: str, recipient: str, text: str
+    ) -> None:
+        """Hand an outgoing message on: into a local inbox, or to the queue for SMPP."""
+        if await self.store.find_account_by_number(recipient) is None:
+            # No account here owns the number: it waits for the network connector.
+            await self.store.set_outgoing_status(
+                account_id, message_id, "pending", now=self.clock()
+            )
+            return
+        await self.ingestor.ingest(
+            InboundMessage(
+                sender=sender,
+                recipient=recipient,
+                text=text,
+                encoding=encoding_for(text),
+                # Makes a repeated delivery (after a crash) a duplicate, not a second copy.
+                upstream_message_id=f"local:{message_id}",
+                origin="app",
+            )
+        )
+        await self.store.set_outgoing_status(account_id, message_id, "complete", now=self.clock())
+
+    async def _check_device(self, who: Principal, device_id: int | None) -> None:
+        if device_id is not None and not await self.store.device_exists(who.account_id, device_id):
+            raise UnknownDevice("the device id is invalid")

@@ -1,0 +1,249 @@
+"""An account's own view of its messages: conversations, reading, locking, deleting, search.
+
+Every method takes the account id of the authenticated principal and touches nothing
+outside that account, whatever ids it is given (DESIGN invariant 5). Every change bumps the
+changed messages' modseq, so devices can sync it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, column, literal_column, or_, select, table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsinbox.models import Conversation, Direction, Message
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase
+from smsinbox.store.messages import (
+    MESSAGE_COLUMNS,
+    change_messages,
+    message_from_row,
+    recount_conversations,
+)
+
+# The SQLite full-text index (FTS5, trigram tokenizer), kept by triggers; see migrations.
+_fts = table("messages_search", column("rowid"), column("messages_search"))
+
+
+def _like_pattern(query: str) -> str:
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class MailboxStore(StoreBase):
+    async def list_conversations_with_names(
+        self, account_id: int, *, offset: int, limit: int
+    ) -> list[tuple[Conversation, str | None]]:
+        """Conversations, most recent first, each with the name of a matching contact."""
+        conversations = t.conversations.c
+        contact_name = (
+            select(t.contacts.c.name)
+            .join(t.contact_numbers, t.contact_numbers.c.contact_id == t.contacts.c.id)
+            .where(t.contacts.c.account_id == account_id)
+            .where(t.contact_numbers.c.msisdn == conversations.counterpart)
+            .order_by(t.contacts.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        async with self.db.snapshot("list_conversations_with_names") as connection:
+            rows = (
+                await connection.execute(
+                    select(t.conversations, contact_name.label("contact_name"))
+                    .where(conversations.account_id == account_id)
+                    .order_by(conversations.last_message_at.desc(), conversations.id.desc())
+                    .offset(offset)
+                    .limit(limit)
+                )
+            ).all()
+        return [
+            (
+                Conversation(
+                    counterpart=row.counterpart,
+                    message_count=row.message_count,
+                    unread_count=row.unread_count,
+                    unsent_count=row.unsent_count,
+                    last_message_id=row.last_message_id,
+                    last_message_at=row.last_message_at,
+                    snippet=row.snippet,
+                ),
+                row.contact_name,
+            )
+            for row in rows
+        ]
+
+    async def list_conversation_messages(
+        self, account_id: int, counterpart: str, *, offset: int, limit: int
+    ) -> list[Message]:
+        """A conversation's messages, newest first."""
+        messages = t.messages.c
+        async with self.db.snapshot("list_conversation_messages") as connection:
+            rows = await connection.execute(
+                select(*MESSAGE_COLUMNS)
+                .where(messages.account_id == account_id)
+                .where(messages.counterpart == counterpart)
+                .where(messages.deleted.is_(False))
+                .order_by(messages.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [message_from_row(row) for row in rows.all()]
+
+    async def get_messages(self, account_id: int, message_ids: Sequence[int]) -> list[Message]:
+        messages = t.messages.c
+        async with self.db.snapshot("get_messages") as connection:
+            rows = await connection.execute(
+                select(*MESSAGE_COLUMNS)
+                .where(messages.account_id == account_id)
+                .where(messages.id.in_(list(message_ids)))
+                .where(messages.deleted.is_(False))
+                .order_by(messages.id)
+            )
+            return [message_from_row(row) for row in rows.all()]
+
+    async def mark_conversations_read(
+        self, account_id: int, counterparts: Sequence[str], *, now: int
+    ) -> int:
+        """Mark every incoming message of the conversations read; returns how many changed."""
+        messages = t.messages.c
+        async with self.db.transaction("mark_conversations_read") as connection:
+            changed = await _select_ids(
+                connection,
+                account_id,
+                messages.counterpart.in_(list(counterparts)),
+                messages.direction == Direction.INCOMING.value,
+                messages.read.is_(False),
+            )
+            await change_messages(connection, account_id, changed, {"read": True})
+            await recount_conversations(connection, account_id, counterparts)
+            return len(changed)
+
+    async def delete_messages(
+        self,
+        account_id: int,
+        *,
+        message_ids: Sequence[int] = (),
+        counterparts: Sequence[str] = (),
+        now: int,
+    ) -> tuple[int, list[int]]:
+        """Delete the unlocked ones among the given messages and conversations.
+
+        Deleted messages stay as tombstones until retention purges them, so devices learn of
+        the delete. Returns how many were deleted and the ids of the locked ones kept.
+        """
+        messages = t.messages.c
+        async with self.db.transaction("delete_messages") as connection:
+            rows = (
+                await connection.execute(
+                    select(messages.id, messages.locked, messages.counterpart)
+                    .where(messages.account_id == account_id)
+                    .where(messages.deleted.is_(False))
+                    .where(
+                        or_(
+                            messages.id.in_(list(message_ids)),
+                            messages.counterpart.in_(list(counterparts)),
+                        )
+                    )
+                    .order_by(messages.id)
+                )
+            ).all()
+            doomed = [row.id for row in rows if not row.locked]
+            kept = [row.id for row in rows if row.locked]
+            await change_messages(
+                connection, account_id, doomed, {"deleted": True, "deleted_at": now}
+            )
+            await recount_conversations(connection, account_id, {row.counterpart for row in rows})
+            return len(doomed), kept
+
+    async def set_locked(self, account_id: int, message_ids: Sequence[int], locked: bool) -> int:
+        messages = t.messages.c
+        async with self.db.transaction("set_locked") as connection:
+            changed = await _select_ids(
+                connection,
+                account_id,
+                messages.id.in_(list(message_ids)),
+                messages.locked != locked,
+            )
+            await change_messages(connection, account_id, changed, {"locked": locked})
+            return len(changed)
+
+    async def update_message(
+        self, account_id: int, message_id: int, values: dict[str, Any], *, now: int
+    ) -> Message | None:
+        """Change read, locked or status of one message; None if it is not the account's."""
+        messages = t.messages.c
+        async with self.db.transaction("update_message") as connection:
+            row = (
+                await connection.execute(
+                    select(*MESSAGE_COLUMNS)
+                    .where(messages.account_id == account_id)
+                    .where(messages.id == message_id)
+                    .where(messages.deleted.is_(False))
+                )
+            ).first()
+            if row is None:
+                return None
+            current = message_from_row(row)
+            wanted = {k: v for k, v in values.items() if getattr(current, k) != v}
+            if "status" in wanted:
+                wanted["status_at"] = now
+            if wanted:
+                await change_messages(connection, account_id, [message_id], wanted)
+                await recount_conversations(connection, account_id, [current.counterpart])
+            updated = (
+                await connection.execute(select(*MESSAGE_COLUMNS).where(messages.id == message_id))
+            ).one()
+            return message_from_row(updated)
+
+    async def search_messages(
+        self,
+        account_id: int,
+        query: str,
+        *,
+        counterpart: str | None,
+        locked: bool | None,
+        limit: int,
+    ) -> list[Message]:
+        """Messages whose text or address contains `query` (3+ characters), newest first."""
+        messages = t.messages.c
+        statement = (
+            select(*MESSAGE_COLUMNS)
+            .where(messages.account_id == account_id)
+            .where(messages.deleted.is_(False))
+        )
+        if self.db.kind == "sqlite":
+            phrase = '"' + query.replace('"', '""') + '"'
+            match = f'owner:"a{account_id}z" AND {{text counterpart}}: {phrase}'
+            statement = statement.join(_fts, _fts.c.rowid == messages.id).where(
+                literal_column("messages_search").op("MATCH")(match)
+            )
+        else:
+            pattern = _like_pattern(query)
+            statement = statement.where(
+                or_(
+                    messages.text.ilike(pattern, escape="\\"),
+                    messages.counterpart.like(pattern, escape="\\"),
+                )
+            )
+        if counterpart is not None:
+            statement = statement.where(messages.counterpart == counterpart)
+        if locked is not None:
+            statement = statement.where(messages.locked.is_(locked))
+        async with self.db.snapshot("search_messages") as connection:
+            rows = await connection.execute(statement.order_by(messages.id.desc()).limit(limit))
+            return [message_from_row(row) for row in rows.all()]
+
+
+async def _select_ids(
+    connection: AsyncConnection, account_id: int, *conditions: ColumnElement[bool]
+) -> list[int]:
+    messages = t.messages.c
+    rows = await connection.scalars(
+        select(messages.id)
+        .where(messages.account_id == account_id)
+        .where(messages.deleted.is_(False))
+        .where(*conditions)
+        .order_by(messages.id)
+    )
+    return [int(message_id) for message_id in rows]

@@ -1,0 +1,71 @@
+"""Auth tokens: mysms sessions, issued at login and stored only as digests."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+
+from smsinbox.models import Account
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase, account_from_row
+
+
+class SessionStore(StoreBase):
+    async def create_auth_token(
+        self, account_id: int, api_key_id: int, token_hash: str, *, now: int, expires_at: int
+    ) -> None:
+        async with self.db.transaction("create_auth_token") as connection:
+            await connection.execute(
+                insert(t.auth_tokens).values(
+                    account_id=account_id,
+                    api_key_id=api_key_id,
+                    token_hash=token_hash,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    async def find_auth_token(self, token_hash: str, *, now: int) -> tuple[int, int] | None:
+        """(account id, api key id) of a live token with this digest."""
+        tokens = t.auth_tokens.c
+        async with self.db.snapshot("find_auth_token") as connection:
+            row = (
+                await connection.execute(
+                    select(tokens.account_id, tokens.api_key_id)
+                    .where(tokens.token_hash == token_hash)
+                    .where(tokens.revoked_at.is_(None))
+                    .where(tokens.expires_at > now)
+                )
+            ).first()
+        return None if row is None else (int(row.account_id), int(row.api_key_id))
+
+    async def revoke_auth_token(self, token_hash: str, *, now: int) -> None:
+        tokens = t.auth_tokens.c
+        async with self.db.transaction("revoke_auth_token") as connection:
+            await connection.execute(
+                update(t.auth_tokens)
+                .where(tokens.token_hash == token_hash)
+                .where(tokens.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+
+    async def get_account_by_id(self, account_id: int) -> tuple[Account, tuple[str, ...]] | None:
+        """The account and the numbers it owns."""
+        async with self.db.snapshot("get_account_by_id") as connection:
+            row = (
+                await connection.execute(select(t.accounts).where(t.accounts.c.id == account_id))
+            ).first()
+            if row is None:
+                return None
+            numbers = await connection.scalars(
+                select(t.numbers.c.msisdn)
+                .where(t.numbers.c.account_id == account_id)
+                .order_by(t.numbers.c.msisdn)
+            )
+            return account_from_row(row), tuple(numbers)
+
+    async def find_account_by_number(self, msisdn: str) -> int | None:
+        async with self.db.snapshot("find_account_by_number") as connection:
+            account_id = await connection.scalar(
+                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == msisdn)
+            )
+        return None if account_id is None else int(account_id)
