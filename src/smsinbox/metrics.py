@@ -33,8 +33,9 @@ class Metrics:
         )
         self.messages_pruned = Counter(
             "smsinbox_messages_pruned",
-            "Messages deleted by retention, by reason: count (over the per-account cap) or "
-            "age (older than the maximum age).",
+            "Messages deleted by retention, by reason: count (over the per-account cap), "
+            "age (older than the maximum age) or tombstone (a delete kept for device sync "
+            "past sync_tombstone_days).",
             ["reason"],
             registry=self.registry,
         )

@@ -17,6 +17,7 @@ from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.ratelimit import RateLimits
 from smsinbox.core.retention import Retention
 from smsinbox.core.sessions import Sessions
+from smsinbox.core.sync import Sync
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.store import Database, Store
@@ -41,6 +42,7 @@ class Services:
     dispatcher: Dispatcher
     contacts: Contacts
     devices: Devices
+    sync: Sync
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -75,6 +77,7 @@ class Services:
                 max_messages=settings.retention_max_messages,
                 max_age_days=settings.retention_max_age_days,
                 interval_s=settings.retention_interval,
+                tombstone_days=settings.sync_tombstone_days,
                 on_pruned=metrics.count_pruned,
             ),
             sessions=Sessions(
@@ -92,6 +95,7 @@ class Services:
             dispatcher=Dispatcher(store, mailbox),
             contacts=Contacts(store),
             devices=Devices(store),
+            sync=Sync(store, mailbox),
         )
 
     async def start(self) -> None:

@@ -40,6 +40,7 @@ class Retention:
         max_messages: int,
         max_age_days: int,
         interval_s: float,
+        tombstone_days: int = 30,
         batch: int = 500,
         clock: Clock = now_ms,
         on_pruned: PrunedListener | None = None,
@@ -47,6 +48,7 @@ class Retention:
         self.store = store
         self.max_messages = max_messages
         self.max_age_days = max_age_days
+        self.tombstone_days = tombstone_days
         self.interval_s = interval_s
         self.batch = batch
         self.clock = clock
@@ -78,6 +80,17 @@ class Retention:
                         self.store.prune_older_than, account_id, before_ms=before, batch=self.batch
                     ),
                 )
+        deleted_before = self.clock() - self.tombstone_days * DAY_MS
+        for account_id in await self.store.list_account_ids():
+            await self._drain(
+                "tombstone",
+                functools.partial(
+                    self.store.purge_tombstones,
+                    account_id,
+                    deleted_before=deleted_before,
+                    batch=self.batch,
+                ),
+            )
         return PruneReport(by_count, by_age)
 
     async def _drain(self, reason: str, prune_batch: Callable[[], Awaitable[int]]) -> int:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from smsinbox.core.sessions import Principal
+from smsinbox.core.sync import Change
 from smsinbox.dialects.mysms_codec import CodecError, ListOf, Schema, decode, encode
 from smsinbox.errors import (
     AccessDenied,
@@ -306,6 +307,42 @@ async def update(s: Services, who: Principal | None, body: dict[str, Any]) -> di
         _principal(who), body.get("messageId"), read=body.get("read"), locked=body.get("locked")
     )
     return {"message": render_message(message)}
+
+
+SYNC_ENTRY = Schema("userMessageSync", operation="int", messageId="int", deviceMessageId="str",
+                    address="str", message="str", incoming="bool", read="bool", locked="bool",
+                    origin="int", status="int", dateSent="int", dateStatus="int")  # fmt: skip
+
+
+def render_change(change: Change) -> dict[str, Any]:
+    return {
+        "operation": change.operation,
+        **render_message(change.message),
+        "deviceMessageId": change.message.device_message_id,
+    }
+
+
+@resource("/user/message/sync",
+          Schema("userMessageSyncRequest", deviceId="int", syncs=ListOf(SYNC_ENTRY),
+                 syncAcks=ListOf("int"), syncLimit="int", syncUnreliable="bool",
+                 syncInitial="bool"),
+          "userMessageSyncResponse")  # fmt: skip
+async def sync(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+    result = await s.sync.sync(
+        _principal(who),
+        body.get("deviceId"),
+        syncs=body.get("syncs", []),
+        acks=body.get("syncAcks", []),
+        limit=body.get("syncLimit"),
+        initial=body.get("syncInitial", False),
+    )
+    return {
+        "syncs": [render_change(change) for change in result.changes],
+        "syncAcks": [{"deviceMessageId": d, "messageId": m} for d, m in result.acks],
+        "syncState": result.state,
+        "syncMore": result.more,
+        "syncResync": result.resync,
+    }
 
 
 @resource("/user/contact/contacts/get", Schema("userContactGetContactsRequest"),

@@ -16,6 +16,7 @@ from smsinbox.store.mailbox import MailboxStore
 from smsinbox.store.messages import MessageStore
 from smsinbox.store.retention import RetentionStore
 from smsinbox.store.sessions import SessionStore
+from smsinbox.store.sync import SyncStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
@@ -30,6 +31,7 @@ class Store(
     SessionStore,
     DeviceStore,
     ContactStore,
+    SyncStore,
 ):
     """Every storage operation smsinbox has, over one Database."""
 

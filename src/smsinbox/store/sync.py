@@ -1,0 +1,114 @@
+"""Device sync: an account's changes in modseq order, device acknowledgements, tombstones."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+
+from smsinbox.models import Message
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase
+from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
+
+
+class SyncStore(StoreBase):
+    async def list_changes(
+        self, account_id: int, *, after_modseq: int, limit: int, include_deleted: bool
+    ) -> tuple[list[Message], int]:
+        """Up to `limit` messages changed after `after_modseq`, in modseq order, and the
+        modseq below which tombstones have been purged."""
+        messages = t.messages.c
+        query = (
+            select(*MESSAGE_COLUMNS)
+            .where(messages.account_id == account_id)
+            .where(messages.modseq > after_modseq)
+        )
+        if not include_deleted:
+            query = query.where(messages.deleted.is_(False))
+        async with self.db.snapshot("list_changes") as connection:
+            purged = await connection.scalar(
+                select(t.account_counters.c.purged_modseq).where(
+                    t.account_counters.c.account_id == account_id
+                )
+            )
+            rows = await connection.execute(query.order_by(messages.modseq).limit(limit))
+            return [message_from_row(row) for row in rows.all()], int(purged or 0)
+
+    async def find_device_message(
+        self, account_id: int, device_id: int, device_message_id: str
+    ) -> int | None:
+        messages = t.messages.c
+        async with self.db.snapshot("find_device_message") as connection:
+            found = await connection.scalar(
+                select(messages.id)
+                .where(messages.account_id == account_id)
+                .where(messages.device_id == device_id)
+                .where(messages.device_message_id == device_message_id)
+            )
+        return None if found is None else int(found)
+
+    async def acknowledge_sync(
+        self, account_id: int, device_id: int, modseq: int, *, now: int
+    ) -> int:
+        """Record that the device holds the account's state up to `modseq` (never lowers
+        it, never beyond what exists); returns the device's acknowledged modseq."""
+        devices = t.devices.c
+        counters = t.account_counters.c
+        async with self.db.transaction("acknowledge_sync") as connection:
+            newest = await connection.scalar(
+                select(counters.last_modseq).where(counters.account_id == account_id)
+            )
+            current = await connection.scalar(
+                select(devices.acked_modseq)
+                .where(devices.account_id == account_id)
+                .where(devices.id == device_id)
+            )
+            acked = max(int(current or 0), min(modseq, int(newest or 0)))
+            await connection.execute(
+                update(t.devices)
+                .where(devices.id == device_id)
+                .values(acked_modseq=acked, last_sync_at=now)
+            )
+            return acked
+
+    async def purge_tombstones(self, account_id: int, *, deleted_before: int, batch: int) -> int:
+        """Forget up to `batch` deletes older than `deleted_before`; devices that have not
+        synced past them must resync (purged_modseq records how far that reaches)."""
+        messages = t.messages.c
+        counters = t.account_counters.c
+        async with self.db.snapshot("find_tombstones") as connection:
+            due = await connection.scalar(
+                select(messages.id)
+                .where(messages.account_id == account_id)
+                .where(messages.deleted.is_(True))
+                .where(messages.deleted_at < deleted_before)
+                .limit(1)
+            )
+        if due is None:
+            return 0
+        async with self.db.transaction("purge_tombstones") as connection:
+            doomed = (
+                await connection.execute(
+                    select(messages.id, messages.modseq)
+                    .where(messages.account_id == account_id)
+                    .where(messages.deleted.is_(True))
+                    .where(messages.deleted_at < deleted_before)
+                    .order_by(messages.modseq)
+                    .limit(batch)
+                )
+            ).all()
+            if not doomed:
+                return 0
+            highest = max(row.modseq for row in doomed)
+            await connection.execute(
+                t.messages.delete().where(messages.id.in_([row.id for row in doomed]))
+            )
+            await connection.execute(
+                update(t.account_counters)
+                .where(counters.account_id == account_id)
+                .values(purged_modseq=func.max(counters.purged_modseq, highest))
+                if self.db.kind == "sqlite"
+                else update(t.account_counters)
+                .where(counters.account_id == account_id)
+                .values(purged_modseq=func.greatest(counters.purged_modseq, highest))
+            )
+            return len(doomed)
