@@ -1,0 +1,169 @@
+"""Two devices of one account, changing things in between their syncs, end up with exactly
+the server's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from smsinbox.core.ingest import RawInbound
+from smsinbox.services import Services
+from tests.conftest import LiveServer
+from tests.mysms_client import Mysms
+
+ALICE = 447700900001
+FRIEND = "4915112345"
+
+
+class Device:
+    """A device's local copy of the account's messages, kept by the sync procedure."""
+
+    def __init__(self, client: Mysms, device_id: int) -> None:
+        self.client = client
+        self.device_id = device_id
+        self.state = 0
+        self.messages: dict[int, tuple[str, str, bool, bool]] = {}
+        self.outbox: list[dict[str, Any]] = []
+
+    def insert(self, device_message_id: str, text: str) -> None:
+        self.outbox.append({"operation": 1, "deviceMessageId": device_message_id,
+                            "address": FRIEND, "message": text, "incoming": True})  # fmt: skip
+
+    def update(self, message_id: int, **fields: bool) -> None:
+        self.outbox.append({"operation": 0, "messageId": message_id, **fields})
+
+    def delete(self, message_id: int) -> None:
+        self.outbox.append({"operation": 2, "messageId": message_id})
+
+    async def sync(self, *, initial: bool = False) -> None:
+        syncs, self.outbox = self.outbox, []
+        while True:
+            answer = await self.client.call(
+                "/user/message/sync",
+                deviceId=self.device_id,
+                syncs=syncs,
+                syncAcks=[self.state],
+                syncLimit=2,
+                syncInitial=initial,
+            )
+            assert answer["errorCode"] == 0 and not answer["syncResync"]
+            syncs, initial = [], False
+            for change in answer["syncs"]:
+                if change["operation"] == 2:
+                    self.messages.pop(change["messageId"], None)
+                else:
+                    self.messages[change["messageId"]] = (
+                        change["address"], change["message"], change["read"], change["locked"]
+                    )  # fmt: skip
+            self.state = answer["syncState"]
+            if not answer["syncMore"]:
+                return
+
+
+async def server_state(services: Services) -> dict[int, tuple[str, str, bool, bool]]:
+    return {
+        m.id: (m.counterpart, m.text, m.read, m.locked)
+        for m in await services.store.list_recent_messages("alice", 1000)
+    }
+
+
+async def test_two_devices_converge_on_the_server_state(
+    services: Services, live_server: LiveServer
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+
+    async def arrive(text: str) -> int:
+        raw = RawInbound(FRIEND, str(ALICE), text=text.encode())
+        return (await services.ingestor.accept(raw, upstream_id=None)).id
+
+    m = [await arrive(f"m{i}") for i in range(5)]
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        one = Device(client, (await client.call("/user/device/register", name="one"))["deviceId"])
+        two = Device(client, (await client.call("/user/device/register", name="two"))["deviceId"])
+        await one.sync(initial=True)
+        await two.sync(initial=True)
+        assert one.messages == two.messages == await server_state(services)
+
+        one.insert("one-1", "typed on one")
+        one.update(m[0], read=True)
+        one.delete(m[1])
+        await one.sync()
+        two.update(m[2], locked=True)
+        two.delete(m[0])  # one just marked it read: the delete wins
+        two.insert("two-1", "typed on two")
+        two.insert("two-1", "typed on two")  # a retried insert is not a second message
+        await arrive("m5")
+        await client.call("/user/message/conversations/read", address=FRIEND)
+        await two.sync()
+        one.update(m[3], locked=True)
+        one.delete(m[2])  # locked by two meanwhile: it stays
+        await one.sync()
+        await two.sync()
+        await one.sync()
+
+    expected = await server_state(services)
+    assert m[0] not in expected and m[1] not in expected and m[2] in expected
+    assert sorted(text for _, text, _, _ in expected.values()).count("typed on two") == 1
+    assert one.messages == expected
+    assert two.messages == expected
+
+
+async def test_a_device_behind_purged_tombstones_must_resync(
+    services: Services, live_server: LiveServer
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+    raw = RawInbound(FRIEND, str(ALICE), text=b"soon gone")
+    doomed = (await services.ingestor.accept(raw, upstream_id=None)).id
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        device = (await client.call("/user/device/register", name="old"))["deviceId"]
+        await client.call("/user/message/delete", messageId=doomed)
+        account = await services.store.get_account("alice")
+        assert account is not None
+        purged = await services.store.purge_tombstones(
+            account.id, deleted_before=services.ingestor.clock() + 1, batch=10
+        )
+        assert purged == 1
+        stale = await client.call("/user/message/sync", deviceId=device, syncAcks=[0])
+        assert (stale["errorCode"], stale["syncResync"], stale["syncs"]) == (0, True, [])
+        fresh = await client.call("/user/message/sync", deviceId=device, syncInitial=True)
+        assert (fresh["syncResync"], fresh["syncs"]) == (False, [])
+        assert await client.call("/user/message/sync") == {"errorCode": 2}
+        assert await client.call("/user/message/sync", deviceId=4242) == {"errorCode": 105}
+        assert (
+            await client.call(
+                "/user/message/sync", deviceId=device, syncs=[{"operation": 7, "messageId": 1}]
+            )
+        ) == {"errorCode": 2}
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+async def test_changes_page_in_modseq_order_without_gaps(
+    services: Services, live_server: LiveServer, limit: int
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+    for i in range(7):
+        raw = RawInbound(FRIEND, str(ALICE), text=f"m{i}".encode())
+        await services.ingestor.accept(raw, upstream_id=None)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        device = (await client.call("/user/device/register", name="d"))["deviceId"]
+        seen: list[int] = []
+        state, more = 0, True
+        while more:
+            answer = await client.call(
+                "/user/message/sync", deviceId=device, syncAcks=[state], syncLimit=limit
+            )
+            seen += [change["messageId"] for change in answer["syncs"]]
+            assert all(change["operation"] == 1 for change in answer["syncs"])
+            state, more = answer["syncState"], answer["syncMore"]
+    assert seen == sorted(seen) and len(seen) == 7
