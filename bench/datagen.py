@@ -28,7 +28,8 @@ BATCH = 20_000
 MESSAGE_COLUMNS = (
     "id", "account_id", "seq", "direction", "sender", "recipient", "counterpart", "text",
     "encoding", "body", "reply_to_id", "upstream_id", "upstream_message_id", "received_at",
-    "sent_at", "status", "origin", "read", "locked", "deleted", "modseq",
+    "sent_at", "status", "origin", "read", "locked", "deleted", "modseq", "created_modseq",
+    "status_at",
 )  # fmt: skip
 
 
@@ -52,7 +53,7 @@ def message_rows(accounts: int, per_account: int, start_ms: int) -> Iterator[tup
                 message_id, account, position + 1, "in", counterpart, number(account),
                 counterpart, f"benchmark message {position} for account {account}", "7bit",
                 None, None, None, None, received_at, None, "received", "platform", False,
-                False, False, position + 1,
+                False, False, position + 1, position + 1, received_at,
             )  # fmt: skip
 
 
@@ -75,7 +76,7 @@ async def generate(
         (i, username(i), password_hash, "active", "UTC", None, now, now)
         for i in range(1, accounts + 1)
     ]
-    counter_rows = [(i, per_account, last_received, per_account) for i in range(1, accounts + 1)]
+    counter_rows = [(i, per_account, last_received, per_account, 0) for i in range(1, accounts + 1)]
     number_rows = [(number(i), i, now) for i in range(1, accounts + 1)]
     messages = message_rows(accounts, per_account, start_ms)
     total = accounts * per_account
@@ -101,7 +102,7 @@ def _fill_sqlite(path, account_rows, counter_rows, number_rows, messages, total,
     connection.execute("PRAGMA synchronous=OFF")
     connection.execute("BEGIN")
     connection.executemany("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?)", account_rows)
-    connection.executemany("INSERT INTO account_counters VALUES (?,?,?,?)", counter_rows)
+    connection.executemany("INSERT INTO account_counters VALUES (?,?,?,?,?)", counter_rows)
     connection.executemany("INSERT INTO numbers VALUES (?,?,?)", number_rows)
     placeholders = ",".join("?" * len(MESSAGE_COLUMNS))
     insert = f"INSERT INTO messages ({','.join(MESSAGE_COLUMNS)}) VALUES ({placeholders})"
@@ -152,6 +153,10 @@ if __name__ == "__main__":
     import sys
 
     asyncio.run(
-        generate(sys.argv[1], accounts=int(sys.argv[2]), per_account=int(sys.argv[3]),
-                 progress=lambda done, total: print(f"{done}/{total}", end="\r"))  # fmt: skip
+        generate(
+            sys.argv[1],
+            accounts=int(sys.argv[2]),
+            per_account=int(sys.argv[3]),
+            progress=lambda done, total: print(f"{done}/{total}", end="\r"),
+        )  # fmt: skip
     )

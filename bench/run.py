@@ -89,6 +89,9 @@ class Server:
             **os.environ,
             "SMSINBOX_DATABASE_URL": database_url,
             "SMSINBOX_BENCHMARK_ROUTES": "true",
+            # The load is the point here; the limiter itself still runs on every request.
+            "SMSINBOX_RATE_LIMIT_PER_ACCOUNT": "1000000/second",
+            "SMSINBOX_RATE_LIMIT_PER_API_KEY": "1000000/second",
         }
         self.log = (workdir / "server.log").open("ab")
         self.process: subprocess.Popen[bytes] | None = None
@@ -145,6 +148,31 @@ def rotating(paths: list[str]) -> Path:
     )
 
 
+def posting(path: str, bodies: list[str]) -> Path:
+    """A wrk script that POSTs JSON `bodies` to `path` in turn."""
+    quoted = ",".join(json.dumps(b) for b in bodies)
+    return wrk_script(
+        f"local bodies = {{{quoted}}}\nlocal i = 0\n"
+        "local headers = {['Content-Type'] = 'application/json'}\n"
+        "request = function()\n  i = i % #bodies + 1\n"
+        f"  return wrk.format('POST', '{path}', headers, bodies[i])\nend\n"
+    )
+
+
+def mysms_sessions(server: Server, accounts: range) -> list[dict[str, str]]:
+    """An API key and a logged-in auth token per account."""
+    key = server.cli("apikey", "create", "bench").splitlines()[-1]
+    sessions = []
+    for i in accounts:
+        answer = httpx.post(
+            server.url + "/json/user/login",
+            json={"apiKey": key, "msisdn": int(number(i)), "password": PASSWORD},
+            timeout=30,
+        ).json()
+        sessions.append({"apiKey": key, "authToken": answer["authToken"]})
+    return sessions
+
+
 def ingest_script(token: str, accounts: int) -> Path:
     """Each request a new message (unique id per wrk thread) to one of the accounts."""
     return wrk_script(
@@ -157,7 +185,9 @@ def ingest_script(token: str, accounts: int) -> Path:
     )
 
 
-def run_wrk(wrk: str, url: str, script: Path | None, duration: int, connections: int) -> dict[str, float]:
+def run_wrk(
+    wrk: str, url: str, script: Path | None, duration: int, connections: int
+) -> dict[str, float]:
     command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
@@ -204,16 +234,30 @@ def bench_engine(engine: str, mode: dict[str, Any], wrk: str) -> list[dict[str, 
                 ]  # fmt: skip
                 for path in mc5 + eapi:  # argon2 once per account, before measuring
                     httpx.get(server.url + path, timeout=30).raise_for_status()
+                sessions = mysms_sessions(server, polled)
+                # A word in one message in a thousand of each account ("message 7"
+                # matches 7, 70-79, 700-799: about 111 per account, a full page of 100).
+                searches = [json.dumps({**s, "query": "message 7", "limit": 100})
+                            for s in sessions]  # fmt: skip
+                listings = [json.dumps({**s, "limit": 100}) for s in sessions]
                 rss_rest = server.rss_mb()
                 runs = {
                     "ceiling": (server.url + "/_bench/noop", None),
                     "mc5_poll": (server.url, rotating(mc5)),
                     "eapi_poll": (server.url, rotating(eapi)),
+                    "search": (server.url, posting("/json/user/message/search", searches)),
+                    # One client at a time: the latency a user waits for, without queueing.
+                    "search_1c": (server.url, posting("/json/user/message/search", searches)),
+                    "conversations": (
+                        server.url,
+                        posting("/json/user/message/conversations/get", listings),
+                    ),
                     "ingest": (server.url, ingest_script(token, accounts)),
                 }
                 measured = {}
                 for name, (url, script) in runs.items():
-                    measured[name] = run_wrk(wrk, url, script, mode["duration"], mode["connections"])
+                    connections = 1 if name.endswith("_1c") else mode["connections"]
+                    measured[name] = run_wrk(wrk, url, script, mode["duration"], connections)
                     print(f"  {name:10} {measured[name]['rps']:>9,.0f} req/s  "
                           f"p99 {measured[name]['p99_ms']:.2f} ms")  # fmt: skip
                 rss_load = server.rss_mb()
