@@ -158,5 +158,5 @@ if __name__ == "__main__":
             accounts=int(sys.argv[2]),
             per_account=int(sys.argv[3]),
             progress=lambda done, total: print(f"{done}/{total}", end="\r"),
-        )  # fmt: skip
+        )
     )
