@@ -14,7 +14,7 @@ from smsinbox.config import Settings
 from smsinbox.dialects import eapi, mc5, mysms
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
-from smsinbox.web import ops
+from smsinbox.web import admin, ops
 from smsinbox.web.middleware import AccessLog, BodyLimit, NoopRoute
 
 
@@ -29,6 +29,8 @@ def create_app(settings: Settings) -> Starlette:
             asyncio.create_task(services.retention.run(stop), name="retention"),
             asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"),
         ]
+        if settings.push_worker:
+            workers.append(asyncio.create_task(services.push_worker.run(stop), name="push"))
         try:
             yield
         finally:
@@ -45,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/services/rest/user/allMessages", mc5.check_all_messages, methods=["GET", "POST"]),
     ]
     routes += mysms.routes()
+    routes += admin.routes()
     for prefix in ("/eapi", ""):
         routes += [
             Route(f"{prefix}/reception/get_inbox/1/1.1", eapi.get_inbox, methods=["GET", "POST"]),

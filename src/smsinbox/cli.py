@@ -33,6 +33,7 @@ number_app = typer.Typer(help="Phone numbers and the accounts that own them.", n
 apikey_app = typer.Typer(help="API keys for the mysms API.", no_args_is_help=True)
 upstream_app = typer.Typer(help="Upstreams allowed to deliver messages.", no_args_is_help=True)
 unrouted_app = typer.Typer(help="Messages for numbers nobody owns.", no_args_is_help=True)
+push_app = typer.Typer(help="Where accounts' messages are pushed.", no_args_is_help=True)
 for name, sub in [
     ("db", db_app),
     ("user", user_app),
@@ -40,6 +41,7 @@ for name, sub in [
     ("apikey", apikey_app),
     ("upstream", upstream_app),
     ("unrouted", unrouted_app),
+    ("push", push_app),
 ]:
     app.add_typer(sub, name=name)
 
@@ -138,6 +140,29 @@ def serve(
         access_log=False,
         lifespan="on",
     )
+
+
+@app.command()
+def worker(ctx: typer.Context) -> None:
+    """Run the push worker on its own (with push_worker off in `serve`), until stopped."""
+    import signal
+
+    settings = settings_of(ctx)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.disable(logging.NOTSET)
+
+    async def work(services: Services) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await services.push_worker.run(stop)
+
+    run(ctx, work)
 
 
 @db_app.command("upgrade")
@@ -417,6 +442,92 @@ def unrouted_assign(ctx: typer.Context, msisdn: str, username: str) -> None:
 
     moved = run(ctx, work)
     typer.echo(f"{msisdn} now belongs to {username}; {moved} waiting message(s) moved")
+
+
+# --- push ----------------------------------------------------------------------------------
+
+
+@push_app.command("add")
+def push_add(
+    ctx: typer.Context,
+    username: str,
+    url: str,
+    format: Annotated[str, typer.Option(help="standard, mc5 or eapi.")] = "standard",
+    events: Annotated[str, typer.Option(help="Comma-separated: mo, status.")] = "mo",
+) -> None:
+    """Push USERNAME's messages to URL; for standard, prints the signing secret last."""
+
+    async def work(services: Services) -> tuple[int, str | None]:
+        endpoint = await services.push.add(username, url, format=format, events=events)
+        return endpoint.id, endpoint.secret
+
+    endpoint_id, secret = run(ctx, work)
+    typer.echo(f"push endpoint {endpoint_id} added for {username} ({format}, {events})")
+    if secret is not None:
+        typer.echo("sign-check deliveries with this secret (shown only here and in push list):")
+        typer.echo(secret)
+
+
+@push_app.command("list")
+def push_list(ctx: typer.Context, username: str) -> None:
+    """USERNAME's push endpoints: id, state, format, events, URL, secret or why disabled."""
+
+    async def work(services: Services) -> None:
+        for endpoint in await services.push.endpoints_of(username):
+            state = "enabled" if endpoint.enabled else f"disabled: {endpoint.disabled_reason}"
+            typer.echo(
+                f"{endpoint.id}\t{state}\t{endpoint.format}\t{','.join(endpoint.events)}\t"
+                f"{endpoint.url}\t{endpoint.secret or '-'}"
+            )
+
+    run(ctx, work)
+
+
+@push_app.command("remove")
+def push_remove(ctx: typer.Context, endpoint_id: int) -> None:
+    """Remove a push endpoint and its pending deliveries."""
+
+    async def work(services: Services) -> None:
+        await services.push.remove(endpoint_id)
+
+    run(ctx, work)
+    typer.echo(f"push endpoint {endpoint_id} removed")
+
+
+@push_app.command("deliveries")
+def push_deliveries(
+    ctx: typer.Context,
+    username: str,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed attempts.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+) -> None:
+    """The attempt log, newest first: time, delivery, message, state, HTTP status, latency,
+    error, URL."""
+
+    async def work(services: Services) -> None:
+        for attempt in await services.push.attempts(username, failed_only=failed, limit=limit):
+            typer.echo(
+                f"{when(attempt.attempted_at)}\tdelivery {attempt.delivery_id}\t"
+                f"message {attempt.message_id}\t{attempt.state}\t"
+                f"{attempt.http_status or '-'}\t{attempt.latency_ms}ms\t"
+                f"{attempt.error or '-'}\t{attempt.url}"
+            )
+
+    run(ctx, work)
+
+
+@push_app.command("replay")
+def push_replay(
+    ctx: typer.Context,
+    username: str,
+    since: Annotated[str, typer.Option(help="Epoch seconds, or 'YYYY-MM-DD HH:MM[:SS]' (UTC).")],
+) -> None:
+    """Queue again every push of USERNAME's messages received since TIME."""
+
+    async def work(services: Services) -> int:
+        return await services.push.replay(username, since)
+
+    typer.echo(f"{run(ctx, work)} deliveries queued")
 
 
 def main() -> None:

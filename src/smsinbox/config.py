@@ -112,6 +112,36 @@ class Settings:
         "Days a deleted message is kept as a tombstone so devices can sync the delete; a "
         "device that has not synced for longer must resync from scratch.",
     )
+    push_worker: bool = setting(
+        True,
+        "Run the push worker inside `smsinbox serve`. Turn it off when it runs on its own "
+        "(`smsinbox worker`).",
+    )
+    push_retry_schedule: str = setting(
+        "0,5,300,1800,7200,18000,36000,36000",
+        "Seconds before each push attempt after a delivery is queued: the first is the "
+        "first attempt, each later one a retry. After the last the delivery is dead-lettered.",
+    )
+    push_retry_jitter: float = setting(
+        0.1, "Random spread of each retry delay, as a fraction (0.1 = plus or minus 10%)."
+    )
+    push_timeout: float = setting(10.0, "Seconds a push receiver has to answer one attempt.")
+    push_concurrency: int = setting(50, "Push attempts in flight at once per worker process.")
+    push_disable_after_days: float = setting(
+        3.0,
+        "An endpoint whose deliveries have failed without a success for this many days is "
+        "disabled; its pending deliveries are dead-lettered (replayable).",
+    )
+    push_allow_private: bool = setting(
+        False,
+        "Allow push URLs that resolve to private, loopback or link-local addresses. Off, so "
+        "customers cannot make the server call into the operator's own network.",
+    )
+    admin_token: str = setting(
+        "",
+        "Bearer token for the operator's HTTP API under /admin (push endpoints, deliveries, "
+        "replay). Empty disables that API.",
+    )
     benchmark_routes: bool = setting(
         False,
         "Serve /_bench/noop, an empty answer from the outermost layer of the app, which the "
@@ -142,6 +172,16 @@ class Settings:
                 problems.append(f"{name} must be a rate like '600/minute'")
         if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
             problems.append("rate_limit_storage must be memory:// or a redis:// URL")
+        try:
+            schedule = self.retry_schedule()
+            if not schedule or min(schedule) < 0:
+                raise ValueError
+        except ValueError:
+            problems.append("push_retry_schedule must be comma-separated non-negative seconds")
+        if not 0 <= self.push_retry_jitter < 1 or self.push_timeout <= 0:
+            problems.append("push_retry_jitter must be in [0, 1) and push_timeout positive")
+        if self.push_concurrency < 1 or self.push_disable_after_days <= 0:
+            problems.append("push_concurrency and push_disable_after_days must be positive")
         if self.auth_token_ttl < 1 or self.sync_tombstone_days < 1:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
@@ -154,6 +194,9 @@ class Settings:
             problems.append(f"default_time_zone {self.default_time_zone!r} is not an IANA zone")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def retry_schedule(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.push_retry_schedule.split(","))
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

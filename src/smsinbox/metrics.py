@@ -45,6 +45,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.push_deliveries = Counter(
+            "smsinbox_push_deliveries",
+            "Push attempts by outcome: delivered, retry (failed, tried again later), dead "
+            "(retries exhausted) or disabled (the endpoint answered 410).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.push_latency = Histogram(
+            "smsinbox_push_attempt_duration_seconds",
+            "Time from sending a push to its answer (or failure).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.push_queue_depth = Gauge(
+            "smsinbox_push_queue_depth",
+            "Push deliveries waiting for a (first or further) attempt.",
+            registry=self.registry,
+        )
+        self.push_oldest_age = Gauge(
+            "smsinbox_push_oldest_undelivered_seconds",
+            "Age of the oldest push delivery not yet delivered (0 when none waits).",
+            registry=self.registry,
+        )
+
     def count_ingest(self, outcome: str) -> None:
         self.messages_ingested.labels(outcome).inc()
 

@@ -14,12 +14,15 @@ from smsinbox.core.dispatch import Dispatcher
 from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
 from smsinbox.core.mailbox import Mailbox
+from smsinbox.core.push import PushEndpoints
 from smsinbox.core.ratelimit import RateLimits
 from smsinbox.core.retention import Retention
 from smsinbox.core.sessions import Sessions
 from smsinbox.core.sync import Sync
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
+from smsinbox.push.addresses import AddressPolicy
+from smsinbox.push.worker import PushWorker
 from smsinbox.store import Database, Store
 from smsinbox.store.migrate import current_revision, ensure_schema, head_revision
 
@@ -43,6 +46,8 @@ class Services:
     contacts: Contacts
     devices: Devices
     sync: Sync
+    push: PushEndpoints
+    push_worker: PushWorker
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -63,6 +68,7 @@ class Services:
         )
         api_keys = Credentials(store, "api_key")
         mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars)
+        addresses = AddressPolicy(allow_private=settings.push_allow_private)
         return cls(
             settings=settings,
             metrics=metrics,
@@ -96,6 +102,17 @@ class Services:
             contacts=Contacts(store),
             devices=Devices(store),
             sync=Sync(store, mailbox),
+            push=PushEndpoints(store, addresses),
+            push_worker=PushWorker(
+                store,
+                metrics,
+                schedule_s=settings.retry_schedule(),
+                jitter=settings.push_retry_jitter,
+                timeout_s=settings.push_timeout,
+                concurrency=settings.push_concurrency,
+                disable_after_s=settings.push_disable_after_days * 86400,
+                addresses=addresses,
+            ),
         )
 
     async def start(self) -> None:

@@ -14,6 +14,7 @@ from smsinbox.store.devices import DeviceStore
 from smsinbox.store.inbox import InboxStore
 from smsinbox.store.mailbox import MailboxStore
 from smsinbox.store.messages import MessageStore
+from smsinbox.store.push import PushStore
 from smsinbox.store.retention import RetentionStore
 from smsinbox.store.sessions import SessionStore
 from smsinbox.store.sync import SyncStore
@@ -32,6 +33,7 @@ class Store(
     DeviceStore,
     ContactStore,
     SyncStore,
+    PushStore,
 ):
     """Every storage operation smsinbox has, over one Database."""
 

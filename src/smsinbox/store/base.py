@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Row, insert, select
@@ -16,6 +17,13 @@ from smsinbox.store.database import Database
 class StoreBase:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Called after a commit that may have queued push deliveries: wakes the worker in
+        # this process without waiting for its next poll (PostgreSQL also NOTIFYs others).
+        self.outbox_listeners: list[Callable[[], None]] = []
+
+    def outbox_changed(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()
 
 
 def account_from_row(row: Row[Any]) -> Account:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,26 @@ class Database:
     def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """An INSERT that supports ON CONFLICT on this engine."""
         return upsert_into(self.kind, table)
+
+    async def listen(
+        self, channel: str, callback: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Call `callback` on each PostgreSQL NOTIFY on `channel`; returns how to stop.
+
+        SQLite has no notifications (its single process wakes its worker directly): None.
+        """
+        if self.kind != "postgresql":
+            return None
+        import asyncpg
+
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = await asyncpg.connect(dsn, timeout=self.timeout)
+        await connection.add_listener(channel, lambda *_: callback())
+
+        async def stop() -> None:
+            await connection.close()
+
+        return stop
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query in time."""

@@ -34,6 +34,7 @@ from smsinbox.models import (
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for, claim_number
 from smsinbox.store.database import upsert_into
+from smsinbox.store.push import enqueue_deliveries
 
 SNIPPET_CHARS = 160
 
@@ -51,10 +52,13 @@ class MessageStore(StoreBase):
         its upstream as soon as this returns.
         """
         try:
-            return await self._ingest_once(inbound, now, reply_window_ms)
+            result = await self._ingest_once(inbound, now, reply_window_ms)
         except exc.IntegrityError:
             # A concurrent delivery of the same upstream id won the race; the retry finds it.
-            return await self._ingest_once(inbound, now, reply_window_ms)
+            result = await self._ingest_once(inbound, now, reply_window_ms)
+        if result.outcome is IngestOutcome.STORED:
+            self.outbox_changed()
+        return result
 
     async def _ingest_once(
         self, inbound: InboundMessage, now: int, reply_window_ms: int
@@ -240,6 +244,8 @@ class MessageStore(StoreBase):
                 connection, account_id, [message_id], {"status": status, "status_at": now}
             )
             await recount_conversations(connection, account_id, [counterpart])
+            await enqueue_deliveries(connection, account_id, message_id, "status", now)
+        self.outbox_changed()
 
     async def list_due_outgoing(self, *, now: int, stale_before: int, limit: int) -> list[Message]:
         """Scheduled messages now due, and deliveries left half-done (e.g. by a crash)."""
@@ -364,7 +370,8 @@ class MessageStore(StoreBase):
                     sent_at=row.sent_at,
                 )
                 await self._append_incoming(connection, account_id, inbound, now, reply_window_ms)
-            return len(waiting)
+        self.outbox_changed()
+        return len(waiting)
 
     async def count_unrouted(self) -> int:
         async with self.db.snapshot("count_unrouted") as connection:
@@ -456,6 +463,9 @@ async def _append_message(
     )
     assert message_id is not None
     incoming = fields["direction"] == Direction.INCOMING
+    if incoming and fields["origin"] != "sim":
+        # Messages the user's own device reported are theirs already; the rest is pushed.
+        await enqueue_deliveries(connection, account_id, int(message_id), "mo", now)
     unread = incoming and not fields.get("read", False)
     unsent = not incoming and fields["status"] in UNSENT_STATUSES
     await _bump_conversation(

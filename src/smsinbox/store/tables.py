@@ -249,3 +249,64 @@ unrouted = Table(
     Index(None, "upstream_id", "upstream_message_id", unique=True),
     sqlite_autoincrement=True,
 )
+
+# Where an account wants its messages pushed (several endpoints allowed).
+push_endpoints = Table(
+    "push_endpoints",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    # standard | mc5 | eapi
+    Column("format", String(16), nullable=False),
+    # Comma-separated events: mo (incoming messages), status (outgoing message status).
+    Column("events", String(32), nullable=False),
+    # The Standard Webhooks signing secret (whsec_...); it must be readable to sign.
+    Column("secret", String(128), nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("disabled_reason", String(255), nullable=True),
+    # When the current run of failures began; None while deliveries succeed.
+    Column("failing_since", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "account_id"),
+    sqlite_autoincrement=True,
+)
+
+# The transactional outbox: one row per (message, endpoint, event), written in the same
+# transaction as the message (DESIGN invariant 4).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("endpoint_id", Id, ForeignKey("push_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # Not a foreign key: the delivery log outlives a pruned message.
+    Column("message_id", BigInteger, nullable=False),
+    # mo | status
+    Column("event", String(8), nullable=False),
+    # pending | delivered | dead (retries exhausted or endpoint disabled)
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(255), nullable=True),
+    Index(None, "state", "next_attempt_at"),
+    Index(None, "account_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+# Every attempt, for the operator: `smsinbox push deliveries`.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempted_at", BigInteger, nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", String(255), nullable=True),
+    Index(None, "delivery_id"),
+    sqlite_autoincrement=True,
+)

@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from smsinbox.core.clock import now_ms
 from smsinbox.errors import StoreUnavailable
 from smsinbox.services import Services
 
@@ -33,4 +34,8 @@ async def metrics(request: Request) -> Response:
     # On a database outage keep the last known figure; the scrape itself must still succeed.
     with contextlib.suppress(StoreUnavailable):
         services.metrics.unrouted_waiting.set(await services.store.count_unrouted())
+        depth, oldest = await services.store.queue_figures()
+        services.metrics.push_queue_depth.set(depth)
+        age = 0.0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
+        services.metrics.push_oldest_age.set(age)
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

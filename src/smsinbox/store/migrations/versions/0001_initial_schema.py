@@ -228,6 +228,37 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_numbers_account_id"), "numbers", ["account_id"], unique=False)
     op.create_table(
+        "push_endpoints",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("format", sa.String(length=16), nullable=False),
+        sa.Column("events", sa.String(length=32), nullable=False),
+        sa.Column("secret", sa.String(length=128), nullable=True),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("disabled_reason", sa.String(length=255), nullable=True),
+        sa.Column("failing_since", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_push_endpoints_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_push_endpoints")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_push_endpoints_account_id"), "push_endpoints", ["account_id"], unique=False
+    )
+    op.create_table(
         "unrouted",
         sa.Column(
             "id",
@@ -278,6 +309,53 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("contact_id", "msisdn", name=op.f("pk_contact_numbers")),
     )
     op.create_index(op.f("ix_contact_numbers_msisdn"), "contact_numbers", ["msisdn"], unique=False)
+    op.create_table(
+        "deliveries",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "endpoint_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("message_id", sa.BigInteger(), nullable=False),
+        sa.Column("event", sa.String(length=8), nullable=False),
+        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("next_attempt_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("delivered_at", sa.BigInteger(), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=255), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_deliveries_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["push_endpoints.id"],
+            name=op.f("fk_deliveries_endpoint_id_push_endpoints"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_deliveries_account_id_id"), "deliveries", ["account_id", "id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_deliveries_state_next_attempt_at"),
+        "deliveries",
+        ["state", "next_attempt_at"],
+        unique=False,
+    )
     op.create_table(
         "messages",
         sa.Column(
@@ -373,11 +451,40 @@ def upgrade() -> None:
         ["upstream_id", "upstream_message_id"],
         unique=True,
     )
+    op.create_table(
+        "delivery_attempts",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "delivery_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("attempted_at", sa.BigInteger(), nullable=False),
+        sa.Column("http_status", sa.Integer(), nullable=True),
+        sa.Column("latency_ms", sa.Integer(), nullable=False),
+        sa.Column("error", sa.String(length=255), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_delivery_attempts_delivery_id_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_attempts")),
+        sqlite_autoincrement=True,
+    )
+    op.create_index(
+        op.f("ix_delivery_attempts_delivery_id"), "delivery_attempts", ["delivery_id"], unique=False
+    )
     _create_search_index()
 
 
 def downgrade() -> None:
     _drop_search_index()
+    op.drop_index(op.f("ix_delivery_attempts_delivery_id"), table_name="delivery_attempts")
+    op.drop_table("delivery_attempts")
     op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_status_send_at"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
@@ -387,11 +494,16 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_messages_account_id_device_id_device_message_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
     op.drop_table("messages")
+    op.drop_index(op.f("ix_deliveries_state_next_attempt_at"), table_name="deliveries")
+    op.drop_index(op.f("ix_deliveries_account_id_id"), table_name="deliveries")
+    op.drop_table("deliveries")
     op.drop_index(op.f("ix_contact_numbers_msisdn"), table_name="contact_numbers")
     op.drop_table("contact_numbers")
     op.drop_index(op.f("ix_unrouted_upstream_id_upstream_message_id"), table_name="unrouted")
     op.drop_index(op.f("ix_unrouted_recipient_id"), table_name="unrouted")
     op.drop_table("unrouted")
+    op.drop_index(op.f("ix_push_endpoints_account_id"), table_name="push_endpoints")
+    op.drop_table("push_endpoints")
     op.drop_index(op.f("ix_numbers_account_id"), table_name="numbers")
     op.drop_table("numbers")
     op.drop_index(op.f("ix_devices_account_id"), table_name="devices")

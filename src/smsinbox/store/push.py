@@ -1,0 +1,459 @@
+"""Push endpoints, the delivery outbox, and the attempt log."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, literal, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smsinbox.errors import NotFound
+from smsinbox.models import Direction, Encoding
+from smsinbox.store import tables as t
+from smsinbox.store.base import StoreBase, account_id_for
+
+NOTIFY_CHANNEL = "smsinbox_push"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: int
+    username: str
+    url: str
+    format: str
+    events: tuple[str, ...]
+    enabled: bool
+    disabled_reason: str | None
+    secret: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery claimed for one attempt, with all a push format needs."""
+
+    id: int
+    attempts: int
+    event: str
+    endpoint_id: int
+    url: str
+    format: str
+    secret: str | None
+    account_id: int
+    username: str
+    time_zone: str
+    message_id: int
+    seq: int
+    direction: Direction
+    sender: str
+    recipient: str
+    text: str
+    encoding: Encoding
+    body: bytes | None
+    reply_to_id: int | None
+    received_at: int
+    status: str
+    status_at: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    delivery_id: int
+    message_id: int
+    url: str
+    state: str
+    attempted_at: int
+    http_status: int | None
+    latency_ms: int
+    error: str | None
+
+
+async def enqueue_deliveries(
+    connection: AsyncConnection, account_id: int, message_id: int, event: str, now: int
+) -> None:
+    """Queue the message for every enabled endpoint of the account that wants `event`.
+
+    Runs inside the message's own transaction: the message and its deliveries commit
+    together or not at all.
+    """
+    endpoints = t.push_endpoints.c
+    wanted = (
+        select(
+            endpoints.id,
+            endpoints.account_id,
+            literal(message_id),
+            literal(event),
+            literal("pending"),
+            literal(0),
+            literal(now),
+            literal(now),
+        )
+        .where(endpoints.account_id == account_id)
+        .where(endpoints.enabled.is_(True))
+        .where(endpoints.events.like(f"%{event}%"))
+    )
+    result = await connection.execute(
+        insert(t.deliveries).from_select(
+            [
+                "endpoint_id",
+                "account_id",
+                "message_id",
+                "event",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "created_at",
+            ],
+            wanted,
+        )
+    )
+    if result.rowcount and connection.dialect.name == "postgresql":
+        # Delivered to listeners when this transaction commits: the worker wakes at once.
+        await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+class PushStore(StoreBase):
+    async def add_endpoint(
+        self,
+        username: str,
+        *,
+        url: str,
+        format: str,
+        events: tuple[str, ...],
+        secret: str | None,
+        now: int,
+    ) -> Endpoint:
+        async with self.db.transaction("add_endpoint") as connection:
+            account_id = await account_id_for(connection, username)
+            endpoint_id = await connection.scalar(
+                insert(t.push_endpoints)
+                .values(
+                    account_id=account_id,
+                    url=url,
+                    format=format,
+                    events=",".join(events),
+                    secret=secret,
+                    created_at=now,
+                )
+                .returning(t.push_endpoints.c.id)
+            )
+        return Endpoint(int(endpoint_id or 0), username, url, format, events, True, None, secret)
+
+    async def list_endpoints(self, username: str) -> list[Endpoint]:
+        endpoints = t.push_endpoints.c
+        async with self.db.snapshot("list_endpoints") as connection:
+            account_id = await account_id_for(connection, username)
+            rows = (
+                await connection.execute(
+                    select(t.push_endpoints)
+                    .where(endpoints.account_id == account_id)
+                    .order_by(endpoints.id)
+                )
+            ).all()
+        return [
+            Endpoint(
+                r.id,
+                username,
+                r.url,
+                r.format,
+                tuple(r.events.split(",")),
+                r.enabled,
+                r.disabled_reason,
+                r.secret,
+            )
+            for r in rows
+        ]
+
+    async def remove_endpoint(self, endpoint_id: int) -> None:
+        async with self.db.transaction("remove_endpoint") as connection:
+            result = await connection.execute(
+                delete(t.push_endpoints).where(t.push_endpoints.c.id == endpoint_id)
+            )
+            if not result.rowcount:
+                raise NotFound(f"no push endpoint {endpoint_id}")
+
+    async def claim_due_deliveries(
+        self, *, now: int, lease_ms: int, limit: int
+    ) -> list[DueDelivery]:
+        """Take up to `limit` due deliveries for one attempt each.
+
+        Claiming moves their next attempt `lease_ms` ahead, so no other worker (another
+        process on PostgreSQL, which skips rows locked by a concurrent claim) sends them
+        meanwhile; the attempt's outcome then sets the real next time.
+        """
+        deliveries = t.deliveries.c
+        due = (
+            select(deliveries.id)
+            .where(deliveries.state == "pending")
+            .where(deliveries.next_attempt_at <= now)
+            .order_by(deliveries.next_attempt_at, deliveries.id)
+            .limit(limit)
+        )
+        if self.db.kind == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        async with self.db.transaction("claim_due_deliveries") as connection:
+            ids = [int(i) for i in await connection.scalars(due)]
+            if not ids:
+                return []
+            await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.id.in_(ids))
+                .values(next_attempt_at=now + lease_ms)
+            )
+            rows = (await connection.execute(_due_details(ids))).all()
+        return [_due_from_row(row) for row in rows]
+
+    async def next_due_at(self) -> int | None:
+        deliveries = t.deliveries.c
+        async with self.db.snapshot("next_due_at") as connection:
+            found = await connection.scalar(
+                select(func.min(deliveries.next_attempt_at)).where(deliveries.state == "pending")
+            )
+        return None if found is None else int(found)
+
+    async def record_attempt(
+        self,
+        delivery: DueDelivery,
+        *,
+        state: str,
+        next_attempt_at: int,
+        http_status: int | None,
+        latency_ms: int,
+        error: str | None,
+        disable_reason: str | None,
+        disable_after_ms: int,
+        now: int,
+    ) -> bool:
+        """Log the attempt and move the delivery on; returns True if the endpoint was
+        disabled by it (a 410, or failing for longer than `disable_after_ms`)."""
+        deliveries = t.deliveries.c
+        endpoints = t.push_endpoints.c
+        async with self.db.transaction("record_attempt") as connection:
+            await connection.execute(
+                insert(t.delivery_attempts).values(
+                    delivery_id=delivery.id,
+                    attempted_at=now,
+                    http_status=http_status,
+                    latency_ms=latency_ms,
+                    error=error,
+                )
+            )
+            await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.id == delivery.id)
+                .values(
+                    state=state,
+                    attempts=deliveries.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    last_status=http_status,
+                    last_error=error,
+                    delivered_at=now if state == "delivered" else None,
+                )
+            )
+            if state == "delivered":
+                await connection.execute(
+                    update(t.push_endpoints)
+                    .where(endpoints.id == delivery.endpoint_id)
+                    .values(failing_since=None)
+                )
+                return False
+            failing_since = await connection.scalar(
+                select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
+            )
+            if (
+                disable_reason is None
+                and failing_since is not None
+                and now - int(failing_since) > disable_after_ms
+            ):
+                disable_reason = f"failing since {failing_since} (epoch ms): {error}"
+            if disable_reason is None:
+                if failing_since is None:
+                    await connection.execute(
+                        update(t.push_endpoints)
+                        .where(endpoints.id == delivery.endpoint_id)
+                        .values(failing_since=now)
+                    )
+                return False
+            await connection.execute(
+                update(t.push_endpoints)
+                .where(endpoints.id == delivery.endpoint_id)
+                .values(enabled=False, disabled_reason=disable_reason[:255])
+            )
+            await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.endpoint_id == delivery.endpoint_id)
+                .where(deliveries.state == "pending")
+                .values(state="dead", last_error="endpoint disabled")
+            )
+            return True
+
+    async def list_attempts(
+        self, username: str, *, failed_only: bool, limit: int
+    ) -> list[AttemptRecord]:
+        """The attempt log of the account's deliveries, newest first."""
+        attempts = t.delivery_attempts.c
+        deliveries = t.deliveries.c
+        query = (
+            select(
+                attempts.delivery_id,
+                deliveries.message_id,
+                t.push_endpoints.c.url,
+                deliveries.state,
+                attempts.attempted_at,
+                attempts.http_status,
+                attempts.latency_ms,
+                attempts.error,
+            )
+            .join(t.deliveries, deliveries.id == attempts.delivery_id)
+            .join(t.push_endpoints, t.push_endpoints.c.id == deliveries.endpoint_id)
+        )
+        if failed_only:
+            query = query.where(
+                (attempts.http_status.is_(None))
+                | (attempts.http_status < 200)
+                | (attempts.http_status >= 300)
+                | (attempts.error.is_not(None))
+            )
+        async with self.db.snapshot("list_attempts") as connection:
+            account_id = await account_id_for(connection, username)
+            rows = (
+                await connection.execute(
+                    query.where(deliveries.account_id == account_id)
+                    .order_by(attempts.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [AttemptRecord(*row) for row in rows]
+
+    async def replay_deliveries(self, username: str, *, since_ms: int, now: int) -> int:
+        """Queue again every push of the account's messages received since `since_ms`,
+        to every enabled endpoint, including messages that never had a delivery."""
+        deliveries = t.deliveries.c
+        messages = t.messages.c
+        endpoints = t.push_endpoints.c
+        async with self.db.transaction("replay_deliveries") as connection:
+            account_id = await account_id_for(connection, username)
+            enabled = (
+                select(endpoints.id)
+                .where(endpoints.account_id == account_id)
+                .where(endpoints.enabled.is_(True))
+            )
+            recent = (
+                select(messages.id)
+                .where(messages.account_id == account_id)
+                .where(messages.received_at >= since_ms)
+            )
+            requeued = await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.account_id == account_id)
+                .where(deliveries.endpoint_id.in_(enabled))
+                .where(deliveries.message_id.in_(recent))
+                .values(state="pending", attempts=0, next_attempt_at=now)
+            )
+            missing = (
+                select(
+                    endpoints.id,
+                    literal(account_id),
+                    messages.id,
+                    literal("mo"),
+                    literal("pending"),
+                    literal(0),
+                    literal(now),
+                    literal(now),
+                )
+                .select_from(
+                    t.messages.join(t.push_endpoints, endpoints.account_id == messages.account_id)
+                )
+                .where(messages.account_id == account_id)
+                .where(messages.received_at >= since_ms)
+                .where(messages.direction == Direction.INCOMING.value)
+                .where(messages.deleted.is_(False))
+                .where(endpoints.enabled.is_(True))
+                .where(endpoints.events.like("%mo%"))
+                .where(
+                    ~select(deliveries.id)
+                    .where(
+                        and_(
+                            deliveries.endpoint_id == endpoints.id,
+                            deliveries.message_id == messages.id,
+                        )
+                    )
+                    .exists()
+                )
+            )
+            added = await connection.execute(
+                insert(t.deliveries).from_select(
+                    [
+                        "endpoint_id",
+                        "account_id",
+                        "message_id",
+                        "event",
+                        "state",
+                        "attempts",
+                        "next_attempt_at",
+                        "created_at",
+                    ],
+                    missing,
+                )
+            )
+            total = int(requeued.rowcount or 0) + int(added.rowcount or 0)
+            if total and connection.dialect.name == "postgresql":
+                await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            return total
+
+    async def queue_figures(self) -> tuple[int, int | None]:
+        """How many deliveries are pending, and when the oldest of them was created."""
+        deliveries = t.deliveries.c
+        async with self.db.snapshot("queue_figures") as connection:
+            row = (
+                await connection.execute(
+                    select(func.count(), func.min(deliveries.created_at)).where(
+                        deliveries.state == "pending"
+                    )
+                )
+            ).one()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
+
+def _due_details(ids: list[int]) -> Any:
+    d, e, a, m = t.deliveries.c, t.push_endpoints.c, t.accounts.c, t.messages.c
+    return (
+        select(
+            d.id,
+            d.attempts,
+            d.event,
+            e.id,
+            e.url,
+            e.format,
+            e.secret,
+            a.id,
+            a.username,
+            a.time_zone,
+            m.id,
+            m.seq,
+            m.direction,
+            m.sender,
+            m.recipient,
+            m.text,
+            m.encoding,
+            m.body,
+            m.reply_to_id,
+            m.received_at,
+            m.status,
+            m.status_at,
+        )
+        .select_from(
+            t.deliveries.join(t.push_endpoints, e.id == d.endpoint_id)
+            .join(t.accounts, a.id == d.account_id)
+            .join(t.messages, m.id == d.message_id)
+        )
+        .where(d.id.in_(ids))
+        .order_by(d.id)
+    )
+
+
+def _due_from_row(row: Any) -> DueDelivery:
+    values = list(row)
+    values[12] = Direction(values[12])
+    values[16] = Encoding(values[16])
+    return DueDelivery(*values)

@@ -1,0 +1,141 @@
+"""The operator's HTTP API under /admin: push endpoints, their deliveries, replay.
+
+Authenticated by `Authorization: Bearer <admin_token>`; with no admin_token set the whole
+API answers 404, as if it did not exist. Answers are JSON; errors are {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from smsinbox.errors import AlreadyExists, DomainError, InvalidInput, NotFound, StoreUnavailable
+from smsinbox.services import Services
+from smsinbox.store.push import Endpoint
+
+STATUS_OF: list[tuple[type[DomainError], int]] = [
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (AlreadyExists, 409),
+    (StoreUnavailable, 503),
+]
+
+Handler = Callable[[Services, Request], Awaitable[Any]]
+
+
+def _endpoint(endpoint: Endpoint) -> dict[str, Any]:
+    return {
+        "id": endpoint.id,
+        "username": endpoint.username,
+        "url": endpoint.url,
+        "format": endpoint.format,
+        "events": list(endpoint.events),
+        "enabled": endpoint.enabled,
+        "disabledReason": endpoint.disabled_reason,
+        "secret": endpoint.secret,
+    }
+
+
+def admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        expected = services.settings.admin_token
+        if not expected:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+            return JSONResponse({"error": "admin token required"}, status_code=401)
+        try:
+            return JSONResponse(await handler(services, request), status_code=status)
+        except DomainError as error:
+            code = next((c for kind, c in STATUS_OF if isinstance(error, kind)), 500)
+            return JSONResponse({"error": error.detail}, status_code=code)
+
+    endpoint.__name__ = "admin_" + handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise InvalidInput("body must be JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object")
+    return body
+
+
+async def list_endpoints(services: Services, request: Request) -> Any:
+    """GET /admin/accounts/{username}/push — the account's push endpoints."""
+    found = await services.push.endpoints_of(request.path_params["username"])
+    return {"endpoints": [_endpoint(e) for e in found]}
+
+
+async def add_endpoint(services: Services, request: Request) -> Any:
+    """POST /admin/accounts/{username}/push — {"url", "format"?, "events"?: ["mo", ...]}."""
+    body = await _json_body(request)
+    events = body.get("events", ["mo"])
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise InvalidInput("events must be a list of strings", "events")
+    endpoint = await services.push.add(
+        request.path_params["username"],
+        body.get("url"),
+        format=str(body.get("format", "standard")),
+        events=",".join(events),
+    )
+    return _endpoint(endpoint)
+
+
+async def remove_endpoint(services: Services, request: Request) -> Any:
+    """DELETE /admin/push/{endpoint_id} — remove an endpoint and its pending deliveries."""
+    await services.push.remove(request.path_params["endpoint_id"])
+    return {"removed": request.path_params["endpoint_id"]}
+
+
+async def list_attempts(services: Services, request: Request) -> Any:
+    """GET /admin/accounts/{username}/push/deliveries?failed=true — the attempt log."""
+    failed = request.query_params.get("failed", "").lower() in ("1", "true", "yes")
+    attempts = await services.push.attempts(request.path_params["username"], failed_only=failed)
+    return {
+        "attempts": [
+            {
+                "deliveryId": a.delivery_id,
+                "messageId": a.message_id,
+                "url": a.url,
+                "state": a.state,
+                "attemptedAt": a.attempted_at,
+                "httpStatus": a.http_status,
+                "latencyMs": a.latency_ms,
+                "error": a.error,
+            }
+            for a in attempts
+        ]
+    }
+
+
+async def replay(services: Services, request: Request) -> Any:
+    """POST /admin/accounts/{username}/push/replay — {"since": epoch seconds or date}."""
+    body = await _json_body(request)
+    since = body.get("since")
+    queued = await services.push.replay(
+        request.path_params["username"], None if since is None else str(since)
+    )
+    return {"queued": queued}
+
+
+def routes() -> list[Route]:
+    base = "/admin/accounts/{username}/push"
+    return [
+        Route(base, admin(list_endpoints), methods=["GET"]),
+        Route(base, admin(add_endpoint, 201), methods=["POST"]),
+        Route("/admin/push/{endpoint_id:int}", admin(remove_endpoint), methods=["DELETE"]),
+        Route(base + "/deliveries", admin(list_attempts), methods=["GET"]),
+        Route(base + "/replay", admin(replay), methods=["POST"]),
+    ]
