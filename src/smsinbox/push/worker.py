@@ -13,6 +13,7 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -71,16 +72,32 @@ class PushWorker:
         except Exception as error:
             # Still correct without it: the worker polls at least every few seconds.
             log.warning("push: cannot listen for notifications (%s); polling only", error)
+        async with self._http_client():
+            try:
+                await self._loop(stop)
+            finally:
+                if unlisten is not None:
+                    with contextlib.suppress(Exception):
+                        await unlisten()
+
+    async def run_until_idle(self, batch: int = 5) -> int:
+        """Deliver in small rounds until nothing is due; returns how many were attempted."""
+        total = 0
+        async with self._http_client():
+            while sent := await self.deliver_due(batch):
+                total += sent
+        return total
+
+    @contextlib.asynccontextmanager
+    async def _http_client(self) -> AsyncIterator[None]:
+        # One pooled client per run: keep-alive connections to each receiver are reused.
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
             self._client = client
             try:
-                await self._loop(stop)
+                yield
             finally:
                 self._client = None
-                if unlisten is not None:
-                    with contextlib.suppress(Exception):
-                        await unlisten()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -110,10 +127,10 @@ class PushWorker:
         stopping.cancel()
         waking.cancel()
 
-    async def deliver_due(self) -> int:
+    async def deliver_due(self, limit: int = BATCH) -> int:
         """One round: claim what is due and attempt each; returns how many were attempted."""
         batch = await self.store.claim_due_deliveries(
-            now=self.clock(), lease_ms=LEASE_MS, limit=BATCH
+            now=self.clock(), lease_ms=LEASE_MS, limit=limit
         )
         await asyncio.gather(*(self._attempt(delivery) for delivery in batch))
         return len(batch)

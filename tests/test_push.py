@@ -1,0 +1,271 @@
+"""Push delivery to a real receiver on loopback: formats, signatures, retries, disabling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from smsinbox.config import Settings
+from smsinbox.errors import InvalidInput
+from smsinbox.services import Services
+from tests.conftest import LiveServer
+from tests.receiver import Receiver
+
+NUMBER = "447700900001"
+FAST = "0,0.2,0.2,0.2"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        push_allow_private=True,
+        push_retry_schedule=FAST,
+        push_retry_jitter=0.0,
+        admin_token="admin-secret",
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+async def upstream(services: Services) -> str:
+    await services.accounts.add("alice", "pw", msisdns=(NUMBER,), time_zone="Europe/London")
+    _, token = await services.upstreams.create("kannel")
+    return token
+
+
+@pytest.fixture
+async def http(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as client:
+        yield client
+
+
+async def deliver_sms(http: httpx.AsyncClient, token: str, text: str, **extra: str) -> int:
+    response = await http.get(
+        "/inbound/sms",
+        params={"token": token, "from": "447700900123", "to": NUMBER, "text": text, **extra},
+    )
+    assert response.status_code == 200
+    return int(response.headers["x-smsinbox-id"])
+
+
+async def wait(receiver: Receiver, count: int) -> list:  # type: ignore[type-arg]
+    return await asyncio.to_thread(receiver.wait_for, count)
+
+
+async def logged(services: Services, count: int, *, failed_only: bool = False) -> list:  # type: ignore[type-arg]
+    """The attempt log once it holds `count` attempts (they are recorded after the answer)."""
+    for _ in range(500):
+        attempts = await services.push.attempts("alice", failed_only=failed_only)
+        if len(attempts) >= count:
+            return attempts
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the attempt log never reached {count} entries")
+
+
+async def test_standard_push_is_signed_and_verifies(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await services.push.add("alice", receiver.url)
+    assert endpoint.secret is not None and endpoint.secret.startswith("whsec_")
+    message_id = await deliver_sms(http, upstream, "Hello ☺")
+    [push] = await wait(receiver, 1)
+    assert push.method == "POST"
+    payload = Webhook(endpoint.secret).verify(push.body, push.headers)
+    assert payload["type"] == "message.received"
+    data = payload["data"]
+    assert (data["id"], data["from"], data["to"], data["text"], data["encoding"]) == (
+        str(message_id), "447700900123", NUMBER, "Hello ☺", "7bit",
+    )  # fmt: skip
+    assert data["sequence"] == 1 and data["replyTo"] is None
+    assert push.headers["webhook-id"] == f"msg_{1}"
+    tampered = push.body.replace(b"Hello", b"Jello")
+    with pytest.raises(Exception, match="signature"):
+        Webhook(endpoint.secret).verify(tampered, push.headers)
+
+
+async def test_mc5_and_eapi_formats(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url, format="mc5")
+    await services.push.add("alice", receiver.url, format="eapi")
+    message_id = await deliver_sms(http, upstream, "Grüße", time="")
+    pushes = await wait(receiver, 2)
+    by_format = {("MOMessageId" in p.params): p for p in pushes}
+    mc5, eapi = by_format[True], by_format[False]
+    assert mc5.method == eapi.method == "GET"
+    assert mc5.params == {
+        "MOMessageId": str(message_id), "MTMessageId": "", "timestamp": mc5.params["timestamp"],
+        "from": "447700900123", "to": NUMBER, "text": "Grüße",
+    }  # fmt: skip
+    assert eapi.params["msisdn"] == NUMBER and eapi.params["sender"] == "447700900123"
+    assert (eapi.params["message"], eapi.params["dca"]) == ("Grüße", "7bit")
+    assert eapi.params["msg_id"] == str(message_id)
+    assert eapi.params["referring_batch_id"] == "0"
+    assert len(eapi.params["received_time"]) == 19
+
+
+async def test_eapi_push_needs_a_non_empty_answer(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url, format="eapi")
+    receiver.script.append((200, b"", {}))  # empty body: not accepted on that platform
+    await deliver_sms(http, upstream, "retry me")
+    pushes = await wait(receiver, 2)
+    assert pushes[0].params == pushes[1].params
+    log = await logged(services, 1, failed_only=True)
+    assert [a.error for a in log] == ["HTTP 200 with an empty body"]
+
+
+async def test_a_failing_receiver_gets_the_message_after_retries(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url)
+    receiver.script.extend([(500, b"", {}), (503, b"", {"Retry-After": "0"}), (429, b"", {})])
+    await deliver_sms(http, upstream, "persist")
+    pushes = await wait(receiver, 4)
+    assert len({p.headers["webhook-id"] for p in pushes}) == 1  # one delivery, same id
+    attempts = await logged(services, 4)
+    assert [a.http_status for a in reversed(attempts)] == [500, 503, 429, 200]
+    assert attempts[0].state == "delivered"
+
+
+async def test_retries_end_in_a_dead_letter_that_replay_revives(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url)
+    receiver.default = (500, b"", {})
+    await deliver_sms(http, upstream, "doomed")
+    await wait(receiver, 4)  # the whole schedule
+    attempts = await logged(services, 4, failed_only=True)
+    await asyncio.sleep(0.5)
+    assert len(receiver.received) == 4
+    assert attempts[0].state == "dead"
+    receiver.default = (200, b"OK", {})
+    assert await services.push.replay("alice", "0") == 1
+    pushes = await wait(receiver, 5)
+    assert pushes[-1].headers["webhook-id"] == pushes[0].headers["webhook-id"]
+
+
+async def test_410_disables_the_endpoint(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await services.push.add("alice", receiver.url)
+    receiver.default = (410, b"gone", {})
+    await deliver_sms(http, upstream, "anyone?")
+    await wait(receiver, 1)
+    for _ in range(200):
+        [listed] = await services.push.endpoints_of("alice")
+        if not listed.enabled:
+            break
+        await asyncio.sleep(0.02)
+    assert (listed.id, listed.enabled) == (endpoint.id, False)
+    assert listed.disabled_reason == "receiver answered 410 Gone"
+    await deliver_sms(http, upstream, "not pushed")
+    await asyncio.sleep(0.5)
+    assert len(receiver.received) == 1
+
+
+async def test_private_addresses_are_refused_unless_allowed(
+    services: Services, upstream: str
+) -> None:
+    services.push.addresses.allow_private = False
+    for url in ["http://127.0.0.1:9/hook", "http://10.0.0.1/x", "http://[::1]/", "ftp://x/"]:
+        with pytest.raises(InvalidInput):
+            await services.push.add("alice", url)
+
+
+async def test_two_workers_never_send_the_same_attempt(
+    settings: Settings, services: Services, upstream: str, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url)
+    from smsinbox.core.ingest import RawInbound
+
+    for i in range(30):
+        raw = RawInbound("447700900123", NUMBER, text=f"m{i}".encode())
+        await services.ingestor.accept(raw, upstream_id=None)
+    other = Services.build(settings)
+    try:
+        sent = await asyncio.gather(
+            services.push_worker.run_until_idle(), other.push_worker.run_until_idle()
+        )
+    finally:
+        await other.close()
+    assert sum(sent) == 30
+    counts = Counter(p.headers["webhook-id"] for p in await wait(receiver, 30))
+    assert len(counts) == 30 and set(counts.values()) == {1}
+
+
+async def test_admin_api_manages_endpoints(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    auth = {"Authorization": "Bearer admin-secret"}
+    assert (await http.get("/admin/accounts/alice/push")).status_code == 401
+    created = await http.post(
+        "/admin/accounts/alice/push", json={"url": receiver.url, "format": "mc5"}, headers=auth
+    )
+    assert created.status_code == 201 and created.json()["format"] == "mc5"
+    listed = (await http.get("/admin/accounts/alice/push", headers=auth)).json()["endpoints"]
+    assert [e["id"] for e in listed] == [created.json()["id"]]
+    bad = await http.post("/admin/accounts/alice/push", json={"url": ""}, headers=auth)
+    assert bad.status_code == 400
+    missing = await http.get("/admin/accounts/nobody/push", headers=auth)
+    assert missing.status_code == 404
+    await deliver_sms(http, upstream, "via admin")
+    await wait(receiver, 1)
+    for _ in range(200):
+        attempts = (await http.get("/admin/accounts/alice/push/deliveries", headers=auth)).json()[
+            "attempts"
+        ]
+        if attempts:
+            break
+        await asyncio.sleep(0.02)
+    assert attempts[0]["httpStatus"] == 200 and attempts[0]["state"] == "delivered"
+    replayed = await http.post("/admin/accounts/alice/push/replay", json={"since": 0}, headers=auth)
+    assert replayed.json() == {"queued": 1}
+    await wait(receiver, 2)
+    removed = await http.delete(f"/admin/push/{created.json()['id']}", headers=auth)
+    assert removed.status_code == 200
+    assert (await http.get("/admin/accounts/alice/push", headers=auth)).json() == {"endpoints": []}
+
+
+async def test_admin_api_is_absent_without_a_token(database_url: str) -> None:
+    with LiveServer(Settings(database_url=database_url)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            answer = await http.get(
+                "/admin/accounts/alice/push", headers={"Authorization": "Bearer guess"}
+            )
+            assert answer.status_code == 404
+
+
+async def test_status_events_follow_outgoing_messages(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url, format="mc5", events="status")
+    _, key = await services.api_keys.create("app")
+    login = await http.post(
+        "/json/user/login", json={"apiKey": key, "msisdn": int(NUMBER), "password": "pw"}
+    )
+    token = login.json()["authToken"]
+    sent = await http.post(
+        "/json/user/message/send",
+        json={"apiKey": key, "authToken": token, "recipient": 4915112345, "message": "out"},
+    )
+    [push] = await wait(receiver, 1)
+    assert push.params["id"] == str(sent.json()["messageId"])
+    assert (push.params["status"], push.params["to"], push.params["numberOfParts"]) == (
+        "pending", "4915112345", "1",
+    )  # fmt: skip
+    json.dumps(push.params)
