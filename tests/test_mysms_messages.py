@@ -252,6 +252,20 @@ async def test_contacts_name_conversations(alice: Mysms, services: Services) -> 
     assert await alice.call("/user/contact/create", msisdns=[FRIEND]) == {"errorCode": 2}
 
 
+async def test_overlong_device_fields_are_refused_on_every_engine(alice: Mysms) -> None:
+    assert await alice.call("/user/device/register", name="x" * 129) == {"errorCode": 2}
+    device = (await alice.call("/user/device/register", name="x" * 128))["deviceId"]
+    too_long = {"address": FRIEND, "message": "m", "deviceId": device,
+                "deviceMessageId": "d" * 129}  # fmt: skip
+    assert await alice.call("/user/message/insert", **too_long) == {"errorCode": 2}
+
+
+async def test_search_ignores_case_in_sender_ids(alice: Mysms, services: Services) -> None:
+    mine = await receive(services, "statement ready", sender="MyBank")
+    found = (await alice.call("/user/message/search", query="mybank"))["messages"]
+    assert [m["messageId"] for m in found] == [mine]
+
+
 async def test_devices(alice: Mysms) -> None:
     first = await alice.call("/user/device/register", name="phone")
     second = await alice.call("/user/device/register", name="tablet")

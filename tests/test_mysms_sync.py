@@ -49,7 +49,7 @@ class Device:
                 syncInitial=initial,
             )
             assert answer["errorCode"] == 0 and not answer["syncResync"]
-            syncs, initial = [], False
+            syncs = []  # an initial listing goes on in initial mode until it is complete
             for change in answer["syncs"]:
                 if change["operation"] == 2:
                     self.messages.pop(change["messageId"], None)
@@ -167,3 +167,59 @@ async def test_changes_page_in_modseq_order_without_gaps(
             assert all(change["operation"] == 1 for change in answer["syncs"])
             state, more = answer["syncState"], answer["syncMore"]
     assert seen == sorted(seen) and len(seen) == 7
+
+
+async def test_an_initial_sync_leaves_the_device_current_even_after_purges(
+    services: Services, live_server: LiveServer
+) -> None:
+    """The state an initial listing ends with covers deletes purged before it, so the next
+    sync neither asks for a resync again nor repeats old deletes."""
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+    ids = []
+    for text in ("keep", "drop"):
+        raw = RawInbound(FRIEND, str(ALICE), text=text.encode())
+        ids.append((await services.ingestor.accept(raw, upstream_id=None)).id)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        await client.call("/user/message/delete", messageId=ids[1])
+        account = await services.store.get_account("alice")
+        assert account is not None
+        await services.store.purge_tombstones(
+            account.id, deleted_before=services.ingestor.clock() + 1, batch=10
+        )
+        device = Device(
+            client, (await client.call("/user/device/register", name="new"))["deviceId"]
+        )
+        await device.sync(initial=True)
+        assert list(device.messages) == [ids[0]]
+        answer = await client.call(
+            "/user/message/sync", deviceId=device.device_id, syncAcks=[device.state]
+        )
+        assert (answer["syncResync"], answer["syncs"]) == (False, [])
+
+
+async def test_a_paged_initial_listing_sends_every_message_as_an_insert(
+    services: Services, live_server: LiveServer
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+    first = (
+        await services.ingestor.accept(RawInbound(FRIEND, str(ALICE), text=b"a"), upstream_id=None)
+    ).id
+    await services.ingestor.accept(RawInbound(FRIEND, str(ALICE), text=b"b"), upstream_id=None)
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        await client.call("/user/message/update", messageId=first, read=True)  # now newest
+        device = (await client.call("/user/device/register", name="d"))["deviceId"]
+        operations, state, more = [], 0, True
+        while more:
+            answer = await client.call(
+                "/user/message/sync", deviceId=device, syncAcks=[state], syncLimit=1,
+                syncInitial=True,
+            )  # fmt: skip
+            operations += [(c["messageId"], c["operation"]) for c in answer["syncs"]]
+            state, more = answer["syncState"], answer["syncMore"]
+    assert sorted(operations) == [(first, 1), (first + 1, 1)]

@@ -70,6 +70,19 @@ async def test_messages_older_than_the_age_limit_are_pruned(services: Services, 
     assert await kept(services) == [old[0], *recent]
 
 
+async def test_count_and_age_limits_leave_deletes_to_the_tombstone_purge(
+    services: Services, alice: int
+) -> None:
+    ids = await ingest(services, 4, at=NOW - 400 * DAY_MS)
+    await services.store.delete_messages(alice, message_ids=[ids[0]], now=NOW - 400 * DAY_MS)
+    report = await retention(services, max_age_days=30).prune_once()
+    assert (report.by_age, report.tombstones) == (3, 1)
+    counters = await services.store.list_changes(
+        alice, after_modseq=0, limit=10, include_deleted=True
+    )
+    assert counters[0] == [] and counters[1] > 0  # devices behind the purge must resync
+
+
 async def test_conversations_are_recounted_and_emptied(services: Services, alice: int) -> None:
     await ingest(services, 3, at=NOW - 40 * DAY_MS, sender="111")
     await ingest(services, 2, at=NOW - 40 * DAY_MS, sender="222")

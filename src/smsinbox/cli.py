@@ -14,6 +14,7 @@ import typer
 
 from smsinbox.config import ConfigError, Settings, load_settings
 from smsinbox.core.ingest import RawInbound
+from smsinbox.core.retention import PruneReport
 from smsinbox.errors import DomainError
 from smsinbox.models import AccountStatus, IngestOutcome
 from smsinbox.services import Services
@@ -409,13 +410,13 @@ def messages(
 def prune(ctx: typer.Context) -> None:
     """Apply the retention limits now (the server also does it every retention_interval)."""
 
-    async def work(services: Services) -> tuple[int, int]:
-        report = await services.retention.prune_once()
-        return report.by_count, report.by_age
+    async def work(services: Services) -> PruneReport:
+        return await services.retention.prune_once()
 
-    by_count, by_age = run(ctx, work)
+    report = run(ctx, work)
     typer.echo(
-        f"pruned {by_count} message(s) over the per-account cap, {by_age} past the age limit"
+        f"pruned {report.by_count} message(s) over the per-account cap, {report.by_age} past "
+        f"the age limit, {report.tombstones} expired delete(s) kept for device sync"
     )
 
 

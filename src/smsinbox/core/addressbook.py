@@ -12,6 +12,7 @@ from smsinbox.models import Contact, Device
 from smsinbox.store import Store
 
 MAX_NAME = 255
+MAX_DEVICE_NAME = 128
 
 
 def _name(name: str | None, field: str = "name") -> str:
@@ -70,7 +71,10 @@ class Devices:
         self.clock = clock
 
     async def register(self, who: Principal, name: str | None) -> Device:
-        return await self.store.register_device(who.account_id, _name(name), now=self.clock())
+        device_name = _name(name)
+        if len(device_name) > MAX_DEVICE_NAME:
+            raise InvalidInput(f"name must be at most {MAX_DEVICE_NAME} characters", "name")
+        return await self.store.register_device(who.account_id, device_name, now=self.clock())
 
     async def list(self, who: Principal) -> list[Device]:
         return await self.store.list_devices(who.account_id)

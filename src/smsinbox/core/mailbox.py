@@ -21,6 +21,7 @@ from smsinbox.models import Conversation, InboundMessage, Message
 from smsinbox.store import Store
 
 MIN_SEARCH = 3
+MAX_DEVICE_MESSAGE_ID = 128
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -158,6 +159,13 @@ class Mailbox:
     ) -> tuple[int, bool]:
         """Store a message the user's own device received (or sent) on its SIM."""
         await self._check_device(who, device_id)
+        if device_message_id is not None and (
+            len(device_message_id) > MAX_DEVICE_MESSAGE_ID or not device_message_id.isprintable()
+        ):
+            raise InvalidInput(
+                f"deviceMessageId must be at most {MAX_DEVICE_MESSAGE_ID} printable characters",
+                "deviceMessageId",
+            )
         body = _text(text, self.max_chars)
         return await self.store.record_device_message(
             who.account_id,

@@ -30,6 +30,7 @@ PrunedListener = Callable[[str, int], None]
 class PruneReport:
     by_count: int
     by_age: int
+    tombstones: int = 0
 
 
 class Retention:
@@ -81,8 +82,9 @@ class Retention:
                     ),
                 )
         deleted_before = self.clock() - self.tombstone_days * DAY_MS
+        tombstones = 0
         for account_id in await self.store.list_account_ids():
-            await self._drain(
+            tombstones += await self._drain(
                 "tombstone",
                 functools.partial(
                     self.store.purge_tombstones,
@@ -91,7 +93,7 @@ class Retention:
                     batch=self.batch,
                 ),
             )
-        return PruneReport(by_count, by_age)
+        return PruneReport(by_count, by_age, tombstones)
 
     async def _drain(self, reason: str, prune_batch: Callable[[], Awaitable[int]]) -> int:
         total = 0

@@ -64,22 +64,35 @@ class Sync:
         count = DEFAULT_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
         applied = [await self._apply(who, device_id, entry) for entry in syncs]
         device_acks = [ack for ack in applied if ack is not None]
-        state = await self.store.acknowledge_sync(
-            who.account_id, device_id, max(acks, default=0), now=self.clock()
-        )
-        after = 0 if initial else state
-        changed, purged = await self.store.list_changes(
+        acknowledged = max(acks, default=0)
+        if initial:
+            # The current messages from scratch, page by page: the device keeps asking with
+            # syncInitial and the state it got until syncMore is false. Everything arrives
+            # as an insert; deletes before the listing are simply absent.
+            after = acknowledged
+        else:
+            after = await self.store.acknowledge_sync(
+                who.account_id, device_id, acknowledged, now=self.clock()
+            )
+        changed, purged, newest = await self.store.list_changes(
             who.account_id, after_modseq=after, limit=count + 1, include_deleted=not initial
         )
-        if not initial and state < purged:
-            return SyncResult([], device_acks, state, more=False, resync=True)
+        if not initial and after < purged:
+            return SyncResult([], device_acks, after, more=False, resync=True)
         more = len(changed) > count
         changed = changed[:count]
         changes = [
-            Change(DELETE if m.deleted else INSERT if m.created_modseq > after else UPDATE, m)
+            Change(
+                DELETE if m.deleted else INSERT if initial or m.created_modseq > after else UPDATE,
+                m,
+            )
             for m in changed
         ]
-        next_state = changed[-1].modseq if changed else after
+        if more:
+            next_state = changed[-1].modseq
+        else:
+            # Nothing more to send: the device is now as current as the newest change.
+            next_state = max(newest, changed[-1].modseq if changed else after)
         return SyncResult(changes, device_acks, next_state, more, resync=False)
 
     async def _apply(

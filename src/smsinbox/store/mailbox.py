@@ -223,7 +223,7 @@ class MailboxStore(StoreBase):
             statement = statement.where(
                 or_(
                     messages.text.ilike(pattern, escape="\\"),
-                    messages.counterpart.like(pattern, escape="\\"),
+                    messages.counterpart.ilike(pattern, escape="\\"),
                 )
             )
         if counterpart is not None:

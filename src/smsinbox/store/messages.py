@@ -180,6 +180,29 @@ class MessageStore(StoreBase):
 
         Returns the message id and whether it was new.
         """
+        arguments = locals()
+        del arguments["self"]
+        try:
+            return await self._record_device_message_once(**arguments)
+        except exc.IntegrityError:
+            # The same report arrived twice at once; the retry finds the first one.
+            return await self._record_device_message_once(**arguments)
+
+    async def _record_device_message_once(
+        self,
+        account_id: int,
+        *,
+        incoming: bool,
+        own_number: str,
+        address: str,
+        text: str,
+        encoding: Encoding,
+        sent_at: int | None,
+        read: bool,
+        device_id: int | None,
+        device_message_id: str | None,
+        now: int,
+    ) -> tuple[int, bool]:
         messages = t.messages.c
         async with self.db.transaction("record_device_message") as connection:
             if device_message_id is not None:

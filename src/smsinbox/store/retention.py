@@ -65,6 +65,8 @@ async def _prune(
             .where(messages.account_id == account_id)
             .where(condition)
             .where(messages.locked.is_(False))
+            # Tombstones go only through purge_tombstones, which tells devices to resync.
+            .where(messages.deleted.is_(False))
             .order_by(messages.seq)
             .limit(batch)
         )

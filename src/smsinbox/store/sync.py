@@ -13,9 +13,10 @@ from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
 class SyncStore(StoreBase):
     async def list_changes(
         self, account_id: int, *, after_modseq: int, limit: int, include_deleted: bool
-    ) -> tuple[list[Message], int]:
-        """Up to `limit` messages changed after `after_modseq`, in modseq order, and the
-        modseq below which tombstones have been purged."""
+    ) -> tuple[list[Message], int, int]:
+        """Up to `limit` messages changed after `after_modseq`, in modseq order; the modseq
+        below which tombstones have been purged; and the newest modseq committed before the
+        messages were read (every change up to it is among them or before them)."""
         messages = t.messages.c
         query = (
             select(*MESSAGE_COLUMNS)
@@ -24,14 +25,19 @@ class SyncStore(StoreBase):
         )
         if not include_deleted:
             query = query.where(messages.deleted.is_(False))
+        counters = t.account_counters.c
         async with self.db.snapshot("list_changes") as connection:
-            purged = await connection.scalar(
-                select(t.account_counters.c.purged_modseq).where(
-                    t.account_counters.c.account_id == account_id
+            # Read the counters first: modseqs are taken under the account's counter lock,
+            # so every change up to `newest` has committed and the query below sees it.
+            purged, newest = (
+                await connection.execute(
+                    select(counters.purged_modseq, counters.last_modseq).where(
+                        counters.account_id == account_id
+                    )
                 )
-            )
+            ).one()
             rows = await connection.execute(query.order_by(messages.modseq).limit(limit))
-            return [message_from_row(row) for row in rows.all()], int(purged or 0)
+            return [message_from_row(row) for row in rows.all()], int(purged), int(newest)
 
     async def find_device_message(
         self, account_id: int, device_id: int, device_message_id: str
