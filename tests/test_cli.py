@@ -160,3 +160,39 @@ def test_every_command_has_help(path: list[str]) -> None:
     assert result.exit_code == 0
     assert "Usage:" in result.output
     assert len(result.output.splitlines()) > 3
+
+
+def test_push_commands(database_url: str, tmp_path: Path) -> None:
+    db = database_url
+    ok(smsinbox(db, "user", "add", "alice", "--password", "pw", "--msisdn", "447700900001"))
+    refused(smsinbox(db, "push", "add", "alice", "http://127.0.0.1:9/hook"), "private address")
+    env_allow = {"SMSINBOX_PUSH_ALLOW_PRIVATE": "true"}
+    added = smsinbox_env(db, env_allow, "push", "add", "alice", "http://127.0.0.1:9/hook")
+    secret = ok(added).splitlines()[-1]
+    assert secret.startswith("whsec_")
+    ok(smsinbox_env(db, env_allow, "push", "add", "alice", "http://127.0.0.1:9/mc5",
+                    "--format", "mc5", "--events", "mo,status"))  # fmt: skip
+    listing = ok(smsinbox(db, "push", "list", "alice")).splitlines()
+    assert listing[0].startswith("1\tenabled\tstandard\tmo\thttp://127.0.0.1:9/hook\twhsec_")
+    assert listing[1] == "2\tenabled\tmc5\tmo,status\thttp://127.0.0.1:9/mc5\t-"
+    refused(smsinbox_env(db, env_allow, "push", "add", "alice", "http://x/", "--format", "xml"),
+            "format must be one of")  # fmt: skip
+    ok(smsinbox(db, "inject", "--from", "1", "--to", "447700900001", "--text", "hi"))
+    assert ok(smsinbox(db, "push", "deliveries", "alice")) == ""  # nothing attempted yet
+    assert "2 deliveries queued" in ok(smsinbox(db, "push", "replay", "alice", "--since", "0"))
+    assert "removed" in ok(smsinbox(db, "push", "remove", "2"))
+    refused(smsinbox(db, "push", "remove", "2"), "no push endpoint 2")
+    refused(smsinbox(db, "push", "list", "nobody"), "no account named 'nobody'")
+
+
+def smsinbox_env(
+    database_url: str, extra: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SMSINBOX_DATABASE_URL": database_url, **extra}
+    return subprocess.run(
+        [sys.executable, "-m", "smsinbox", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -269,3 +269,39 @@ async def test_status_events_follow_outgoing_messages(
         "pending", "4915112345", "1",
     )  # fmt: skip
     json.dumps(push.params)
+
+
+async def test_an_endpoint_failing_for_too_long_is_disabled_with_its_reason(
+    services: Services, upstream: str, receiver: Receiver
+) -> None:
+    from smsinbox.core.ingest import RawInbound
+
+    await services.push.add("alice", receiver.url)
+    receiver.default = (500, b"", {})
+    worker = services.push_worker
+    now = services.ingestor.clock()
+    worker.clock = lambda: now
+    await services.ingestor.accept(RawInbound("1", NUMBER, text=b"first"), upstream_id=None)
+    assert await worker.run_until_idle() == 1  # fails; the endpoint starts failing now
+    worker.clock = lambda: now + worker.disable_after_ms + 60_000
+    await services.ingestor.accept(RawInbound("1", NUMBER, text=b"later"), upstream_id=None)
+    await worker.run_until_idle()
+    [endpoint] = await services.push.endpoints_of("alice")
+    assert not endpoint.enabled
+    assert endpoint.disabled_reason is not None and "HTTP 500" in endpoint.disabled_reason
+    states = {a.state for a in await services.push.attempts("alice", failed_only=True)}
+    assert states == {"dead"}  # nothing left pending for a disabled endpoint
+
+
+async def test_push_metrics_are_exposed(
+    services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await services.push.add("alice", receiver.url)
+    await deliver_sms(http, upstream, "count me")
+    await wait(receiver, 1)
+    await logged(services, 1)
+    metrics = (await http.get("/metrics")).text
+    assert 'smsinbox_push_deliveries_total{outcome="delivered"} 1.0' in metrics
+    assert "smsinbox_push_attempt_duration_seconds_count 1.0" in metrics
+    assert "smsinbox_push_queue_depth 0.0" in metrics
+    assert "smsinbox_push_oldest_undelivered_seconds 0.0" in metrics

@@ -19,6 +19,7 @@ from smsinbox.store.base import StoreBase
 from smsinbox.store.messages import (
     MESSAGE_COLUMNS,
     change_messages,
+    conversation_from_row,
     message_from_row,
     recount_conversations,
 )
@@ -57,21 +58,7 @@ class MailboxStore(StoreBase):
                     .limit(limit)
                 )
             ).all()
-        return [
-            (
-                Conversation(
-                    counterpart=row.counterpart,
-                    message_count=row.message_count,
-                    unread_count=row.unread_count,
-                    unsent_count=row.unsent_count,
-                    last_message_id=row.last_message_id,
-                    last_message_at=row.last_message_at,
-                    snippet=row.snippet,
-                ),
-                row.contact_name,
-            )
-            for row in rows
-        ]
+        return [(conversation_from_row(row), row.contact_name) for row in rows]
 
     async def list_conversation_messages(
         self, account_id: int, counterpart: str, *, offset: int, limit: int

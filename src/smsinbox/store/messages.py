@@ -180,62 +180,46 @@ class MessageStore(StoreBase):
 
         Returns the message id and whether it was new.
         """
-        arguments = locals()
-        del arguments["self"]
-        try:
-            return await self._record_device_message_once(**arguments)
-        except exc.IntegrityError:
-            # The same report arrived twice at once; the retry finds the first one.
-            return await self._record_device_message_once(**arguments)
-
-    async def _record_device_message_once(
-        self,
-        account_id: int,
-        *,
-        incoming: bool,
-        own_number: str,
-        address: str,
-        text: str,
-        encoding: Encoding,
-        sent_at: int | None,
-        read: bool,
-        device_id: int | None,
-        device_message_id: str | None,
-        now: int,
-    ) -> tuple[int, bool]:
         messages = t.messages.c
-        async with self.db.transaction("record_device_message") as connection:
-            if device_message_id is not None:
-                earlier = await connection.scalar(
-                    select(messages.id)
-                    .where(messages.account_id == account_id)
-                    .where(messages.device_id == device_id)
-                    .where(messages.device_message_id == device_message_id)
-                )
-                if earlier is not None:
-                    return int(earlier), False
-            message_id = await _append_message(
-                connection,
-                account_id,
-                now,
-                direction=Direction.INCOMING if incoming else Direction.OUTGOING,
-                sender=address if incoming else own_number,
-                recipient=own_number if incoming else address,
-                counterpart=address,
-                text=text,
-                encoding=encoding.value,
-                body=None,
-                reply_to_id=None,
-                upstream_id=None,
-                upstream_message_id=None,
-                sent_at=sent_at,
-                status="received" if incoming else "complete",
-                origin="sim",
-                read=read or not incoming,
-                device_id=device_id,
-                device_message_id=device_message_id,
-            )
-            return message_id, True
+        for attempt in (1, 2):
+            try:
+                async with self.db.transaction("record_device_message") as connection:
+                    if device_message_id is not None:
+                        earlier = await connection.scalar(
+                            select(messages.id)
+                            .where(messages.account_id == account_id)
+                            .where(messages.device_id == device_id)
+                            .where(messages.device_message_id == device_message_id)
+                        )
+                        if earlier is not None:
+                            return int(earlier), False
+                    message_id = await _append_message(
+                        connection,
+                        account_id,
+                        now,
+                        direction=Direction.INCOMING if incoming else Direction.OUTGOING,
+                        sender=address if incoming else own_number,
+                        recipient=own_number if incoming else address,
+                        counterpart=address,
+                        text=text,
+                        encoding=encoding.value,
+                        body=None,
+                        reply_to_id=None,
+                        upstream_id=None,
+                        upstream_message_id=None,
+                        sent_at=sent_at,
+                        status="received" if incoming else "complete",
+                        origin="sim",
+                        read=read or not incoming,
+                        device_id=device_id,
+                        device_message_id=device_message_id,
+                    )
+                    return message_id, True
+            except exc.IntegrityError:
+                # The same report arrived twice at once; the second try finds the first.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def claim_outgoing(self, seen: Message, *, now: int) -> bool:
         """Mark an outgoing message sending, if it is still as `seen`; False if another
@@ -324,18 +308,7 @@ class MessageStore(StoreBase):
                     .order_by(t.conversations.c.last_message_at.desc())
                 )
             ).all()
-        return [
-            Conversation(
-                counterpart=row.counterpart,
-                message_count=row.message_count,
-                unread_count=row.unread_count,
-                unsent_count=row.unsent_count,
-                last_message_id=row.last_message_id,
-                last_message_at=row.last_message_at,
-                snippet=row.snippet,
-            )
-            for row in rows
-        ]
+        return [conversation_from_row(row) for row in rows]
 
     async def list_unrouted(self, limit: int = 1000) -> list[UnroutedMessage]:
         async with self.db.snapshot("list_unrouted") as connection:
@@ -547,6 +520,18 @@ _DIRECTIONS = {direction.value: direction for direction in Direction}
 _ENCODINGS = {encoding.value: encoding for encoding in Encoding}
 _DIRECTION_AT = Message._fields.index("direction")
 _ENCODING_AT = Message._fields.index("encoding")
+
+
+def conversation_from_row(row: Row[Any]) -> Conversation:
+    return Conversation(
+        counterpart=row.counterpart,
+        message_count=row.message_count,
+        unread_count=row.unread_count,
+        unsent_count=row.unsent_count,
+        last_message_id=row.last_message_id,
+        last_message_at=row.last_message_at,
+        snippet=row.snippet,
+    )
 
 
 def message_from_row(row: Row[Any]) -> Message:

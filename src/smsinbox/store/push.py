@@ -14,6 +14,11 @@ from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
 
 NOTIFY_CHANNEL = "smsinbox_push"
+# The columns a new delivery is inserted with, in the order the selects below produce them.
+_DELIVERY_COLUMNS = [
+    "endpoint_id", "account_id", "message_id", "event", "state", "attempts",
+    "next_attempt_at", "created_at",
+]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,16 +99,7 @@ async def enqueue_deliveries(
     )
     result = await connection.execute(
         insert(t.deliveries).from_select(
-            [
-                "endpoint_id",
-                "account_id",
-                "message_id",
-                "event",
-                "state",
-                "attempts",
-                "next_attempt_at",
-                "created_at",
-            ],
+            _DELIVERY_COLUMNS,
             wanted,
         )
     )
@@ -383,16 +379,7 @@ class PushStore(StoreBase):
             )
             added = await connection.execute(
                 insert(t.deliveries).from_select(
-                    [
-                        "endpoint_id",
-                        "account_id",
-                        "message_id",
-                        "event",
-                        "state",
-                        "attempts",
-                        "next_attempt_at",
-                        "created_at",
-                    ],
+                    _DELIVERY_COLUMNS,
                     missing,
                 )
             )
