@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Row, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Account, AccountStatus
 from smsinbox.store import tables as t
-from smsinbox.store.database import Database
+from smsinbox.store.database import Connection, Database
 
 
 class StoreBase:
@@ -39,7 +38,7 @@ def account_from_row(row: Row[Any]) -> Account:
     )
 
 
-async def account_id_for(connection: AsyncConnection, username: str) -> int:
+async def account_id_for(connection: Connection, username: str) -> int:
     """The id of the account called `username`, or NotFound."""
     account_id = await connection.scalar(
         select(t.accounts.c.id).where(t.accounts.c.username == username)
@@ -49,7 +48,7 @@ async def account_id_for(connection: AsyncConnection, username: str) -> int:
     return int(account_id)
 
 
-async def claim_number(connection: AsyncConnection, msisdn: str, account_id: int, now: int) -> None:
+async def claim_number(connection: Connection, msisdn: str, account_id: int, now: int) -> None:
     """Give `msisdn` to the account, unless another account already owns it."""
     owner = await connection.scalar(
         select(t.accounts.c.username)

@@ -6,11 +6,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.models import Contact
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.database import Connection
 
 
 class ContactStore(StoreBase):
@@ -92,9 +92,7 @@ class ContactStore(StoreBase):
             return bool(result.rowcount)
 
 
-async def _set_numbers(
-    connection: AsyncConnection, contact_id: int, msisdns: Sequence[str]
-) -> None:
+async def _set_numbers(connection: Connection, contact_id: int, msisdns: Sequence[str]) -> None:
     await connection.execute(
         delete(t.contact_numbers).where(t.contact_numbers.c.contact_id == contact_id)
     )

@@ -13,19 +13,68 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, event, exc, text
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
 
 from smsinbox.errors import StoreUnavailable
 
 log = logging.getLogger("smsinbox.store")
 
+LOOP_READ_BUSY_MS = 250
+
 # (transaction name, seconds, succeeded) -> None; the app feeds it into metrics.
 TransactionObserver = Callable[[str, float, bool], None]
+T = TypeVar("T")
+
+
+class Connection(Protocol):
+    """What store code does with a connection: Connection has it, LoopConnection too."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+class LoopConnection:
+    """A synchronous SQLite connection used right on the event loop thread.
+
+    SQLite reads of a WAL database take microseconds and never wait for writers; handing
+    each statement to a worker thread (as aiosqlite does) costs far more than the read itself
+    in thread switches. Only snapshots use this; writes keep their own thread, since a
+    durable commit waits for the disk.
+    """
+
+    def __init__(self, connection: SyncConnection) -> None:
+        self._connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._connection.dialect
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        return self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._connection.scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        return self._connection.scalars(statement, parameters)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(self._connection, *args)
 
 
 def async_url(database_url: str) -> URL:
@@ -78,7 +127,8 @@ class Database:
             # One writer connection, serialised in-process by a lock and across processes
             # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it.
             self._writer = self._sqlite_engine(begin="BEGIN IMMEDIATE", pool_size=1)
-            self._reader = self._sqlite_engine(begin="BEGIN", pool_size=pool_size)
+            self._reader = self._writer
+            self._loop_reader: Engine | None = self._sqlite_loop_engine(pool_size)
             self._write_lock: asyncio.Lock | None = asyncio.Lock()
         else:
             engine = create_async_engine(
@@ -90,6 +140,7 @@ class Database:
                 connect_args={"timeout": timeout, "command_timeout": timeout},
             )
             self._writer = self._reader = engine
+            self._loop_reader = None
             self._write_lock = None
 
     def _sqlite_engine(self, *, begin: str, pool_size: int) -> AsyncEngine:
@@ -117,13 +168,38 @@ class Database:
 
         return engine
 
+    def _sqlite_loop_engine(self, pool_size: int) -> Engine:
+        engine = create_engine(
+            self.url.set(drivername="sqlite+pysqlite"),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=self.timeout,
+        )
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # A WAL reader waits only in rare moments (recovery after a crash); it must not
+            # hold the event loop for long when it does.
+            cursor.execute(f"PRAGMA busy_timeout={LOOP_READ_BUSY_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+        return engine
+
     @property
     def engine(self) -> AsyncEngine:
         """The engine that writes (for migrations)."""
         return self._writer
 
     @asynccontextmanager
-    async def transaction(self, name: str) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, name: str) -> AsyncIterator[Connection]:
         """A named write transaction; it commits when the block ends without error."""
         started = time.perf_counter()
         ok = False
@@ -146,13 +222,17 @@ class Database:
             self._observe(name, started, ok)
 
     @asynccontextmanager
-    async def snapshot(self, name: str) -> AsyncIterator[AsyncConnection]:
+    async def snapshot(self, name: str) -> AsyncIterator[Connection]:
         """A named read-only transaction: one consistent view of the store."""
         started = time.perf_counter()
         ok = False
         try:
-            async with self._reader.connect() as connection, connection.begin():
-                yield connection
+            if self._loop_reader is not None:
+                with self._loop_reader.connect() as sync_connection, sync_connection.begin():
+                    yield LoopConnection(sync_connection)
+            else:
+                async with self._reader.connect() as connection, connection.begin():
+                    yield connection
             ok = True
         except BaseException as error:
             if _is_unavailable(error):
@@ -199,3 +279,5 @@ class Database:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+        if self._loop_reader is not None:
+            self._loop_reader.dispose()

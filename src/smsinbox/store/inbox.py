@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Select, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.models import Direction, Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.database import Connection
 from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
 
 
@@ -132,7 +132,7 @@ def _unretrieved(page: TimePage) -> list[int]:
 
 
 async def _time_page(
-    connection: AsyncConnection,
+    connection: Connection,
     account_id: int,
     after_ms: int,
     before_ms: int,

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, column, literal_column, or_, select, table
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.models import Conversation, Direction, Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.database import Connection
 from smsinbox.store.messages import (
     MESSAGE_COLUMNS,
     change_messages,
@@ -223,7 +223,7 @@ class MailboxStore(StoreBase):
 
 
 async def _select_ids(
-    connection: AsyncConnection, account_id: int, *conditions: ColumnElement[bool]
+    connection: Connection, account_id: int, *conditions: ColumnElement[bool]
 ) -> list[int]:
     messages = t.messages.c
     rows = await connection.scalars(

@@ -18,7 +18,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import AlreadyExists
 from smsinbox.models import (
@@ -33,7 +32,7 @@ from smsinbox.models import (
 )
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for, claim_number
-from smsinbox.store.database import upsert_into
+from smsinbox.store.database import Connection, upsert_into
 from smsinbox.store.push import enqueue_deliveries
 
 SNIPPET_CHARS = 160
@@ -95,7 +94,7 @@ class MessageStore(StoreBase):
 
     async def _append_incoming(
         self,
-        connection: AsyncConnection,
+        connection: Connection,
         account_id: int,
         inbound: InboundMessage,
         now: int,
@@ -375,9 +374,7 @@ class MessageStore(StoreBase):
         return int(count or 0)
 
 
-async def _find_duplicate(
-    connection: AsyncConnection, inbound: InboundMessage
-) -> IngestResult | None:
+async def _find_duplicate(connection: Connection, inbound: InboundMessage) -> IngestResult | None:
     """The earlier copy of this upstream message, routed or not, if there is one."""
     if inbound.upstream_message_id is None:
         return None
@@ -394,7 +391,7 @@ async def _find_duplicate(
 
 
 async def _find_answered_message(
-    connection: AsyncConnection, account_id: int, inbound: InboundMessage, window_start: int
+    connection: Connection, account_id: int, inbound: InboundMessage, window_start: int
 ) -> int | None:
     """The outgoing message this one replies to.
 
@@ -421,9 +418,7 @@ async def _find_answered_message(
     return None if latest is None else int(latest)
 
 
-async def _append_message(
-    connection: AsyncConnection, account_id: int, now: int, **fields: Any
-) -> int:
+async def _append_message(connection: Connection, account_id: int, now: int, **fields: Any) -> int:
     """Insert a message in the account's commit order and update its conversation.
 
     The counter row is updated first: its lock orders this account's writers, so the
@@ -478,7 +473,7 @@ async def _append_message(
 
 
 async def _bump_conversation(
-    connection: AsyncConnection,
+    connection: Connection,
     account_id: int,
     *,
     counterpart: str,
@@ -543,7 +538,7 @@ def message_from_row(row: Row[Any]) -> Message:
 
 
 async def recount_conversations(
-    connection: AsyncConnection, account_id: int, counterparts: Iterable[str]
+    connection: Connection, account_id: int, counterparts: Iterable[str]
 ) -> None:
     """Recount conversations after messages left them; drop the ones left empty."""
     messages = t.messages.c
@@ -594,7 +589,7 @@ async def recount_conversations(
 
 
 async def change_messages(
-    connection: AsyncConnection, account_id: int, message_ids: Sequence[int], values: dict[str, Any]
+    connection: Connection, account_id: int, message_ids: Sequence[int], values: dict[str, Any]
 ) -> None:
     """Apply `values` to the messages, each with a modseq of its own, in id order."""
     if not message_ids:

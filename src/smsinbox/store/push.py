@@ -6,12 +6,12 @@ import dataclasses
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.errors import NotFound
 from smsinbox.models import Direction, Encoding
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
+from smsinbox.store.database import Connection
 
 NOTIFY_CHANNEL = "smsinbox_push"
 # The columns a new delivery is inserted with, in the order the selects below produce them.
@@ -74,7 +74,7 @@ class AttemptRecord:
 
 
 async def enqueue_deliveries(
-    connection: AsyncConnection, account_id: int, message_id: int, event: str, now: int
+    connection: Connection, account_id: int, message_id: int, event: str, now: int
 ) -> None:
     """Queue the message for every enabled endpoint of the account that wants `event`.
 

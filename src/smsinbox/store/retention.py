@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import ColumnElement, delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.database import Connection
 from smsinbox.store.messages import recount_conversations
 
 
@@ -56,7 +56,7 @@ class RetentionStore(StoreBase):
 
 
 async def _prune(
-    connection: AsyncConnection, account_id: int, condition: ColumnElement[bool], batch: int
+    connection: Connection, account_id: int, condition: ColumnElement[bool], batch: int
 ) -> int:
     messages = t.messages.c
     doomed = (
