@@ -62,6 +62,8 @@ def test_overrides_win_and_none_means_unset() -> None:
         ({"SMSINBOX_PORT": "70000"}, "port must be between"),
         ({"SMSINBOX_DB_TIMEOUT": "0"}, "db_timeout must be positive"),
         ({"SMSINBOX_DEFAULT_TIME_ZONE": "Mars/Base"}, "not an IANA zone"),
+        ({"SMSINBOX_PUSH_RETRY_SCHEDULE": "5,10"}, "starting with 0"),
+        ({"SMSINBOX_PUSH_RETRY_SCHEDULE": "0,soon"}, "push_retry_schedule"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:

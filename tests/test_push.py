@@ -182,7 +182,8 @@ async def test_private_addresses_are_refused_unless_allowed(
     services: Services, upstream: str
 ) -> None:
     services.push.addresses.allow_private = False
-    for url in ["http://127.0.0.1:9/hook", "http://10.0.0.1/x", "http://[::1]/", "ftp://x/"]:
+    for url in ["http://127.0.0.1:9/hook", "http://10.0.0.1/x", "http://[::1]/", "ftp://x/",
+                "http://100.64.1.1/", "http://169.254.169.254/latest"]:  # fmt: skip
         with pytest.raises(InvalidInput):
             await services.push.add("alice", url)
 
@@ -305,3 +306,27 @@ async def test_push_metrics_are_exposed(
     assert "smsinbox_push_attempt_duration_seconds_count 1.0" in metrics
     assert "smsinbox_push_queue_depth 0.0" in metrics
     assert "smsinbox_push_oldest_undelivered_seconds 0.0" in metrics
+
+
+async def test_eapi_endpoints_carry_incoming_messages_only(
+    services: Services, upstream: str
+) -> None:
+    with pytest.raises(InvalidInput, match="incoming messages only"):
+        await services.push.add("alice", "http://127.0.0.1:9/", format="eapi", events="status")
+
+
+async def test_a_delivery_whose_message_was_pruned_is_dead_lettered(
+    services: Services, upstream: str, receiver: Receiver
+) -> None:
+    from smsinbox.core.ingest import RawInbound
+    from smsinbox.core.retention import Retention
+
+    await services.push.add("alice", receiver.url)
+    for text in (b"old", b"new"):
+        await services.ingestor.accept(RawInbound("1", NUMBER, text=text), upstream_id=None)
+    keeper = Retention(services.store, max_messages=1, max_age_days=0, interval_s=1)
+    assert (await keeper.prune_once()).by_count == 1
+    assert await services.push_worker.run_until_idle() == 1
+    assert (await services.store.queue_figures())[0] == 0
+    [push] = await wait(receiver, 1)
+    assert json.loads(push.body)["data"]["text"] == "new"

@@ -127,6 +127,9 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every push request at info, query string and all: message text and
+    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         application = create_app(settings)
     except ValueError as error:
@@ -154,6 +157,9 @@ def worker(ctx: typer.Context) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every push request at info, query string and all: message text and
+    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.disable(logging.NOTSET)
 
     async def work(services: Services) -> None:

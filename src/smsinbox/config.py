@@ -174,10 +174,13 @@ class Settings:
             problems.append("rate_limit_storage must be memory:// or a redis:// URL")
         try:
             schedule = self.retry_schedule()
-            if not schedule or min(schedule) < 0:
+            if not schedule or min(schedule) < 0 or schedule[0] != 0:
                 raise ValueError
         except ValueError:
-            problems.append("push_retry_schedule must be comma-separated non-negative seconds")
+            problems.append(
+                "push_retry_schedule must be comma-separated non-negative seconds, starting "
+                "with 0 (the first attempt is made at once)"
+            )
         if not 0 <= self.push_retry_jitter < 1 or self.push_timeout <= 0:
             problems.append("push_retry_jitter must be in [0, 1) and push_timeout positive")
         if self.push_concurrency < 1 or self.push_disable_after_days <= 0:

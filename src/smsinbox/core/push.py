@@ -35,6 +35,10 @@ class PushEndpoints:
         wanted = tuple(dict.fromkeys(e.strip() for e in events.split(",") if e.strip()))
         if not wanted or any(e not in EVENTS for e in wanted):
             raise InvalidInput(f"events must be a list of {', '.join(EVENTS)}", "events")
+        if format == "eapi" and wanted != ("mo",):
+            raise InvalidInput(
+                "the eapi format carries incoming messages only: events mo", "events"
+            )
         if len(url) > 2048:
             raise InvalidInput("url is too long", "url")
         try:

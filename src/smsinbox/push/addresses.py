@@ -7,6 +7,9 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
+# Carrier-grade NAT (RFC 6598): not "private" to the ipaddress module, yet internal.
+_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
+
 
 class RefusedAddress(ValueError):
     """The URL is not an http(s) URL, or resolves to a private, loopback or link-local
@@ -34,7 +37,8 @@ class AddressPolicy:
         for info in infos:
             address = ipaddress.ip_address(info[4][0])
             if (
-                address.is_private
+                address in _SHARED_ADDRESS_SPACE
+                or address.is_private
                 or address.is_loopback
                 or address.is_link_local
                 or address.is_multicast

@@ -28,8 +28,12 @@ from smsinbox.store.push import NOTIFY_CHANNEL, DueDelivery
 log = logging.getLogger("smsinbox.push")
 
 BATCH = 100
-# A claimed delivery is not handed to another worker for this long.
-LEASE_MS = 120_000
+# A claimed delivery is not handed to another worker for at least this long, and never
+# before its whole batch could have timed out twice over.
+MIN_LEASE_MS = 120_000
+# The most of a receiver's answer that is read: only its status and whether it is empty
+# matter, and a hostile receiver must not fill the worker's memory.
+MAX_ANSWER_BYTES = 64 * 1024
 MAX_RETRY_AFTER_S = 24 * 3600
 
 
@@ -56,6 +60,8 @@ class PushWorker:
         self.addresses = addresses
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        rounds = -(-BATCH // concurrency)
+        self.lease_ms = max(MIN_LEASE_MS, int(2 * rounds * timeout_s * 1000))
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         store.outbox_listeners.append(self.wake)
@@ -130,7 +136,7 @@ class PushWorker:
     async def deliver_due(self, limit: int = BATCH) -> int:
         """One round: claim what is due and attempt each; returns how many were attempted."""
         batch = await self.store.claim_due_deliveries(
-            now=self.clock(), lease_ms=LEASE_MS, limit=limit
+            now=self.clock(), lease_ms=self.lease_ms, limit=limit
         )
         await asyncio.gather(*(self._attempt(delivery) for delivery in batch))
         return len(batch)
@@ -146,15 +152,20 @@ class PushWorker:
                 request = formats.build(delivery, now=dt.datetime.now(dt.UTC))
                 await self.addresses.check(request.url)
                 assert self._client is not None
-                response = await self._client.request(
+                async with self._client.stream(
                     request.method,
                     request.url,
                     params=request.params or None,
                     headers=request.headers,
                     content=request.content,
-                )
-                status = response.status_code
-                ok = formats.succeeded(delivery, status, response.content)
+                ) as response:
+                    status = response.status_code
+                    answer = b""
+                    async for chunk in response.aiter_bytes():
+                        answer += chunk
+                        if len(answer) >= MAX_ANSWER_BYTES:
+                            break
+                ok = formats.succeeded(delivery, status, answer)
                 if not ok:
                     error = f"HTTP {status}" + (" with an empty body" if status == 200 else "")
                 retry_after = _retry_after(response) if status in (429, 503) else None
@@ -185,9 +196,10 @@ class PushWorker:
             state, next_at, outcome = "dead", now, "dead"
         else:
             delay = self.schedule_s[delivery.attempts + 1]
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
             delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
+            if retry_after is not None:
+                # Never sooner than the receiver asked for.
+                delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
             state, next_at, outcome = "pending", now + int(delay * 1000), "retry"
         disabled = await self.store.record_attempt(
             delivery,

@@ -197,6 +197,14 @@ class PushStore(StoreBase):
                 .values(next_attempt_at=now + lease_ms)
             )
             rows = (await connection.execute(_due_details(ids))).all()
+            gone = set(ids) - {row[0] for row in rows}
+            if gone:
+                # Retention pruned the message meanwhile: nothing is left to push.
+                await connection.execute(
+                    update(t.deliveries)
+                    .where(deliveries.id.in_(sorted(gone)))
+                    .values(state="dead", last_error="message no longer stored")
+                )
         return [_due_from_row(row) for row in rows]
 
     async def next_due_at(self) -> int | None:
@@ -363,6 +371,7 @@ class PushStore(StoreBase):
                 .where(messages.account_id == account_id)
                 .where(messages.received_at >= since_ms)
                 .where(messages.direction == Direction.INCOMING.value)
+                .where(messages.origin != "sim")
                 .where(messages.deleted.is_(False))
                 .where(endpoints.enabled.is_(True))
                 .where(endpoints.events.like("%mo%"))
@@ -386,7 +395,8 @@ class PushStore(StoreBase):
             total = int(requeued.rowcount or 0) + int(added.rowcount or 0)
             if total and connection.dialect.name == "postgresql":
                 await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-            return total
+        self.outbox_changed()
+        return total
 
     async def queue_figures(self) -> tuple[int, int | None]:
         """How many deliveries are pending, and when the oldest of them was created."""
