@@ -16,6 +16,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 
@@ -38,6 +39,7 @@ from smsinbox.store.push import enqueue_deliveries
 SNIPPET_CHARS = 160
 
 # Outgoing states that count towards a conversation's "unsent" figure.
+
 UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled", "sending"})
 
 
@@ -259,6 +261,9 @@ class MessageStore(StoreBase):
         async with self.db.snapshot("list_due_outgoing") as connection:
             rows = await connection.execute(
                 select(*MESSAGE_COLUMNS)
+                # Written out as in the partial index ix_messages_outgoing_due: SQLite uses
+                # a partial index only for a condition that matches it literally.
+                .where(text(t.OUTGOING_DUE))
                 .where(
                     or_(
                         and_(messages.status == "scheduled", messages.send_at <= now),

@@ -14,6 +14,8 @@ from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
 
 NOTIFY_CHANNEL = "smsinbox_push"
+
+
 # The columns a new delivery is inserted with, in the order the selects below produce them.
 _DELIVERY_COLUMNS = [
     "endpoint_id", "account_id", "message_id", "event", "state", "attempts",
@@ -180,7 +182,7 @@ class PushStore(StoreBase):
         deliveries = t.deliveries.c
         due = (
             select(deliveries.id)
-            .where(deliveries.state == "pending")
+            .where(text(t.PENDING))
             .where(deliveries.next_attempt_at <= now)
             .order_by(deliveries.next_attempt_at, deliveries.id)
             .limit(limit)
@@ -211,7 +213,7 @@ class PushStore(StoreBase):
         deliveries = t.deliveries.c
         async with self.db.snapshot("next_due_at") as connection:
             found = await connection.scalar(
-                select(func.min(deliveries.next_attempt_at)).where(deliveries.state == "pending")
+                select(func.min(deliveries.next_attempt_at)).where(text(t.PENDING))
             )
         return None if found is None else int(found)
 
@@ -233,6 +235,13 @@ class PushStore(StoreBase):
         deliveries = t.deliveries.c
         endpoints = t.push_endpoints.c
         async with self.db.transaction("record_attempt") as connection:
+            # The endpoint row first, in every attempt's transaction: concurrent attempts of
+            # one endpoint then take their locks in one order (a disabling attempt updates
+            # the endpoint's other deliveries too) and never deadlock.
+            endpoint = select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
+            if self.db.kind == "postgresql":
+                endpoint = endpoint.with_for_update()
+            failing_since = await connection.scalar(endpoint)
             await connection.execute(
                 insert(t.delivery_attempts).values(
                     delivery_id=delivery.id,
@@ -261,9 +270,6 @@ class PushStore(StoreBase):
                     .values(failing_since=None)
                 )
                 return False
-            failing_since = await connection.scalar(
-                select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
-            )
             if (
                 disable_reason is None
                 and failing_since is not None
@@ -286,7 +292,7 @@ class PushStore(StoreBase):
             await connection.execute(
                 update(t.deliveries)
                 .where(deliveries.endpoint_id == delivery.endpoint_id)
-                .where(deliveries.state == "pending")
+                .where(text(t.PENDING))
                 .values(state="dead", last_error="endpoint disabled")
             )
             return True
@@ -404,9 +410,7 @@ class PushStore(StoreBase):
         async with self.db.snapshot("queue_figures") as connection:
             row = (
                 await connection.execute(
-                    select(func.count(), func.min(deliveries.created_at)).where(
-                        deliveries.state == "pending"
-                    )
+                    select(func.count(), func.min(deliveries.created_at)).where(text(t.PENDING))
                 )
             ).one()
         return int(row[0]), None if row[1] is None else int(row[1])

@@ -37,6 +37,11 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 MSISDN = 32  # E.164 is at most 15 digits; short codes and alphanumeric senders fit too.
 
+# Conditions of the partial indexes. SQLite uses a partial index only for a query condition
+# written exactly like the index's own, so queries use these same texts.
+OUTGOING_DUE = "status IN ('scheduled', 'sending')"
+PENDING = "state = 'pending'"
+
 accounts = Table(
     "accounts",
     metadata,
@@ -208,7 +213,15 @@ messages = Table(
     Index(None, "upstream_id", "upstream_message_id", unique=True),
     Index(None, "account_id", "device_id", "device_message_id", unique=True),
     # Outgoing messages waiting to be sent: scheduled ones, and local deliveries in flight.
-    Index(None, "status", "send_at"),
+    # Partial, so the dispatcher's look (every second) never touches the other messages.
+    Index(
+        "ix_messages_outgoing_due",
+        "status",
+        "send_at",
+        "status_at",
+        sqlite_where=text(OUTGOING_DUE),
+        postgresql_where=text(OUTGOING_DUE),
+    ),
     sqlite_autoincrement=True,
 )
 
@@ -292,7 +305,13 @@ deliveries = Table(
     Column("delivered_at", BigInteger, nullable=True),
     Column("last_status", Integer, nullable=True),
     Column("last_error", String(255), nullable=True),
-    Index(None, "state", "next_attempt_at"),
+    # Partial: the worker looks only at what is still to be sent.
+    Index(
+        "ix_deliveries_pending",
+        "next_attempt_at",
+        sqlite_where=text(PENDING),
+        postgresql_where=text(PENDING),
+    ),
     Index(None, "account_id", "id"),
     sqlite_autoincrement=True,
 )

@@ -351,10 +351,12 @@ def upgrade() -> None:
         op.f("ix_deliveries_account_id_id"), "deliveries", ["account_id", "id"], unique=False
     )
     op.create_index(
-        op.f("ix_deliveries_state_next_attempt_at"),
+        "ix_deliveries_pending",
         "deliveries",
-        ["state", "next_attempt_at"],
+        ["next_attempt_at"],
         unique=False,
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
     )
     op.create_table(
         "messages",
@@ -443,7 +445,12 @@ def upgrade() -> None:
         op.f("ix_messages_account_id_seq"), "messages", ["account_id", "seq"], unique=True
     )
     op.create_index(
-        op.f("ix_messages_status_send_at"), "messages", ["status", "send_at"], unique=False
+        "ix_messages_outgoing_due",
+        "messages",
+        ["status", "send_at", "status_at"],
+        unique=False,
+        sqlite_where=sa.text("status IN ('scheduled', 'sending')"),
+        postgresql_where=sa.text("status IN ('scheduled', 'sending')"),
     )
     op.create_index(
         op.f("ix_messages_upstream_id_upstream_message_id"),
@@ -486,7 +493,12 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_delivery_attempts_delivery_id"), table_name="delivery_attempts")
     op.drop_table("delivery_attempts")
     op.drop_index(op.f("ix_messages_upstream_id_upstream_message_id"), table_name="messages")
-    op.drop_index(op.f("ix_messages_status_send_at"), table_name="messages")
+    op.drop_index(
+        "ix_messages_outgoing_due",
+        table_name="messages",
+        sqlite_where=sa.text("status IN ('scheduled', 'sending')"),
+        postgresql_where=sa.text("status IN ('scheduled', 'sending')"),
+    )
     op.drop_index(op.f("ix_messages_account_id_seq"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_received_at_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_modseq"), table_name="messages")
@@ -494,7 +506,12 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_messages_account_id_device_id_device_message_id"), table_name="messages")
     op.drop_index(op.f("ix_messages_account_id_counterpart_id"), table_name="messages")
     op.drop_table("messages")
-    op.drop_index(op.f("ix_deliveries_state_next_attempt_at"), table_name="deliveries")
+    op.drop_index(
+        "ix_deliveries_pending",
+        table_name="deliveries",
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    )
     op.drop_index(op.f("ix_deliveries_account_id_id"), table_name="deliveries")
     op.drop_table("deliveries")
     op.drop_index(op.f("ix_contact_numbers_msisdn"), table_name="contact_numbers")
