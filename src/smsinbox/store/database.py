@@ -8,6 +8,7 @@ unavailable" rather than a bug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Table, create_engine, event, exc, text
+from sqlalchemy import RootTransaction, Table, create_engine, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    create_async_engine,
+)
 from sqlalchemy.sql import Executable
 
 from smsinbox.errors import StoreUnavailable
@@ -27,6 +30,44 @@ from smsinbox.errors import StoreUnavailable
 log = logging.getLogger("smsinbox.store")
 
 LOOP_READ_BUSY_MS = 250
+# Most writers whose work one commit makes durable on SQLite.
+MAX_GROUP_COMMIT = 256
+
+
+class _Batch:
+    """One SQLite write transaction that several writers share (see group commit).
+
+    Its statements run on the event loop thread, like reads; only BEGIN IMMEDIATE (which may
+    wait for another process's lock) and COMMIT (which waits for the disk) go to a thread.
+    """
+
+    def __init__(self, connection: SyncConnection, transaction: RootTransaction) -> None:
+        self.connection = connection
+        self.transaction = transaction
+        self.members = 0
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, engine: Engine) -> _Batch:
+        connection = await asyncio.to_thread(engine.connect)
+        try:
+            return cls(connection, await asyncio.to_thread(connection.begin))
+        except BaseException:
+            await asyncio.to_thread(connection.close)
+            raise
+
+    async def commit(self) -> None:
+        try:
+            await asyncio.to_thread(self.transaction.commit)
+        except BaseException as error:
+            self.committed.set_exception(error)
+            if not self.members:
+                self.committed.exception()  # nobody waits for it: don't warn
+        else:
+            self.committed.set_result(None)
+        finally:
+            await asyncio.to_thread(self.connection.close)
+
 
 # (transaction name, seconds, succeeded) -> None; the app feeds it into metrics.
 TransactionObserver = Callable[[str, float, bool], None]
@@ -51,10 +92,10 @@ class Connection(Protocol):
 class LoopConnection:
     """A synchronous SQLite connection used right on the event loop thread.
 
-    SQLite reads of a WAL database take microseconds and never wait for writers; handing
-    each statement to a worker thread (as aiosqlite does) costs far more than the read itself
-    in thread switches. Only snapshots use this; writes keep their own thread, since a
-    durable commit waits for the disk.
+    SQLite statements take microseconds, and reads of a WAL database never wait for
+    writers; handing each statement to a worker thread costs far more than the statement
+    in thread switches. Reads and writes both run here; only what waits (BEGIN IMMEDIATE for
+    another process's lock, COMMIT for the disk) goes to a thread (see group commit).
     """
 
     def __init__(self, connection: SyncConnection) -> None:
@@ -78,13 +119,13 @@ class LoopConnection:
 
 
 def async_url(database_url: str) -> URL:
-    """Map the documented URL forms onto the async drivers smsinbox uses."""
+    """Map the documented URL forms onto the drivers smsinbox uses (asyncpg; SQLite's own)."""
     url = make_url(database_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database in (None, "", ":memory:"):
             raise ValueError("SQLite needs a file path: sqlite:///path/to/smsinbox.db")
-        return url.set(drivername="sqlite+aiosqlite")
+        return url.set(drivername="sqlite+pysqlite")
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+asyncpg")
     raise ValueError(f"unsupported database URL scheme {url.drivername!r}")
@@ -126,10 +167,15 @@ class Database:
             path.parent.mkdir(parents=True, exist_ok=True)
             # One writer connection, serialised in-process by a lock and across processes
             # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it.
-            self._writer = self._sqlite_engine(begin="BEGIN IMMEDIATE", pool_size=1)
-            self._reader = self._writer
-            self._loop_reader: Engine | None = self._sqlite_loop_engine(pool_size)
+            self._loop_writer = self._sqlite_loop_engine(
+                1, begin="BEGIN IMMEDIATE", busy_ms=int(timeout * 1000)
+            )
+            self._loop_reader: Engine | None = self._sqlite_loop_engine(
+                pool_size, begin="BEGIN", busy_ms=LOOP_READ_BUSY_MS
+            )
             self._write_lock: asyncio.Lock | None = asyncio.Lock()
+            self._batch: _Batch | None = None
+            self._queued = 0  # writers waiting for the writer connection
         else:
             engine = create_async_engine(
                 self.url,
@@ -143,37 +189,15 @@ class Database:
             self._loop_reader = None
             self._write_lock = None
 
-    def _sqlite_engine(self, *, begin: str, pool_size: int) -> AsyncEngine:
-        engine = create_async_engine(
-            self.url, pool_size=pool_size, max_overflow=0, pool_timeout=self.timeout
-        )
-        busy_ms = int(self.timeout * 1000)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # Take transaction control away from the driver so BEGIN is ours to choose.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL syncs the WAL on every commit: acknowledged means durable, even on
-            # power loss, not only on a process crash.
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def on_begin(connection: Any) -> None:
-            connection.exec_driver_sql(begin)
-
-        return engine
-
-    def _sqlite_loop_engine(self, pool_size: int) -> Engine:
+    def _sqlite_loop_engine(self, pool_size: int, *, begin: str, busy_ms: int) -> Engine:
         engine = create_engine(
             self.url.set(drivername="sqlite+pysqlite"),
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=self.timeout,
+            # BEGIN and COMMIT of the writer run on a helper thread, the rest on the loop:
+            # one user at a time, never two threads at once.
+            connect_args={"check_same_thread": False},
         )
 
         @event.listens_for(engine, "connect")
@@ -181,38 +205,35 @@ class Database:
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # A WAL reader waits only in rare moments (recovery after a crash); it must not
-            # hold the event loop for long when it does.
-            cursor.execute(f"PRAGMA busy_timeout={LOOP_READ_BUSY_MS}")
+            # FULL syncs the WAL on every commit: acknowledged means durable, even on
+            # power loss, not only on a process crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            # Readers of a WAL database wait only in rare moments (recovery after a crash)
+            # and must not hold the event loop for long then; the writer waits in a thread.
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
+            connection.exec_driver_sql(begin)
 
         return engine
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine that writes (for migrations)."""
-        return self._writer
-
     @asynccontextmanager
     async def transaction(self, name: str) -> AsyncIterator[Connection]:
-        """A named write transaction; it commits when the block ends without error."""
+        """A named write transaction; it commits when the block ends without error, and the
+        block's caller goes on only once the commit is durable."""
         started = time.perf_counter()
         ok = False
         try:
-            if self._write_lock is not None:
-                await asyncio.wait_for(self._write_lock.acquire(), self.timeout)
-            try:
+            if self._write_lock is None:
                 async with self._writer.begin() as connection:
                     yield connection
-                ok = True
-            finally:
-                if self._write_lock is not None:
-                    self._write_lock.release()
+            else:
+                async with self._group_commit() as connection:
+                    yield connection
+            ok = True
         except BaseException as error:
             if _is_unavailable(error):
                 log.warning("transaction %s: store unavailable: %s", name, error)
@@ -220,6 +241,55 @@ class Database:
             raise
         finally:
             self._observe(name, started, ok)
+
+    @asynccontextmanager
+    async def _group_commit(self) -> AsyncIterator[Connection]:
+        """SQLite's write transactions, several to one durable commit.
+
+        A durable commit waits for the disk (an fsync of the WAL), and SQLite has one
+        writer. So writers queue for the writer connection; each runs in a savepoint of a
+        shared transaction, and the last one in the queue commits it for all. Every caller
+        waits for that commit before it goes on, so nothing is acknowledged before it is
+        durable, and a writer that fails rolls back only its own savepoint.
+        """
+        assert self._write_lock is not None
+        self._queued += 1
+        try:
+            await asyncio.wait_for(self._write_lock.acquire(), self.timeout)
+        finally:
+            self._queued -= 1
+        try:
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = await _Batch.open(self._loop_writer)
+            savepoint = batch.connection.begin_nested()
+        except BaseException:
+            self._batch = None
+            self._write_lock.release()
+            raise
+        try:
+            yield LoopConnection(batch.connection)
+            savepoint.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                savepoint.rollback()
+            await self._end_turn(batch)
+            raise
+        batch.members += 1
+        await self._end_turn(batch)
+        await asyncio.shield(batch.committed)
+
+    async def _end_turn(self, batch: _Batch) -> None:
+        """Pass the writer on; commit the batch when nobody else is waiting for it."""
+        assert self._write_lock is not None
+        if self._queued and batch.members < MAX_GROUP_COMMIT:
+            self._write_lock.release()
+            return
+        self._batch = None
+        try:
+            await batch.commit()
+        finally:
+            self._write_lock.release()
 
     @asynccontextmanager
     async def snapshot(self, name: str) -> AsyncIterator[Connection]:
@@ -276,8 +346,9 @@ class Database:
             await asyncio.wait_for(connection.execute(text("SELECT 1")), self.timeout)
 
     async def close(self) -> None:
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
-        if self._loop_reader is not None:
-            self._loop_reader.dispose()
+        if self.kind == "sqlite":
+            self._loop_writer.dispose()
+            if self._loop_reader is not None:
+                self._loop_reader.dispose()
+        else:
+            await self._writer.dispose()
