@@ -117,6 +117,13 @@ async def test_send_errors(alice: Mysms, http: httpx.AsyncClient, api_key: str) 
     assert (await lonely.login(0, "pw"))["errorCode"] == 97
 
 
+async def test_a_session_whose_account_lost_its_number_cannot_send(
+    alice: Mysms, services: Services
+) -> None:
+    await services.accounts.remove_number(str(ALICE))
+    assert await alice.call("/user/message/send", recipient=BOB, message="x") == {"errorCode": 113}
+
+
 async def test_sender_without_a_number_is_113(services: Services, api_key: str) -> None:
     from smsinbox.core.sessions import Principal
     from smsinbox.errors import SenderWithoutNumber

@@ -232,6 +232,10 @@ async def test_unavailable_store_gets_each_dialects_code() -> None:
                 EAPI, params={"username": "a", "password": "b", "last_retrieved_id": 0}
             )
             assert eapi.content == b"40|temporarily unavailable|"
+            login = await http.post(
+                "/json/user/login", json={"apiKey": "ak_x", "msisdn": 1, "password": "p"}
+            )
+            assert login.json() == {"errorCode": 99}
 
 
 async def test_unexpected_failures_are_internal_errors(

@@ -330,3 +330,39 @@ async def test_a_delivery_whose_message_was_pruned_is_dead_lettered(
     assert (await services.store.queue_figures())[0] == 0
     [push] = await wait(receiver, 1)
     assert json.loads(push.body)["data"]["text"] == "new"
+
+
+async def test_a_worker_wakes_at_once_for_messages_stored_elsewhere(
+    settings: Settings,
+    services: Services,
+    upstream: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process's commit wakes the worker: PostgreSQL's NOTIFY, or, on SQLite, the
+    store of the same process. The worker's idle look is made a minute long here, so only a
+    wake-up can deliver within the test's patience."""
+    from smsinbox.core.ingest import RawInbound
+    from smsinbox.push import worker as worker_module
+
+    await services.push.add("alice", receiver.url)
+    original_sleep = worker_module.PushWorker._sleep
+
+    async def long_idle(self: object, stop: asyncio.Event, seconds: float) -> None:
+        await original_sleep(self, stop, 60.0 if seconds >= 1 else seconds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker_module.PushWorker, "_sleep", long_idle)
+    writer = Services.build(settings) if services.store.db.kind == "postgresql" else services
+    stop = asyncio.Event()
+    running = asyncio.create_task(services.push_worker.run(stop))
+    try:
+        await asyncio.sleep(0.5)  # the worker is idle, listening
+        raw = RawInbound("447700900123", NUMBER, text=b"wake up")
+        await writer.ingestor.accept(raw, upstream_id=None)
+        [push] = await wait(receiver, 1)
+        assert json.loads(push.body)["data"]["text"] == "wake up"
+    finally:
+        stop.set()
+        await running
+        if writer is not services:
+            await writer.close()
