@@ -89,6 +89,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def unreachable_store() -> Settings:
+    """Settings whose PostgreSQL never answers: every request meets an unavailable store."""
+    return Settings(
+        database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        db_timeout=1.0,
+        migrate_on_start=False,
+    )
+
+
 class LiveServer:
     """The real app under uvicorn on a loopback port, in a background thread."""
 

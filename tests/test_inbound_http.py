@@ -10,7 +10,7 @@ import pytest
 
 from smsinbox.models import Encoding
 from smsinbox.services import Services
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, unreachable_store
 
 NUMBER = "447700900001"
 
@@ -207,15 +207,7 @@ async def test_request_log_has_one_line_per_request_and_no_secrets(
 
 
 async def test_readiness_fails_when_the_database_is_unreachable() -> None:
-    from smsinbox.config import Settings
-    from tests.conftest import free_port
-
-    settings = Settings(
-        database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
-        db_timeout=1.0,
-        migrate_on_start=False,
-    )
-    with LiveServer(settings) as server:
+    with LiveServer(unreachable_store()) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             assert (await http.get("/healthz")).status_code == 200
             ready = await http.get("/readyz")

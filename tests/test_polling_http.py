@@ -8,10 +8,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from smsinbox.config import Settings
 from smsinbox.errors import StoreUnavailable
 from smsinbox.services import Services
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, unreachable_store
 from tests.polling_data import PASSWORD, load_inbox
 
 MC5 = "/services/rest/user/messages"
@@ -219,12 +218,7 @@ async def test_eapi_error_lines(
 
 
 async def test_unavailable_store_gets_each_dialects_code() -> None:
-    settings = Settings(
-        database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
-        db_timeout=1.0,
-        migrate_on_start=False,
-    )
-    with LiveServer(settings) as server:
+    with LiveServer(unreachable_store()) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             mc5 = await http.get(MC5, params={"username": "a", "password": "b", "since": 0})
             assert mc5.content == b'{"status":9999}'

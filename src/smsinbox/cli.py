@@ -71,6 +71,19 @@ def main_options(
         logging.disable(logging.WARNING)
 
 
+def log_to_stderr(settings: Settings) -> None:
+    """Logging for the long-running commands (serve, worker)."""
+    logging.disable(logging.NOTSET)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every push request at info, query string and all: message text and
+    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
     try:
         return load_settings(ctx.find_root().obj, **overrides)
@@ -122,14 +135,7 @@ def serve(
     from smsinbox.app import create_app
 
     settings = settings_of(ctx, host=host, port=port)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every push request at info, query string and all: message text and
-    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_to_stderr(settings)
     try:
         application = create_app(settings)
     except ValueError as error:
@@ -152,15 +158,7 @@ def worker(ctx: typer.Context) -> None:
     import signal
 
     settings = settings_of(ctx)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every push request at info, query string and all: message text and
-    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.disable(logging.NOTSET)
+    log_to_stderr(settings)
 
     async def work(services: Services) -> None:
         stop = asyncio.Event()

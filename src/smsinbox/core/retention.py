@@ -72,9 +72,10 @@ class Retention:
                         batch=self.batch,
                     ),
                 )
+        every_account = await self.store.list_account_ids()
         if self.max_age_days > 0:
             before = self.clock() - self.max_age_days * DAY_MS
-            for account_id in await self.store.list_account_ids():
+            for account_id in every_account:
                 by_age += await self._drain(
                     "age",
                     functools.partial(
@@ -83,7 +84,7 @@ class Retention:
                 )
         deleted_before = self.clock() - self.tombstone_days * DAY_MS
         tombstones = 0
-        for account_id in await self.store.list_account_ids():
+        for account_id in every_account:
             tombstones += await self._drain(
                 "tombstone",
                 functools.partial(

@@ -118,7 +118,7 @@ class LoopConnection:
         return fn(self._connection, *args)
 
 
-def async_url(database_url: str) -> URL:
+def driver_url(database_url: str) -> URL:
     """Map the documented URL forms onto the drivers smsinbox uses (asyncpg; SQLite's own)."""
     url = make_url(database_url)
     backend = url.get_backend_name()
@@ -158,7 +158,7 @@ class Database:
         timeout: float = 5.0,
         observer: TransactionObserver | None = None,
     ) -> None:
-        self.url = async_url(database_url)
+        self.url = driver_url(database_url)
         self.kind = "sqlite" if self.url.get_backend_name() == "sqlite" else "postgresql"
         self.timeout = timeout
         self._observer = observer

@@ -179,7 +179,11 @@ class MailboxStore(StoreBase):
                 await change_messages(connection, account_id, [message_id], wanted)
                 await recount_conversations(connection, account_id, [current.counterpart])
             updated = (
-                await connection.execute(select(*MESSAGE_COLUMNS).where(messages.id == message_id))
+                await connection.execute(
+                    select(*MESSAGE_COLUMNS)
+                    .where(messages.account_id == account_id)
+                    .where(messages.id == message_id)
+                )
             ).one()
             return message_from_row(updated)
 
