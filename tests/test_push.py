@@ -280,7 +280,9 @@ async def test_an_endpoint_failing_for_too_long_is_disabled_with_its_reason(
     await services.push.add("alice", receiver.url)
     receiver.default = (500, b"", {})
     worker = services.push_worker
-    now = services.ingestor.clock()
+    # The message is queued at the ingest clock; the worker's clock must not be behind it.
+    now = services.ingestor.clock() + 1_000
+    services.ingestor.clock = lambda: now - 1_000
     worker.clock = lambda: now
     await services.ingestor.accept(RawInbound("1", NUMBER, text=b"first"), upstream_id=None)
     assert await worker.run_until_idle() == 1  # fails; the endpoint starts failing now
