@@ -107,6 +107,33 @@ class Settings:
         "Where rate-limit counters live: memory:// (one process) or redis://host:port/db "
         "(shared by every process).",
     )
+    login_failure_window: int = setting(
+        300,
+        "Seconds over which failed logins are counted for brute-force protection (every "
+        "password or token check: MC5, EAPI, mysms login, inbound tokens, the admin token). "
+        "Counters live in rate_limit_storage, so with Redis every process counts together.",
+    )
+    login_failures_per_account: int = setting(
+        10,
+        "Failed logins to one account within login_failure_window after which every login "
+        "to it is refused, a right password included, until the oldest failure leaves the "
+        "window. A successful login clears the account's count.",
+    )
+    login_failures_per_address: int = setting(
+        50,
+        "Failed logins from one client address within login_failure_window after which "
+        "every login from it is refused. Higher than the per-account limit so that many "
+        "users behind one NAT do not lock each other out by mistyping.",
+    )
+    login_failure_delay: float = setting(
+        0.25,
+        "Seconds a login waits when its account or address has one recent failure, doubled "
+        "for each further failure. It waits before the password is checked, right or "
+        "wrong. 0 turns the slowing off (the lockout stays).",
+    )
+    login_failure_max_delay: float = setting(
+        4.0, "Longest wait of a login with recent failures, in seconds."
+    )
     sync_tombstone_days: int = setting(
         30,
         "Days a deleted message is kept as a tombstone so devices can sync the delete; a "
@@ -170,6 +197,12 @@ class Settings:
                 limits.parse(getattr(self, name))
             except ValueError:
                 problems.append(f"{name} must be a rate like '600/minute'")
+        if min(self.login_failure_window, self.login_failures_per_account) < 1:
+            problems.append("login_failure_window and login_failures_per_account must be positive")
+        if self.login_failures_per_address < 1:
+            problems.append("login_failures_per_address must be positive")
+        if not 0 <= self.login_failure_delay <= self.login_failure_max_delay:
+            problems.append("login_failure_delay must be between 0 and login_failure_max_delay")
         if not self.rate_limit_storage.startswith(("memory://", "redis://", "rediss://")):
             problems.append("rate_limit_storage must be memory:// or a redis:// URL")
         try:

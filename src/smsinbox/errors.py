@@ -98,6 +98,16 @@ class TooManyRequests(DomainError):
     code = "too_many_requests"
 
 
+class LoginLockedOut(TooManyRequests):
+    """Too many failed logins for this account or from this address: refused for a while."""
+
+    code = "login_locked_out"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class UnknownDevice(DomainError):
     """The device id does not name a device of this account."""
 

@@ -69,6 +69,37 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.login_failures = Counter(
+            "smsinbox_login_failures",
+            "Failed logins by entry point: mc5, eapi, mysms (password or API key), inbound "
+            "(upstream token) or admin (admin token).",
+            ["entry"],
+            registry=self.registry,
+        )
+        self.login_lockouts = Counter(
+            "smsinbox_login_lockouts",
+            "Lockouts begun by too many failed logins, by entry point and scope (account or "
+            "address).",
+            ["entry", "scope"],
+            registry=self.registry,
+        )
+        self.login_delays = Histogram(
+            "smsinbox_login_delay_seconds",
+            "Waits imposed on logins whose account or address has recent failures.",
+            ["entry"],
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+            registry=self.registry,
+        )
+
+    def count_login_failure(self, entry: str) -> None:
+        self.login_failures.labels(entry).inc()
+
+    def count_login_lockout(self, entry: str, scope: str) -> None:
+        self.login_lockouts.labels(entry, scope).inc()
+
+    def observe_login_delay(self, entry: str, seconds: float) -> None:
+        self.login_delays.labels(entry).observe(seconds)
+
     def count_ingest(self, outcome: str) -> None:
         self.messages_ingested.labels(outcome).inc()
 

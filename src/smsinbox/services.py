@@ -9,13 +9,14 @@ from smsinbox.config import Settings
 from smsinbox.core.accounts import Accounts
 from smsinbox.core.addressbook import Contacts, Devices
 from smsinbox.core.auth import PasswordAuthenticator
+from smsinbox.core.bruteforce import LoginGuard
 from smsinbox.core.credentials import Credentials
 from smsinbox.core.dispatch import Dispatcher
 from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.push import PushEndpoints
-from smsinbox.core.ratelimit import RateLimits
+from smsinbox.core.ratelimit import MovingWindows, RateLimits
 from smsinbox.core.retention import Retention
 from smsinbox.core.sessions import Sessions
 from smsinbox.core.sync import Sync
@@ -48,6 +49,7 @@ class Services:
     sync: Sync
     push: PushEndpoints
     push_worker: PushWorker
+    login_guard: LoginGuard
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -59,7 +61,19 @@ class Services:
             observer=metrics.observe_transaction,
         )
         store = Store(database)
-        authenticator = PasswordAuthenticator(store, cache_ttl=settings.auth_cache_ttl)
+        windows = MovingWindows(settings.rate_limit_storage)
+        login_guard = LoginGuard(
+            windows,
+            per_account=settings.login_failures_per_account,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_failure_window,
+            delay_s=settings.login_failure_delay,
+            max_delay_s=settings.login_failure_max_delay,
+            on_failure=metrics.count_login_failure,
+            on_lockout=metrics.count_login_lockout,
+            on_delay=metrics.observe_login_delay,
+        )
+        authenticator = PasswordAuthenticator(store, login_guard, cache_ttl=settings.auth_cache_ttl)
         ingestor = Ingestor(
             store,
             reply_window_s=settings.reply_window,
@@ -93,8 +107,9 @@ class Services:
                 RateLimits(
                     per_account=settings.rate_limit_per_account,
                     per_api_key=settings.rate_limit_per_api_key,
-                    storage_url=settings.rate_limit_storage,
+                    windows=windows,
                 ),
+                login_guard,
                 token_ttl_s=settings.auth_token_ttl,
             ),
             mailbox=mailbox,
@@ -113,6 +128,7 @@ class Services:
                 disable_after_s=settings.push_disable_after_days * 86400,
                 addresses=addresses,
             ),
+            login_guard=login_guard,
         )
 
     async def start(self) -> None:

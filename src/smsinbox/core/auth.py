@@ -4,6 +4,9 @@ Clients of those APIs send their password with each poll, often every few second
 is deliberately slow, so a verified pair is remembered for a short while: the key is an
 HMAC of the pair under a per-process random key (the password itself is never kept), and
 the entry is valid only while the account's password is unchanged.
+
+Every attempt passes the brute-force guard (`core/bruteforce.py`): failures slow the next
+attempts and then lock the account, or the caller's address, out for a while.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import time
 from collections import OrderedDict
 
+from smsinbox.core.bruteforce import Caller, LoginGuard
 from smsinbox.core.passwords import verify_password
 from smsinbox.errors import (
     AccountBlocked,
@@ -30,14 +34,17 @@ MAX_REMEMBERED = 10_000
 
 
 class PasswordAuthenticator:
-    def __init__(self, store: Store, *, cache_ttl: float) -> None:
+    def __init__(self, store: Store, guard: LoginGuard, *, cache_ttl: float) -> None:
         self.store = store
+        self.guard = guard
         self.cache_ttl = cache_ttl
         self._key = os.urandom(32)
         # pair digest -> (expires at, monotonic; password_changed_at it was verified against)
         self._verified: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
 
-    async def authenticate(self, username: str | None, password: str | None) -> Account:
+    async def authenticate(
+        self, username: str | None, password: str | None, caller: Caller
+    ) -> Account:
         """The active account these credentials belong to, or the domain error that says why not.
 
         Order matters: an unknown user and a wrong password are told apart (the MC5
@@ -51,10 +58,14 @@ class PasswordAuthenticator:
         if any(character.isspace() for character in username):
             raise InvalidInput("username cannot contain spaces", "username")
         account = await self.store.get_account(username)
+        attempt = await self.guard.admit(caller, None if account is None else account.id)
         if account is None:
+            await self.guard.failed(attempt)
             raise UnknownAccount(f"no account named {username!r}")
         if not await self.password_matches(account, password):
+            await self.guard.failed(attempt)
             raise AuthenticationFailed("wrong password")
+        await self.guard.succeeded(attempt)
         if account.status is AccountStatus.BLOCKED:
             raise AccountBlocked("account is blocked")
         if account.status is AccountStatus.NEEDS_ACTIVATION:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from smsinbox.core.auth import PasswordAuthenticator
+from smsinbox.core.bruteforce import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.errors import InvalidInput
 from smsinbox.models import Account, Direction, Message
@@ -47,7 +48,13 @@ class Inbox:
         self.clock = clock
 
     async def messages_since(
-        self, username: str | None, password: str | None, since: int, *, outgoing: bool
+        self,
+        username: str | None,
+        password: str | None,
+        since: int,
+        *,
+        outgoing: bool,
+        caller: Caller = INTERNAL,
     ) -> SincePage:
         """Up to a page of messages newer than `since` (epoch seconds, exclusive).
 
@@ -55,7 +62,7 @@ class Inbox:
         """
         if not 0 <= since <= LATEST_SECOND:
             raise InvalidInput("since must be a non-negative epoch time in seconds", "since")
-        account = await self.authenticator.authenticate(username, password)
+        account = await self.authenticator.authenticate(username, password, caller)
         page = await self.store.page_by_time(
             account.id,
             after_ms=(since + 1) * 1000,
@@ -68,12 +75,17 @@ class Inbox:
         return SincePage(page.messages, newest, page.has_more)
 
     async def messages_after_id(
-        self, username: str | None, password: str | None, last_id: int
+        self,
+        username: str | None,
+        password: str | None,
+        last_id: int,
+        *,
+        caller: Caller = INTERNAL,
     ) -> IdPage:
         """Incoming messages with an id above `last_id`, ascending, one page."""
         if last_id < 0:
             raise InvalidInput("last_retrieved_id must not be negative", "last_retrieved_id")
-        account = await self.authenticator.authenticate(username, password)
+        account = await self.authenticator.authenticate(username, password, caller)
         messages = await self.store.page_by_id(
             account.id, after_id=last_id, limit=self.id_page_size, directions=INCOMING
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from smsinbox.core.auth import PasswordAuthenticator
+from smsinbox.core.bruteforce import INTERNAL, Caller, LoginGuard
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.credentials import Credentials
 from smsinbox.core.numbers import normalize_msisdn
@@ -37,6 +38,7 @@ class Sessions:
         api_keys: Credentials,
         authenticator: PasswordAuthenticator,
         rate_limits: RateLimits,
+        guard: LoginGuard,
         *,
         token_ttl_s: int,
         clock: Clock = now_ms,
@@ -45,6 +47,7 @@ class Sessions:
         self.api_keys = api_keys
         self.authenticator = authenticator
         self.rate_limits = rate_limits
+        self.guard = guard
         self.token_ttl_ms = token_ttl_s * 1000
         self.clock = clock
 
@@ -54,9 +57,22 @@ class Sessions:
             raise InvalidApiKey("the api key is invalid")
         return key
 
-    async def login(self, api_key: str | None, msisdn: str | None, password: str | None) -> str:
-        """A new auth token for the account that owns `msisdn`."""
-        key = await self._api_key(api_key)
+    async def login(
+        self,
+        api_key: str | None,
+        msisdn: str | None,
+        password: str | None,
+        caller: Caller = INTERNAL,
+    ) -> str:
+        """A new auth token for the account that owns `msisdn`.
+
+        A wrong API key counts as a failed login of the caller's address (it is a secret
+        too); a wrong password counts against the account as well.
+        """
+        key = await self.api_keys.recognise(api_key)
+        if key is None:
+            await self.guard.failed(await self.guard.admit(caller, None))
+            raise InvalidApiKey("the api key is invalid")
         await self.rate_limits.hit(account_id=None, api_key_id=key.id)
         if msisdn is None or msisdn == "":
             raise MissingParameter("msisdn")
@@ -64,9 +80,12 @@ class Sessions:
             raise MissingParameter("password")
         account_id = await self.store.find_account_by_number(normalize_msisdn(msisdn, "msisdn"))
         found = None if account_id is None else await self.store.get_account_by_id(account_id)
+        attempt = await self.guard.admit(caller, None if found is None else found[0].id)
         # Unknown number and wrong password get the same answer.
         if found is None or not await self.authenticator.password_matches(found[0], password):
+            await self.guard.failed(attempt)
             raise AccessDenied("wrong msisdn or password")
+        await self.guard.succeeded(attempt)
         if found[0].status is not AccountStatus.ACTIVE:
             raise AccessDenied(f"account is {found[0].status.value}")
         token = new_secret("at_")

@@ -13,6 +13,7 @@ import zoneinfo
 from starlette.requests import Request
 from starlette.responses import Response
 
+from smsinbox.core.bruteforce import Caller
 from smsinbox.core.inbox import IdPage
 from smsinbox.dialects import pipe
 from smsinbox.errors import (
@@ -21,6 +22,7 @@ from smsinbox.errors import (
     AuthenticationFailed,
     DomainError,
     InvalidInput,
+    LoginLockedOut,
     StoreUnavailable,
     UnknownAccount,
 )
@@ -38,6 +40,9 @@ STATUS_LINES: list[tuple[type[DomainError], int, str | None]] = [
     (AuthenticationFailed, 23, "invalid credentials"),
     (AccountBlocked, 23, "account blocked"),
     (AccountNeedsActivation, 23, "account not activated"),
+    # A lockout is an authentication failure: 40 ("temporarily unavailable") would have
+    # clients retry at once. The description tells a person why; clients read the code.
+    (LoginLockedOut, 23, "too many failed logins, try again later"),
     (InvalidInput, 24, None),  # MissingParameter too; the description is the error's own
     (StoreUnavailable, 40, "temporarily unavailable"),
 ]
@@ -109,6 +114,7 @@ async def _get_inbox(request: Request, *, with_encoding: bool) -> Response:
             params.text("username"),
             params.text("password"),
             _last_retrieved_id(params.text("last_retrieved_id")),
+            caller=Caller.of("eapi", request.client),
         )
     except DomainError as error:
         return _text(status_line(error))

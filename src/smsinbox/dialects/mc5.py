@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from smsinbox.core.bruteforce import Caller
 from smsinbox.core.inbox import SincePage
 from smsinbox.errors import (
     AccountBlocked,
@@ -19,6 +20,7 @@ from smsinbox.errors import (
     AuthenticationFailed,
     DomainError,
     InvalidInput,
+    LoginLockedOut,
     MissingParameter,
     UnknownAccount,
 )
@@ -36,6 +38,10 @@ STATUS_CODES: list[tuple[type[DomainError], int]] = [
     (MissingParameter, 1),
     (InvalidInput, 2),
     (AuthenticationFailed, 3),
+    # The platform has no "too many attempts" code. A lockout answers as a refused login:
+    # 9999 reads as a fault of the server that clients retry at once, and with 3 a
+    # locked-out guesser cannot tell a right password from a wrong one.
+    (LoginLockedOut, 3),
     (AccountBlocked, 4),
     (UnknownAccount, 200),
     (AccountNeedsActivation, 220),
@@ -97,6 +103,7 @@ async def _check(request: Request, *, outgoing: bool) -> Response:
             params.text("password"),
             _since(params.text("since")),
             outgoing=outgoing,
+            caller=Caller.of("mc5", request.client),
         )
     except DomainError as error:
         return _json({"status": status_of(error)})

@@ -6,6 +6,7 @@ response element and a handler that calls one core function.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from smsinbox.core.bruteforce import INTERNAL, Caller
 from smsinbox.core.sessions import Principal
 from smsinbox.core.sync import Change
 from smsinbox.dialects.mysms_codec import CodecError, ListOf, Schema, decode, encode
@@ -50,6 +52,10 @@ ERROR_CODES: list[tuple[type[DomainError], int]] = [
     (SenderWithoutNumber, 113),
     (InvalidApiKey, 600),
 ]
+
+# Who sent the request being handled, for the login's brute-force guard; set by endpoint()
+# so that handlers keep their (services, principal, body) shape.
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("mysms_caller", default=INTERNAL)
 
 ORIGINS = {"sim": 0, "platform": 1, "app": 2}
 STATUSES = {"received": 0, "retrieved": 0, "pending": 1, "scheduled": 1, "complete": 2,
@@ -139,7 +145,10 @@ def _principal(who: Principal | None) -> Principal:
 async def login(services: Services, _: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     msisdn = body.get("msisdn")
     token = await services.sessions.login(
-        body.get("apiKey"), None if msisdn is None else str(msisdn), body.get("password")
+        body.get("apiKey"),
+        None if msisdn is None else str(msisdn),
+        body.get("password"),
+        CALLER.get(),
     )
     return {"authToken": token}
 
@@ -424,6 +433,7 @@ def endpoint(spec: Resource, *, rest: bool) -> Callable[[Request], Awaitable[Res
         services: Services = request.app.state.services
         raw = await request.body()
         xml_in, xml_out = _negotiate(request, raw, rest=rest)
+        CALLER.set(Caller.of("mysms", request.client))
         try:
             body = decode(raw, xml=xml_in, schema=spec.request)
             who = None

@@ -15,8 +15,9 @@ import logging
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from smsinbox.core.bruteforce import Caller
 from smsinbox.core.ingest import RawInbound
-from smsinbox.errors import InvalidInput, StoreUnavailable
+from smsinbox.errors import InvalidInput, LoginLockedOut, StoreUnavailable
 from smsinbox.services import Services
 from smsinbox.web.params import UnsupportedMediaType, WireParams
 
@@ -40,8 +41,10 @@ async def inbound_sms(request: Request) -> Response:
     try:
         params = await WireParams.read(request)
         token = _bearer(request) or params.text("token")
+        attempt = await services.login_guard.admit(Caller.of("inbound", request.client), None)
         upstream = await services.upstreams.recognise(token)
         if upstream is None:
+            await services.login_guard.failed(attempt)
             return _reason(401, "invalid or missing upstream token")
         raw = RawInbound(
             sender=params.text("from"),
@@ -58,6 +61,10 @@ async def inbound_sms(request: Request) -> Response:
         result = await services.ingestor.accept(raw, upstream_id=upstream.id)
     except UnsupportedMediaType as error:
         return _reason(415, f"unsupported content type {error}: send a URL-encoded form")
+    except LoginLockedOut as error:
+        return _reason(
+            429, "too many failed logins, retry later", **{"Retry-After": str(error.retry_after_s)}
+        )
     except InvalidInput as error:
         return _reason(400, error.detail)
     except StoreUnavailable:

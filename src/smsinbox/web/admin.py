@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from smsinbox.errors import AlreadyExists, DomainError, InvalidInput, NotFound, StoreUnavailable
+from smsinbox.core.bruteforce import Caller
+from smsinbox.errors import (
+    AlreadyExists,
+    DomainError,
+    InvalidInput,
+    LoginLockedOut,
+    NotFound,
+    StoreUnavailable,
+)
 from smsinbox.services import Services
 from smsinbox.store.push import Endpoint
 
@@ -49,8 +57,21 @@ def admin(handler: Handler, status: int = 200) -> Callable[[Request], Awaitable[
         if not expected:
             return JSONResponse({"error": "not found"}, status_code=404)
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
-            return JSONResponse({"error": "admin token required"}, status_code=401)
+        try:
+            attempt = await services.login_guard.admit(Caller.of("admin", request.client), None)
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.encode(), expected.encode()
+            ):
+                await services.login_guard.failed(attempt)
+                return JSONResponse({"error": "admin token required"}, status_code=401)
+        except LoginLockedOut as error:
+            return JSONResponse(
+                {"error": "too many failed logins, retry later"},
+                status_code=429,
+                headers={"Retry-After": str(error.retry_after_s)},
+            )
+        except StoreUnavailable:
+            return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         try:
             return JSONResponse(await handler(services, request), status_code=status)
         except DomainError as error:
