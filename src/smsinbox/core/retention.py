@@ -72,10 +72,9 @@ class Retention:
                         batch=self.batch,
                     ),
                 )
-        every_account = await self.store.list_account_ids()
         if self.max_age_days > 0:
             before = self.clock() - self.max_age_days * DAY_MS
-            for account_id in every_account:
+            for account_id in await self.store.list_account_ids():
                 by_age += await self._drain(
                     "age",
                     functools.partial(
@@ -84,7 +83,7 @@ class Retention:
                 )
         deleted_before = self.clock() - self.tombstone_days * DAY_MS
         tombstones = 0
-        for account_id in every_account:
+        for account_id in await self.store.accounts_with_tombstones(deleted_before=deleted_before):
             tombstones += await self._drain(
                 "tombstone",
                 functools.partial(
@@ -103,9 +102,11 @@ class Retention:
             if pruned:
                 self._on_pruned(reason, pruned)
             total += pruned
+            # Let requests in between batches and between accounts: SQLite statements run
+            # on the event loop, so a pass over many accounts must not hold it throughout.
+            await asyncio.sleep(0)
             if pruned < self.batch or self._stop.is_set():
                 return total
-            await asyncio.sleep(0)  # let requests in between batches
 
     async def run(self, stop: asyncio.Event) -> None:
         """Prune every interval until `stop` is set; back off while the store is down.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from smsinbox.models import Message
 from smsinbox.store import tables as t
@@ -76,27 +76,30 @@ class SyncStore(StoreBase):
             )
             return acked
 
+    async def accounts_with_tombstones(self, *, deleted_before: int) -> list[int]:
+        """Accounts holding deletes older than `deleted_before` (read from the small index)."""
+        messages = t.messages.c
+        async with self.db.snapshot("find_tombstones") as connection:
+            rows = await connection.scalars(
+                select(messages.account_id)
+                .where(text(t.TOMBSTONE))
+                .where(messages.deleted_at < deleted_before)
+                .distinct()
+                .order_by(messages.account_id)
+            )
+            return [int(account_id) for account_id in rows]
+
     async def purge_tombstones(self, account_id: int, *, deleted_before: int, batch: int) -> int:
         """Forget up to `batch` deletes older than `deleted_before`; devices that have not
         synced past them must resync (purged_modseq records how far that reaches)."""
         messages = t.messages.c
         counters = t.account_counters.c
-        async with self.db.snapshot("find_tombstones") as connection:
-            due = await connection.scalar(
-                select(messages.id)
-                .where(messages.account_id == account_id)
-                .where(messages.deleted.is_(True))
-                .where(messages.deleted_at < deleted_before)
-                .limit(1)
-            )
-        if due is None:
-            return 0
         async with self.db.transaction("purge_tombstones") as connection:
             doomed = (
                 await connection.execute(
                     select(messages.id, messages.modseq)
                     .where(messages.account_id == account_id)
-                    .where(messages.deleted.is_(True))
+                    .where(text(t.TOMBSTONE))  # literally the partial index's condition
                     .where(messages.deleted_at < deleted_before)
                     .order_by(messages.modseq)
                     .limit(batch)

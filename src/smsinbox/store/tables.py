@@ -41,6 +41,8 @@ MSISDN = 32  # E.164 is at most 15 digits; short codes and alphanumeric senders 
 # written exactly like the index's own, so queries use these same texts.
 OUTGOING_DUE = "status IN ('scheduled', 'sending')"
 PENDING = "state = 'pending'"
+# Deleted messages kept as sync tombstones; few at any time, so their index stays small.
+TOMBSTONE = "deleted = true"
 
 accounts = Table(
     "accounts",
@@ -221,6 +223,15 @@ messages = Table(
         "status_at",
         sqlite_where=text(OUTGOING_DUE),
         postgresql_where=text(OUTGOING_DUE),
+    ),
+    # Tombstones by age, so the retention pass finds the accounts that have any to purge
+    # without reading every account's messages.
+    Index(
+        "ix_messages_tombstones",
+        "account_id",
+        "deleted_at",
+        sqlite_where=text(TOMBSTONE),
+        postgresql_where=text(TOMBSTONE),
     ),
     sqlite_autoincrement=True,
 )
