@@ -254,7 +254,7 @@ async def test_the_wait_doubles_with_each_failure_up_to_the_cap(windows: MovingW
     guard = LoginGuard(
         windows,
         per_account=10,
-        per_address=100,
+        per_address=20,
         window_s=60,
         delay_s=0.5,
         max_delay_s=3.0,
@@ -270,8 +270,10 @@ async def test_the_wait_doubles_with_each_failure_up_to_the_cap(windows: MovingW
     waits.clear()
     await guard.admit(Caller("test", "192.0.2.8"), 7)
     assert waits == []
+    # Six failures from the address weigh as three of an account's (limits 20 and 10).
+    await guard.admit(caller, 7)
     await guard.admit(caller, None)
-    assert waits == [3.0]
+    assert waits == [2.0, 2.0]
 
 
 async def test_the_guard_locks_out_and_names_when_to_retry(windows: MovingWindows) -> None:

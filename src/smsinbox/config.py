@@ -127,9 +127,10 @@ class Settings:
     )
     login_failure_delay: float = setting(
         0.25,
-        "Seconds a login waits when its account or address has one recent failure, doubled "
-        "for each further failure. It waits before the password is checked, right or "
-        "wrong. 0 turns the slowing off (the lockout stays).",
+        "Seconds a login waits when its account has one recent failure, doubled for each "
+        "further failure; an address's failures weigh in proportion to the two limits. It "
+        "waits before the password is checked, right or wrong. 0 turns the slowing off "
+        "(the lockout stays).",
     )
     login_failure_max_delay: float = setting(
         4.0, "Longest wait of a login with recent failures, in seconds."

@@ -4,10 +4,13 @@ Every entry point that checks a password or a token asks the guard first (:meth:
 then reports the outcome (:meth:`failed` or :meth:`succeeded`). Failures are counted in
 moving windows in the rate-limit storage, so with Redis every process counts together.
 
-- Slowed: an attempt on an account or from an address with failures in the window waits
-  before its credentials are checked, ``delay_s`` doubled per earlier failure, up to
-  ``max_delay_s``. It waits whatever the outcome, so an attacker cannot cut the wait short
-  by telling a fast success from a slow failure.
+- Slowed: an attempt on an account with failures in the window waits before its
+  credentials are checked, ``delay_s`` doubled per earlier failure, up to ``max_delay_s``.
+  An address's failures count in proportion to the two limits (with 10 per account and 50
+  per address, five failures from an address weigh as one of an account's), so many users
+  behind one NAT are not slowed by a few typos while a guesser trying many usernames is.
+  The wait comes whatever the outcome, so an attacker cannot cut it short by telling a
+  fast success from a slow failure.
 - Refused: once an account or an address has ``per_account`` / ``per_address`` failures in
   the window, every attempt is refused with :class:`LoginLockedOut`, a right password
   included, until the oldest of those failures leaves the window. Nothing is verified
@@ -115,7 +118,9 @@ class LoginGuard:
                 )
             if scope == "account":
                 account_failures = failures
-            worst = max(worst, failures)
+                worst = max(worst, failures)
+            else:
+                worst = max(worst, failures * self._per_account.amount // item.amount)
         delay = self.delay_for(worst)
         if delay > 0:
             self.on_delay(caller.entry, delay)
