@@ -205,6 +205,24 @@ def run_wrk(
     }  # type: ignore[dict-item]
 
 
+def settle(url: str, *, quiet_answers: int = 5, limit_s: float = 30.0) -> None:
+    """Wait until the server has worked off the previous run.
+
+    wrk stops by closing its connections, but requests it had sent (and ones it gave up on
+    after its timeout) are still being answered. A run started at once would measure that
+    backlog, not its own route: a few seconds of queued searches in a one-client run's p99.
+    """
+    deadline = time.monotonic() + limit_s
+    quiet = 0
+    with httpx.Client(base_url=url, timeout=limit_s) as client:
+        client.get("/healthz")  # the keep-alive connection, outside the timings
+        while quiet < quiet_answers and time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.get("/healthz")
+            quiet = quiet + 1 if time.perf_counter() - started < 0.01 else 0
+            time.sleep(0.05)
+
+
 def _ms(value: str) -> float:
     number_part, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
     return float(number_part) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -257,6 +275,7 @@ def bench_engine(engine: str, mode: dict[str, Any], wrk: str) -> list[dict[str, 
                 measured = {}
                 for name, (url, script) in runs.items():
                     connections = 1 if name.endswith("_1c") else mode["connections"]
+                    settle(server.url)
                     measured[name] = run_wrk(wrk, url, script, mode["duration"], connections)
                     print(f"  {name:10} {measured[name]['rps']:>9,.0f} req/s  "
                           f"p99 {measured[name]['p99_ms']:.2f} ms")  # fmt: skip
