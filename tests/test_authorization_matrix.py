@@ -1,0 +1,267 @@
+"""Every route of every dialect, called with a second account's credentials and the first
+account's ids: nothing of the first is read, changed or deleted.
+
+The test walks the application's own route table, so a route added later without a place in
+this matrix fails it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from smsinbox.app import create_app
+from smsinbox.config import Settings
+from smsinbox.core.ingest import RawInbound
+from smsinbox.dialects.mysms import RESOURCES
+from smsinbox.services import Services
+from tests.conftest import LiveServer
+from tests.mysms_client import Mysms
+
+ALICE, BOB = "447700900001", "447700900002"
+FRIEND = "4915112345"
+ADMIN_TOKEN = "admin-matrix-token"
+# Text that only alice's data holds: no answer to bob may contain any of it.
+ALICE_DATA = ("xyzzy", "Plughfriend", "alice-phone", "receiver.example")
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        push_allow_private=True,
+        # Bob's refused attempts are the point here; the lockout has tests of its own.
+        login_failures_per_account=100_000,
+        login_failures_per_address=100_000,
+        login_failure_delay=0.0,
+    )
+
+
+class Matrix:
+    """Alice's data, Bob's credentials, and the routes exercised so far."""
+
+    def __init__(self, services: Services, http: httpx.AsyncClient) -> None:
+        self.services = services
+        self.http = http
+        self.exercised: set[tuple[str, str]] = set()
+
+    async def setup(self) -> None:
+        services = self.services
+        await services.accounts.add("alice", "alice-pw", msisdns=(ALICE,))
+        await services.accounts.add("bob", "bob-pw", msisdns=(BOB,))
+        _, self.api_key = await services.api_keys.create("app")
+        _, self.upstream_token = await services.upstreams.create("kannel")
+        self.alice, self.bob = Mysms(self.http, self.api_key), Mysms(self.http, self.api_key)
+        await self.alice.login(int(ALICE), "alice-pw")
+        await self.bob.login(int(BOB), "bob-pw")
+        self.messages = [
+            (
+                await services.ingestor.accept(
+                    RawInbound(FRIEND, ALICE, text=f"xyzzy {i}".encode()), upstream_id=None
+                )
+            ).id
+            for i in range(3)
+        ]
+        self.locked = self.messages[0]
+        await self.alice.call("/user/message/lock/list", messageIds=[self.locked])
+        await self.alice.call("/user/message/send", recipient=int(FRIEND), message="xyzzy out")
+        created = await self.alice.call("/user/contact/create", name="Plughfriend", msisdns=[FRIEND])
+        self.contact = created["contact"]["contactId"]
+        self.alice_device = (await self.alice.call("/user/device/register", name="alice-phone"))[
+            "deviceId"
+        ]
+        self.bob_device = (await self.bob.call("/user/device/register", name="b"))["deviceId"]
+        endpoint = await services.push.add("alice", "http://receiver.example/hook")
+        self.endpoint = endpoint.id
+
+    async def alice_state(self) -> object:
+        """Everything of alice's a user or the operator could notice."""
+        store = self.services.store
+        account = await store.get_account("alice")
+        assert account is not None
+        messages = await store.list_recent_messages("alice", 1000)
+        return (
+            [(m.id, m.text, m.read, m.locked, m.status, m.modseq, m.deleted) for m in messages],
+            await store.list_conversations(account.id),
+            await store.list_contacts(account.id),
+            await store.list_devices(account.id),
+            [(e.id, e.url, e.enabled) for e in await self.services.push.endpoints_of("alice")],
+        )
+
+    def assert_nothing_of_alice(
+        self, route: str, answer: httpx.Response, *, name_too: bool = True
+    ) -> None:
+        body = answer.text
+        leaked = [text for text in (*ALICE_DATA, *(["alice"] if name_too else [])) if text in body]
+        assert not leaked, f"{route} told bob {leaked}: {body[:300]}"
+        assert answer.status_code < 500, f"{route} failed: {answer.status_code} {body[:300]}"
+
+    def hostile_fields(self, schema_fields: dict[str, Any], *, own_device: bool) -> dict[str, Any]:
+        """Every field of the request filled with alice's ids (or bob's own device)."""
+        message = self.messages[1] if not own_device else self.locked
+        values: dict[str, Any] = {
+            "messageId": message,
+            "messageIds": self.messages,
+            "address": FRIEND,
+            "addresses": [FRIEND, ALICE],
+            "contactId": self.contact,
+            "deviceId": self.bob_device if own_device else self.alice_device,
+            "query": "xyzzy",
+            "recipient": int(FRIEND),
+            "message": "from bob",
+            "name": "Mallory",
+            "msisdns": [FRIEND],
+            "read": True,
+            "locked": False,
+            "incoming": True,
+            "offset": 0,
+            "limit": 100,
+            "syncInitial": not own_device,
+            "syncLimit": 100,
+            "syncs": [
+                {
+                    "operation": 0,
+                    "messageId": message,
+                    "read": True,
+                    "locked": False,
+                    "deviceMessageId": "bob-1",
+                },
+                {"operation": 2, "messageId": self.messages[2], "deviceMessageId": "bob-2"},
+            ],
+        }
+        return {name: values[name] for name in schema_fields if name in values}
+
+    async def mysms_route(self, path: str, rest: bool) -> None:
+        """Bob calls one mysms resource with alice's ids, twice (alice's device, his own)."""
+        resource = next(r for r in RESOURCES if r.path == path)
+        base = "/rest" if rest else "/json"
+        for own_device in (False, True):
+            body = {
+                "apiKey": self.api_key,
+                "authToken": self.bob.token,
+                **self.hostile_fields(resource.request.fields, own_device=own_device),
+            }
+            answer = await self.http.post(base + path, content=json.dumps(body),
+                                          headers={"content-type": "application/json"})  # fmt: skip
+            self.assert_nothing_of_alice(base + path, answer)
+            assert answer.json()["errorCode"] in (0, 2, 105), (path, answer.json())
+        self.exercised.add(("POST", base + path))
+
+    async def login_and_logout(self, rest: bool) -> None:
+        base = "/rest" if rest else "/json"
+        for msisdn, password in ((ALICE, "bob-pw"), (BOB, "alice-pw"), (ALICE, "")):
+            answer = await self.http.post(
+                base + "/user/login",
+                json={"apiKey": self.api_key, "msisdn": int(msisdn), "password": password},
+            )
+            self.assert_nothing_of_alice("login", answer)
+            assert "authToken" not in answer.json()
+        # Bob logging out ends his session only.
+        bob = Mysms(self.http, self.api_key)
+        await bob.login(int(BOB), "bob-pw")
+        answer = await self.http.post(
+            base + "/user/logout", json={"apiKey": self.api_key, "authToken": bob.token}
+        )
+        assert answer.json() == {"errorCode": 0}
+        assert (await self.alice.call("/user/device/devices/get"))["errorCode"] == 0
+        assert (await bob.call("/user/device/devices/get"))["errorCode"] == 100
+        self.exercised |= {("POST", base + "/user/login"), ("POST", base + "/user/logout")}
+
+    async def polling_route(self, path: str) -> None:
+        """MC5 and EAPI: bob's own credentials with guessed cursors, and alice's username."""
+        cursors = {"since": ["0", "1", str(2**40)], "last_retrieved_id": ["0", "1", "2"]}
+        cursor = "since" if path.startswith("/services") else "last_retrieved_id"
+        for value in cursors[cursor]:
+            for method in ("GET", "POST"):
+                params = {"username": "bob", "password": "bob-pw", cursor: value}
+                answer = await self.http.request(
+                    method, path, **({"params": params} if method == "GET" else {"data": params})
+                )
+                self.assert_nothing_of_alice(path, answer)
+                assert answer.status_code == 200
+        for username, password in (("alice", "bob-pw"), ("alice", ""), ("ALICE", "alice-pw")):
+            answer = await self.http.get(
+                path, params={"username": username, "password": password, cursor: "0"}
+            )
+            self.assert_nothing_of_alice(path, answer)
+        self.exercised |= {("GET", path), ("POST", path)}
+
+    def bob_secrets(self) -> list[str]:
+        """Every credential bob (or anyone not the operator) could present as a bearer."""
+        return [self.bob.token or "", self.api_key, self.upstream_token, "bob-pw"]
+
+    async def admin_route(self, method: str, template: str) -> None:
+        path = template.format(username="alice", endpoint_id=self.endpoint)
+        for secret in self.bob_secrets():
+            for header in ({"authorization": f"Bearer {secret}"}, {"authorization": secret}, {}):
+                # (no header at all is among the variants; an empty bearer is not valid HTTP)
+                answer = await self.http.request(
+                    method, path, headers=header, json={"url": "http://127.0.0.1:9/x"}
+                )
+                self.assert_nothing_of_alice(path, answer)
+                assert answer.status_code == 401, (method, path, answer.status_code)
+        self.exercised.add((method, template))
+
+    async def inbound_route(self, method: str) -> None:
+        """An upstream token is the only key to /inbound/sms: nobody else's secret opens it."""
+        for secret in [self.bob.token or "", self.api_key, ADMIN_TOKEN, "alice-pw"]:
+            params = {"token": secret, "from": FRIEND, "to": ALICE, "text": "forged"}
+            answer = await self.http.request(
+                method,
+                "/inbound/sms",
+                **({"params": params} if method == "GET" else {"data": params}),
+            )
+            assert answer.status_code == 401, (method, answer.status_code, answer.text)
+        self.exercised.add((method, "/inbound/sms"))
+
+    async def public_route(self, path: str) -> None:
+        answer = await self.http.get(path)
+        # Public documents may name example users; alice's data must not be there.
+        self.assert_nothing_of_alice(path, answer, name_too=False)
+        self.exercised.add(("GET", path))
+
+
+def application_routes(settings: Settings) -> set[tuple[str, str]]:
+    app = create_app(settings)
+    return {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+
+
+async def test_a_second_account_reaches_nothing_of_the_first_on_any_route(
+    settings: Settings, services: Services, live_server: LiveServer
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
+        matrix = Matrix(services, http)
+        await matrix.setup()
+        before = await matrix.alice_state()
+        routes = application_routes(settings)
+        for method, path in sorted(routes):
+            if path in ("/json/user/login", "/rest/user/login"):
+                await matrix.login_and_logout(rest=path.startswith("/rest"))
+            elif path.endswith("/user/logout"):
+                continue  # with login, above
+            elif path.startswith(("/json/", "/rest/")):
+                await matrix.mysms_route("/" + path.split("/", 2)[2], rest=path.startswith("/rest"))
+            elif path.startswith(("/services/", "/eapi/", "/reception/")):
+                await matrix.polling_route(path)
+            elif path.startswith("/admin/"):
+                await matrix.admin_route(method, path)
+            elif path == "/inbound/sms":
+                await matrix.inbound_route(method)
+            else:
+                await matrix.public_route(path)
+        assert await matrix.alice_state() == before
+        assert routes - matrix.exercised == set(), "routes without a place in the matrix"
+        # And alice still reaches all of it.
+        found = await matrix.alice.call("/user/message/search", query="xyzzy")
+        assert len(found["messages"]) == 4
