@@ -25,9 +25,13 @@ class ConfigError(ValueError):
     """A setting has a value of the wrong type or an unknown name."""
 
 
-def setting(default: Any, help: str) -> Any:
-    """Declare a setting; the help text is what docs/configuration.md must explain."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    """Declare a setting; the help text is what docs/configuration.md must explain.
+
+    A secret setting (a token, or a URL that may carry a password) is left out of the
+    settings' repr, so printing or logging them never shows it.
+    """
+    return dataclasses.field(default=default, repr=not secret, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Settings:
         "Where messages are stored: sqlite:///relative/path.db, sqlite:////absolute/path.db "
         "or postgresql://user:password@host:port/database. SQLite is the embedded default; "
         "PostgreSQL is the production store.",
+        secret=True,
     )
     host: str = setting("127.0.0.1", "Address the HTTP server listens on.")
     port: int = setting(8080, "TCP port the HTTP server listens on.")
@@ -106,6 +111,7 @@ class Settings:
         "memory://",
         "Where rate-limit counters live: memory:// (one process) or redis://host:port/db "
         "(shared by every process).",
+        secret=True,
     )
     login_failure_window: int = setting(
         300,
@@ -169,6 +175,7 @@ class Settings:
         "",
         "Bearer token for the operator's HTTP API under /admin (push endpoints, deliveries, "
         "replay). Empty disables that API.",
+        secret=True,
     )
     benchmark_routes: bool = setting(
         False,
