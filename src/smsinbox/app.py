@@ -14,7 +14,7 @@ from smsinbox.config import Settings
 from smsinbox.dialects import eapi, mc5, mysms
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
-from smsinbox.web import admin, ops
+from smsinbox.web import admin, openapi, ops
 from smsinbox.web.middleware import AccessLog, BodyLimit, NoopRoute
 
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route("/inbound/sms", inbound_sms, methods=["GET", "POST"]),
         Route("/services/rest/user/messages", mc5.check_messages, methods=["GET", "POST"]),
         Route("/services/rest/user/allMessages", mc5.check_all_messages, methods=["GET", "POST"]),

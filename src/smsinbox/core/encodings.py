@@ -46,9 +46,13 @@ def _codec(charset: str | None) -> str:
         # Network UCS-2 is big-endian without a byte order mark.
         return "utf-16-be"
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError):  # a NUL in the name is a ValueError
         raise InvalidInput(f"unknown charset {charset!r}", "charset") from None
+    # Binary transforms (base64, zlib, rot13) are codecs too, but bytes.decode refuses them.
+    if not getattr(info, "_is_text_encoding", True):
+        raise InvalidInput(f"unknown charset {charset!r}", "charset")
+    return info.name
 
 
 def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple[str, bytes | None]:
@@ -71,7 +75,7 @@ def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple
     for codec in candidates:
         try:
             return _storable(octets.decode(codec), octets)
-        except UnicodeDecodeError:
+        except UnicodeError:  # some codecs (idna, undefined) raise the base class
             continue
     raise InvalidInput(f"text is not valid {charset or ' or '.join(candidates)}", "text")
 

@@ -84,6 +84,10 @@ def _scalar(value: Any, kind: str, name: str) -> Any:
     if kind == "str":
         if isinstance(value, bool | dict | list):
             raise CodecError(f"{name} must be a string")
+        if isinstance(value, str) and "\x00" in value:
+            # XML cannot carry a NUL and PostgreSQL cannot store one (a search for it would
+            # fail as an unavailable store): JSON gets the answer XML gets.
+            raise CodecError(f"{name} must not contain NUL characters")
         return str(value)
     if kind == "bool":
         if isinstance(value, bool):

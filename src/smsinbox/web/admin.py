@@ -10,6 +10,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -93,9 +94,32 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _username(request: Request) -> str:
+    username: str = request.path_params["username"]
+    # PostgreSQL cannot take a NUL in a query parameter: it would answer 503, not 400.
+    if "\x00" in username:
+        raise InvalidInput("username must not contain NUL characters", "username")
+    return username
+
+
+def _url(body: dict[str, Any]) -> str | None:
+    """The push URL as given, refused here if it is not text or not a URL at all."""
+    url = body.get("url")
+    if url is None:
+        return None
+    if not isinstance(url, str) or "\x00" in url:
+        raise InvalidInput("url must be a URL", "url")
+    try:
+        # A bad IPv6 host or port would be a ValueError deeper down, i.e. a 500.
+        _ = urlsplit(url).port
+    except ValueError:
+        raise InvalidInput("url must be a URL", "url") from None
+    return url
+
+
 async def list_endpoints(services: Services, request: Request) -> Any:
     """GET /admin/accounts/{username}/push — the account's push endpoints."""
-    found = await services.push.endpoints_of(request.path_params["username"])
+    found = await services.push.endpoints_of(_username(request))
     return {"endpoints": [_endpoint(e) for e in found]}
 
 
@@ -106,8 +130,8 @@ async def add_endpoint(services: Services, request: Request) -> Any:
     if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
         raise InvalidInput("events must be a list of strings", "events")
     endpoint = await services.push.add(
-        request.path_params["username"],
-        body.get("url"),
+        _username(request),
+        _url(body),
         format=str(body.get("format", "standard")),
         events=",".join(events),
     )
@@ -116,14 +140,23 @@ async def add_endpoint(services: Services, request: Request) -> Any:
 
 async def remove_endpoint(services: Services, request: Request) -> Any:
     """DELETE /admin/push/{endpoint_id} — remove an endpoint and its pending deliveries."""
-    await services.push.remove(request.path_params["endpoint_id"])
-    return {"removed": request.path_params["endpoint_id"]}
+    endpoint_id = _endpoint_id(request.path_params["endpoint_id"])
+    await services.push.remove(endpoint_id)
+    return {"removed": endpoint_id}
+
+
+def _endpoint_id(raw: str) -> int:
+    # Parsed here, not by a route convertor: a negative or non-numeric id would otherwise
+    # fall through to the router's plain-text 404, and one past 64 bits overflows SQLite.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidInput("endpoint id must be a non-negative integer", "endpoint_id")
+    return int(raw)
 
 
 async def list_attempts(services: Services, request: Request) -> Any:
     """GET /admin/accounts/{username}/push/deliveries?failed=true — the attempt log."""
     failed = request.query_params.get("failed", "").lower() in ("1", "true", "yes")
-    attempts = await services.push.attempts(request.path_params["username"], failed_only=failed)
+    attempts = await services.push.attempts(_username(request), failed_only=failed)
     return {
         "attempts": [
             {
@@ -145,9 +178,7 @@ async def replay(services: Services, request: Request) -> Any:
     """POST /admin/accounts/{username}/push/replay — {"since": epoch seconds or date}."""
     body = await _json_body(request)
     since = body.get("since")
-    queued = await services.push.replay(
-        request.path_params["username"], None if since is None else str(since)
-    )
+    queued = await services.push.replay(_username(request), None if since is None else str(since))
     return {"queued": queued}
 
 
@@ -156,7 +187,7 @@ def routes() -> list[Route]:
     return [
         Route(base, admin(list_endpoints), methods=["GET"]),
         Route(base, admin(add_endpoint, 201), methods=["POST"]),
-        Route("/admin/push/{endpoint_id:int}", admin(remove_endpoint), methods=["DELETE"]),
+        Route("/admin/push/{endpoint_id}", admin(remove_endpoint), methods=["DELETE"]),
         Route(base + "/deliveries", admin(list_attempts), methods=["GET"]),
         Route(base + "/replay", admin(replay), methods=["POST"]),
     ]

@@ -41,14 +41,19 @@ class WireParams:
         return self._values.get(name)
 
     def text(self, name: str) -> str | None:
-        """The parameter as UTF-8 text; invalid UTF-8 is a validation error."""
+        """The parameter as UTF-8 text; invalid UTF-8 or a NUL is a validation error."""
         raw = self._values.get(name)
         if raw is None:
             return None
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidInput(f"{name} is not valid UTF-8", name) from None
+        if "\x00" in text:
+            # No text parameter has a use for NUL, and PostgreSQL cannot take one in a query
+            # parameter: it would fail as an unavailable store instead of as bad input.
+            raise InvalidInput(f"{name} must not contain NUL characters", name)
+        return text
 
     def __contains__(self, name: str) -> bool:
         return name in self._values
