@@ -16,7 +16,7 @@ from smsinbox.core.bruteforce import Caller, LoginGuard
 from smsinbox.core.ratelimit import MovingWindows
 from smsinbox.errors import LoginLockedOut
 from smsinbox.services import Services
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, free_port
 
 REDIS_URL = os.environ.get("SMSINBOX_TEST_REDIS_URL", "")
 REQUIRE_SERVICES = os.environ.get("SMSINBOX_TEST_REQUIRE_POSTGRES") == "1"
@@ -295,3 +295,23 @@ async def test_the_guard_locks_out_and_names_when_to_retry(windows: MovingWindow
     assert 1 <= refused.value.retry_after_s <= 30
     assert lockouts == [("test", "account")]
     await guard.admit(caller, 9)  # another account from the same address
+
+
+async def test_an_unreachable_storage_lets_logins_through_uncounted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = LoginGuard(
+        MovingWindows(f"redis://127.0.0.1:{free_port()}/0"),
+        per_account=1,
+        per_address=1,
+        window_s=60,
+        delay_s=1.0,
+        max_delay_s=1.0,
+    )
+    caller = Caller("test", "192.0.2.10")
+    for _ in range(3):
+        attempt = await guard.admit(caller, 1)
+        await guard.failed(attempt)
+    await guard.succeeded(attempt)
+    warnings = [r for r in caplog.records if r.name == "smsinbox.bruteforce"]
+    assert len(warnings) == 1 and "not counted" in warnings[0].getMessage()

@@ -20,19 +20,29 @@ moving windows in the rate-limit storage, so with Redis every process counts tog
 
 Attempts running at the same moment are admitted before any of them is counted, so a
 caller with many connections open gets a few guesses past the limit at most.
+
+If the storage (Redis) does not answer, the guard lets every attempt through uncounted and
+logs a warning: an outage of the counters must not become an outage of polling and
+ingestion, which never depended on Redis otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 import limits
 
 from smsinbox.core.ratelimit import MovingWindows
-from smsinbox.errors import LoginLockedOut
+from smsinbox.errors import LoginLockedOut, StoreUnavailable
+
+log = logging.getLogger("smsinbox.bruteforce")
+
+WARN_EVERY_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,6 +99,13 @@ class LoginGuard:
         self.on_lockout = on_lockout
         self.on_delay = on_delay
         self.sleep = sleep
+        self._warned_at: float | None = None
+
+    def _storage_unavailable(self) -> None:
+        now = time.monotonic()
+        if self._warned_at is None or now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("rate limit storage unavailable: failed logins are not counted")
 
     def _keys(
         self, caller: Caller, account_id: int | None
@@ -111,7 +128,11 @@ class LoginGuard:
         worst = 0
         account_failures = 0
         for scope, item, key in self._keys(caller, account_id):
-            failures, frees_in = await self.windows.stats(item, key)
+            try:
+                failures, frees_in = await self.windows.stats(item, key)
+            except StoreUnavailable:
+                self._storage_unavailable()
+                return Attempt(caller, account_id, 0)
             if failures >= item.amount:
                 raise LoginLockedOut(
                     f"too many failed logins for this {scope}", max(1, math.ceil(frees_in))
@@ -130,14 +151,20 @@ class LoginGuard:
     async def failed(self, attempt: Attempt) -> None:
         """Count a failed attempt against its account and its address."""
         self.on_failure(attempt.caller.entry)
-        for scope, item, key in self._keys(attempt.caller, attempt.account_id):
-            if not await self.windows.hit(item, key):
-                continue  # already locked out by attempts running beside this one
-            failures, _ = await self.windows.stats(item, key)
-            if failures >= item.amount:
-                self.on_lockout(attempt.caller.entry, scope)
+        try:
+            for scope, item, key in self._keys(attempt.caller, attempt.account_id):
+                if not await self.windows.hit(item, key):
+                    continue  # already locked out by attempts running beside this one
+                failures, _ = await self.windows.stats(item, key)
+                if failures >= item.amount:
+                    self.on_lockout(attempt.caller.entry, scope)
+        except StoreUnavailable:
+            self._storage_unavailable()
 
     async def succeeded(self, attempt: Attempt) -> None:
         """The right credentials: the account's failures are forgiven."""
         if attempt.account_id is not None and attempt.account_failures > 0:
-            await self.windows.clear(self._per_account, f"login/account/{attempt.account_id}")
+            try:
+                await self.windows.clear(self._per_account, f"login/account/{attempt.account_id}")
+            except StoreUnavailable:
+                self._storage_unavailable()
