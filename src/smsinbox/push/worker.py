@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -28,9 +29,13 @@ from smsinbox.store.push import NOTIFY_CHANNEL, DueDelivery
 log = logging.getLogger("smsinbox.push")
 
 BATCH = 100
-# A claimed delivery is not handed to another worker for at least this long, and never
-# before its whole batch could have timed out twice over.
-MIN_LEASE_MS = 120_000
+# A claimed delivery is not handed to another worker for at least this long (and never
+# before its attempt could have timed out twice over). The worker renews the leases of
+# what it holds; a worker that dies stops renewing, and its deliveries are due again soon.
+MIN_LEASE_MS = 20_000
+# The share of the attempts in flight that one endpoint may take: a receiver that hangs
+# ties up its own share until its attempts time out, never every slot.
+ENDPOINT_SHARE = 4
 # The most of a receiver's answer that is read: only its status and whether it is empty
 # matter, and a hostile receiver must not fill the worker's memory.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -59,12 +64,21 @@ class PushWorker:
         self.disable_after_ms = int(disable_after_s * 1000)
         self.addresses = addresses
         self.clock = clock
+        self.concurrency = concurrency
         self._slots = asyncio.Semaphore(concurrency)
-        rounds = -(-BATCH // concurrency)
-        self.lease_ms = max(MIN_LEASE_MS, int(2 * rounds * timeout_s * 1000))
+        self.per_endpoint = max(1, concurrency // ENDPOINT_SHARE)
+        self.lease_ms = self._lease_ms(rounds=1)
+        # Attempts started by the loop, each on its own, and how many per endpoint.
+        self._held: set[asyncio.Task[None]] = set()
+        self._held_by_endpoint: dict[int, int] = {}
+        self._leased: set[int] = set()  # held deliveries whose outcome is not recorded yet
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         store.outbox_listeners.append(self.wake)
+
+    def _lease_ms(self, *, rounds: int) -> int:
+        """A lease that outlasts `rounds` attempts one after another, timing out twice."""
+        return max(MIN_LEASE_MS, int(2 * rounds * self.timeout_s * 1000))
 
     def wake(self) -> None:
         """Something may be due now (called after commits, and on PostgreSQL NOTIFY)."""
@@ -106,49 +120,142 @@ class PushWorker:
                 self._client = None
 
     async def _loop(self, stop: asyncio.Event) -> None:
+        """Keep claiming due deliveries while there is room, each attempted on its own: a
+        slow receiver holds up only its own deliveries, never the next claim."""
         failures = 0
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                sent = await self.deliver_due()
-                failures = 0
-                if sent:
+        renewing = asyncio.create_task(self._renew_leases(stop))
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                room = min(BATCH, self.concurrency - len(self._held))
+                if room <= 0:
+                    await self._sleep(stop, 5.0, until_one_finishes=True)
                     continue
-                next_due = await self.store.next_due_at()
-            except StoreUnavailable:
-                failures += 1
-                await self._sleep(stop, min(2.0**failures, 30.0))
-                continue
-            except Exception:
-                log.exception("push pass failed")
-                await self._sleep(stop, 1.0)
-                continue
-            wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()) / 1000)
-            await self._sleep(stop, min(wait, 5.0))
+                try:
+                    claimed = await self._claim(room)
+                    failures = 0
+                    if len(claimed) == room:
+                        continue  # more may be due
+                    next_due = await self.store.next_due_at()
+                except StoreUnavailable:
+                    failures += 1
+                    await self._sleep(stop, min(2.0**failures, 30.0))
+                    continue
+                except Exception:
+                    log.exception("push pass failed")
+                    await self._sleep(stop, 1.0)
+                    continue
+                wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()) / 1000)
+                await self._sleep(stop, min(wait, 5.0))
+        finally:
+            await self._finish_held()
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        stopping = asyncio.ensure_future(stop.wait())
-        waking = asyncio.ensure_future(self._wake.wait())
-        await asyncio.wait({stopping, waking}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        waking.cancel()
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        """Renew the leases of held deliveries, several times per lease, until stopped."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_ms / 4000)
+            if not self._leased:
+                continue
+            try:
+                await self.store.renew_leases(
+                    list(self._leased), until=self.clock() + self.lease_ms
+                )
+            except StoreUnavailable:
+                log.warning("push: leases not renewed: store unavailable")
+            except Exception:
+                log.exception("push: renewing leases failed")
+
+    async def _claim(self, limit: int) -> list[DueDelivery]:
+        """Claim up to `limit` due deliveries and start an attempt of each, at most an
+        endpoint's share at once; returns what was claimed."""
+        busy = [e for e, held in self._held_by_endpoint.items() if held >= self.per_endpoint]
+        claimed = await self.store.claim_due_deliveries(
+            now=self.clock(), lease_ms=self.lease_ms, limit=limit, skip_endpoints=busy
+        )
+        beyond_share: list[int] = []
+        for delivery in claimed:
+            held = self._held_by_endpoint.get(delivery.endpoint_id, 0)
+            if held >= self.per_endpoint:
+                beyond_share.append(delivery.id)
+                continue
+            self._held_by_endpoint[delivery.endpoint_id] = held + 1
+            self._leased.add(delivery.id)
+            task = asyncio.create_task(self._attempt_logged(delivery))
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
+        # The next claim skips their endpoint; another worker may take them meanwhile.
+        await self.store.release_deliveries(beyond_share, now=self.clock())
+        return claimed
+
+    async def _finish_held(self) -> None:
+        """On stop: let attempts in flight end (their answers are recorded), give up the
+        ones still waiting for their turn (another run claims them once the lease ends)."""
+        if not self._held:
+            return
+        _, pending = await asyncio.wait(set(self._held), timeout=self.timeout_s + 1)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _sleep(
+        self, stop: asyncio.Event, seconds: float, *, until_one_finishes: bool = False
+    ) -> None:
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        if until_one_finishes and self._held:
+            waiters.add(asyncio.ensure_future(asyncio.wait(set(self._held))))
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
 
     async def deliver_due(self, limit: int = BATCH) -> int:
         """One round: claim what is due and attempt each; returns how many were attempted."""
+        # Nothing renews these leases: they cover the whole round.
+        rounds = -(-limit // self.concurrency)
         batch = await self.store.claim_due_deliveries(
-            now=self.clock(), lease_ms=self.lease_ms, limit=limit
+            now=self.clock(), lease_ms=self._lease_ms(rounds=rounds), limit=limit
         )
         await asyncio.gather(*(self._attempt(delivery) for delivery in batch))
         return len(batch)
 
+    async def _attempt_logged(self, delivery: DueDelivery) -> None:
+        """An attempt run on its own: its failures are logged, never lost in a task."""
+        try:
+            await self._attempt(delivery)
+        except StoreUnavailable:
+            # The outcome is not recorded: the delivery is attempted again once its lease
+            # ends (at least once, never lost).
+            log.warning("push: outcome of delivery %d not recorded: store unavailable", delivery.id)
+        except Exception:
+            log.exception("push attempt of delivery %d failed", delivery.id)
+        finally:
+            self._leased.discard(delivery.id)
+            held = self._held_by_endpoint.pop(delivery.endpoint_id, 1) - 1
+            if held:
+                self._held_by_endpoint[delivery.endpoint_id] = held
+            # Its next attempt time is set now, and its endpoint has room again: look.
+            self.wake()
+
     async def _attempt(self, delivery: DueDelivery) -> None:
         async with self._slots:
-            started = time.perf_counter()
-            status: int | None = None
-            error: str | None = None
-            retry_after: float | None = None
-            ok = False
-            try:
+            await self._send(delivery)
+
+    async def _send(self, delivery: DueDelivery) -> None:
+        started = time.perf_counter()
+        status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        ok = False
+        try:
+            # One deadline for the whole attempt: httpx's timeout bounds each read, and a
+            # receiver that trickles its answer a byte at a time would never hit it.
+            async with asyncio.timeout(self.timeout_s):
                 request = formats.build(delivery, now=dt.datetime.now(dt.UTC))
                 await self.addresses.check(request.url)
                 assert self._client is not None
@@ -165,17 +272,21 @@ class PushWorker:
                         answer += chunk
                         if len(answer) >= MAX_ANSWER_BYTES:
                             break
-                ok = formats.succeeded(delivery, status, answer)
-                if not ok:
-                    error = f"HTTP {status}" + (" with an empty body" if status == 200 else "")
-                retry_after = _retry_after(response) if status in (429, 503) else None
-            except RefusedAddress as refused:
-                error = str(refused)
-            except httpx.HTTPError as failure:
-                error = f"{type(failure).__name__}: {failure}"[:255]
-            latency = time.perf_counter() - started
-            self.metrics.push_latency.observe(latency)
-            await self._record(delivery, ok, status, error, retry_after, int(latency * 1000))
+            ok = formats.succeeded(delivery, status, answer)
+            if not ok:
+                error = f"HTTP {status}" + (" with an empty body" if status == 200 else "")
+            retry_after = _retry_after(response) if status in (429, 503) else None
+        except RefusedAddress as refused:
+            error = str(refused)
+        except httpx.HTTPError as failure:
+            error = f"{type(failure).__name__}: {failure}"[:255]
+        except TimeoutError:
+            status = None
+            error = f"no complete answer within {self.timeout_s:g} s"
+        latency = time.perf_counter() - started
+        self.metrics.push_latency.observe(latency)
+        self._leased.discard(delivery.id)  # its outcome sets the next attempt time now
+        await self._record(delivery, ok, status, error, retry_after, int(latency * 1000))
 
     async def _record(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +31,14 @@ from smsinbox.errors import StoreUnavailable
 log = logging.getLogger("smsinbox.store")
 
 LOOP_READ_BUSY_MS = 250
+# How often an idle LISTEN connection is checked (a frozen server never closes it), and the
+# longest pause between attempts to open it again.
+LISTEN_CHECK_S = 10.0
+MAX_LISTEN_BACKOFF_S = 30.0
+# SQLSTATE classes of a server that cannot serve now: connection exception, insufficient
+# resources (disk full, too many connections), operator intervention (shutdown, cancelled
+# by timeout), system error (I/O).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
 # Most writers whose work one commit makes durable on SQLite.
 MAX_GROUP_COMMIT = 256
 
@@ -144,7 +153,14 @@ def _is_unavailable(error: BaseException) -> bool:
         return False
     if isinstance(error, exc.DBAPIError):
         return True  # OperationalError, InterfaceError, invalidated connections
-    return isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError)
+    if isinstance(error, exc.TimeoutError | OSError | TimeoutError | ConnectionError):
+        return True
+    # The driver's own errors, which SQLAlchemy leaves unwrapped while a pool connection is
+    # being opened: "the database system is shutting down" (57P03) and its kind.
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and type(error).__module__.startswith("asyncpg"):
+        return sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 class Database:
@@ -236,7 +252,7 @@ class Database:
             ok = True
         except BaseException as error:
             if _is_unavailable(error):
-                log.warning("transaction %s: store unavailable: %s", name, error)
+                log.warning("transaction %s: store unavailable: %s", name, _describe(error))
                 raise StoreUnavailable(f"store unavailable during {name}") from error
             raise
         finally:
@@ -306,7 +322,7 @@ class Database:
             ok = True
         except BaseException as error:
             if _is_unavailable(error):
-                log.warning("read %s: store unavailable: %s", name, error)
+                log.warning("read %s: store unavailable: %s", name, _describe(error))
                 raise StoreUnavailable(f"store unavailable during {name}") from error
             raise
         finally:
@@ -325,20 +341,58 @@ class Database:
     ) -> Callable[[], Awaitable[None]] | None:
         """Call `callback` on each PostgreSQL NOTIFY on `channel`; returns how to stop.
 
+        The listening connection is kept open across database outages: when it drops (or
+        stops answering) it is opened again, with capped backoff, and `callback` is called
+        once it listens again, since notifications sent meanwhile were lost.
         SQLite has no notifications (its single process wakes its worker directly): None.
         """
         if self.kind != "postgresql":
             return None
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            self._keep_listening(channel, callback, stopping), name=f"listen {channel}"
+        )
+
+        async def stop() -> None:
+            stopping.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, self.timeout + 1)
+
+        return stop
+
+    async def _keep_listening(
+        self, channel: str, callback: Callable[[], None], stopping: asyncio.Event
+    ) -> None:
         import asyncpg
 
         dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        connection = await asyncpg.connect(dsn, timeout=self.timeout)
-        await connection.add_listener(channel, lambda *_: callback())
-
-        async def stop() -> None:
-            await connection.close()
-
-        return stop
+        failures = 0
+        while not stopping.is_set():
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(dsn, timeout=self.timeout)
+                connection.add_termination_listener(_setter(lost))
+                await connection.add_listener(channel, lambda *_: callback())
+                if failures:
+                    log.warning("listening for %s notifications again", channel)
+                failures = 0
+                callback()  # whatever was committed while nobody listened is due now
+                while not stopping.is_set() and not lost.is_set():
+                    await _first_of(stopping, lost, seconds=LISTEN_CHECK_S)
+                    if not stopping.is_set() and not lost.is_set():
+                        # A frozen server or a dead network never closes the connection.
+                        await connection.fetchval("SELECT 1", timeout=self.timeout)
+            except Exception as error:  # any failure means: connect again
+                failures += 1
+                if failures == 1:
+                    log.warning("not listening for %s notifications: %s", channel, _describe(error))
+            finally:
+                if connection is not None:
+                    connection.terminate()
+            if not stopping.is_set() and failures:
+                delay = min(2.0**failures, MAX_LISTEN_BACKOFF_S) * random.uniform(0.5, 1.0)
+                await _first_of(stopping, seconds=delay)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query in time."""
@@ -352,3 +406,22 @@ class Database:
                 self._loop_reader.dispose()
         else:
             await self._writer.dispose()
+
+
+def _describe(error: BaseException) -> str:
+    """An error for the log: its message, or its kind when it has none (a timeout)."""
+    return str(error) or type(error).__name__
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _: event.set()
+
+
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Wait until one of `events` is set, or `seconds`."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, literal, select, text, update
@@ -171,7 +172,7 @@ class PushStore(StoreBase):
                 raise NotFound(f"no push endpoint {endpoint_id}")
 
     async def claim_due_deliveries(
-        self, *, now: int, lease_ms: int, limit: int
+        self, *, now: int, lease_ms: int, limit: int, skip_endpoints: Collection[int] = ()
     ) -> list[DueDelivery]:
         """Take up to `limit` due deliveries for one attempt each.
 
@@ -187,6 +188,9 @@ class PushStore(StoreBase):
             .order_by(deliveries.next_attempt_at, deliveries.id)
             .limit(limit)
         )
+        if skip_endpoints:
+            # The worker has enough of theirs in flight already (a slow receiver's share).
+            due = due.where(deliveries.endpoint_id.not_in(sorted(skip_endpoints)))
         if self.db.kind == "postgresql":
             due = due.with_for_update(skip_locked=True)
         async with self.db.transaction("claim_due_deliveries") as connection:
@@ -208,6 +212,37 @@ class PushStore(StoreBase):
                     .values(state="dead", last_error="message no longer stored")
                 )
         return [_due_from_row(row) for row in rows]
+
+    async def release_deliveries(self, delivery_ids: list[int], *, now: int) -> None:
+        """Hand claimed deliveries back unattempted: due again at once, for any worker."""
+        if not delivery_ids:
+            return
+        deliveries = t.deliveries.c
+        async with self.db.transaction("release_deliveries") as connection:
+            await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.id.in_(sorted(delivery_ids)))
+                .where(text(t.PENDING))
+                .values(next_attempt_at=now)
+            )
+
+    async def renew_leases(self, delivery_ids: list[int], *, until: int) -> None:
+        """Keep deliveries a live worker still holds claimed until `until`.
+
+        Their attempts may be waiting their turn or in flight; a worker that dies stops
+        renewing, and its deliveries are due again soon after, not after a long lease.
+        """
+        if not delivery_ids:
+            return
+        deliveries = t.deliveries.c
+        async with self.db.transaction("renew_leases") as connection:
+            await connection.execute(
+                update(t.deliveries)
+                .where(deliveries.id.in_(sorted(delivery_ids)))
+                .where(text(t.PENDING))
+                .where(deliveries.next_attempt_at < until)
+                .values(next_attempt_at=until)
+            )
 
     async def next_due_at(self) -> int | None:
         deliveries = t.deliveries.c
