@@ -10,6 +10,7 @@ Every XML body goes through defusedxml: entity expansion and external entities a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Union
 from xml.etree.ElementTree import Element, SubElement, tostring
@@ -22,6 +23,10 @@ Scalar = str  # "int" | "str" | "bool"
 FieldType = Union[Scalar, "Schema", "ListOf"]
 
 MAX_INT = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+# Characters XML 1.0 cannot carry at all, not even as references: an answer holding one
+# would not parse, so message text sends them as U+FFFD.
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class CodecError(ValueError):
@@ -100,7 +105,8 @@ def _scalar(value: Any, kind: str, name: str) -> Any:
         raise CodecError(f"{name} must be an integer")
     if isinstance(value, str):
         text = value.strip()
-        if not text.lstrip("-").isdigit() or len(text) > 20:
+        # ASCII digits only: str.isdigit also admits "²" (which int() refuses) and "١٢".
+        if not _INTEGER.fullmatch(text):
             raise CodecError(f"{name} must be an integer")
         value = int(text)
     if not isinstance(value, int) or abs(value) > MAX_INT:
@@ -135,10 +141,10 @@ def encode(payload: Mapping[str, Any], *, xml: bool, element: str) -> bytes:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     root = Element(element)
     _fill(root, payload)
-    return (
-        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-        + tostring(root, encoding="unicode").encode()
-    )
+    # A parser reads a raw CR as LF; written as a reference it survives. ElementTree writes
+    # no CR of its own, so every CR here is message text.
+    text = tostring(root, encoding="unicode").replace("\r", "&#13;")
+    return b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + text.encode()
 
 
 def _fill(parent: Element, payload: Mapping[str, Any]) -> None:
@@ -152,4 +158,4 @@ def _fill(parent: Element, payload: Mapping[str, Any]) -> None:
             elif isinstance(item, bool):
                 child.text = "true" if item else "false"
             else:
-                child.text = str(item)
+                child.text = _NOT_IN_XML.sub("\ufffd", str(item))

@@ -107,8 +107,9 @@ class BodyLimit:
             await _too_large(send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(BaseException):
+    """Not an Exception: a handler's catch-all (MC5 and EAPI answer "internal error" from
+    one) must not swallow it, or an oversized body would get a 200 instead of the 413."""
 
 
 async def _too_large(send: Send) -> None:
