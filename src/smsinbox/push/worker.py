@@ -71,6 +71,9 @@ class PushWorker:
         # Attempts started by the loop, each on its own, and how many per endpoint.
         self._held: set[asyncio.Task[None]] = set()
         self._held_by_endpoint: dict[int, int] = {}
+        # Each endpoint's turns: at most its share of the slots attempts at once.
+        self._turns: dict[int, asyncio.Semaphore] = {}
+        self._waiting: set[int] = set()  # held deliveries not yet sent
         self._leased: set[int] = set()  # held deliveries whose outcome is not recorded yet
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
@@ -127,7 +130,8 @@ class PushWorker:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                room = min(BATCH, self.concurrency - len(self._held))
+                starting = sum(min(h, self.per_endpoint) for h in self._held_by_endpoint.values())
+                room = min(BATCH, self.concurrency - starting)
                 if room <= 0:
                     await self._sleep(stop, 5.0, until_one_finishes=True)
                     continue
@@ -176,30 +180,32 @@ class PushWorker:
         claimed = await self.store.claim_due_deliveries(
             now=self.clock(), lease_ms=self.lease_ms, limit=limit, skip_endpoints=busy
         )
-        beyond_share: list[int] = []
         for delivery in claimed:
-            held = self._held_by_endpoint.get(delivery.endpoint_id, 0)
-            if held >= self.per_endpoint:
-                beyond_share.append(delivery.id)
-                continue
-            self._held_by_endpoint[delivery.endpoint_id] = held + 1
+            endpoint = delivery.endpoint_id
+            self._held_by_endpoint[endpoint] = self._held_by_endpoint.get(endpoint, 0) + 1
+            turns = self._turns.setdefault(endpoint, asyncio.Semaphore(self.per_endpoint))
             self._leased.add(delivery.id)
-            task = asyncio.create_task(self._attempt_logged(delivery))
+            self._waiting.add(delivery.id)
+            task = asyncio.create_task(self._attempt_logged(delivery, turns))
             self._held.add(task)
             task.add_done_callback(self._held.discard)
-        # The next claim skips their endpoint; another worker may take them meanwhile.
-        await self.store.release_deliveries(beyond_share, now=self.clock())
         return claimed
 
     async def _finish_held(self) -> None:
-        """On stop: let attempts in flight end (their answers are recorded), give up the
-        ones still waiting for their turn (another run claims them once the lease ends)."""
+        """On stop: let attempts in flight end (their answers are recorded), hand back the
+        ones still waiting for their turn (due again at once, for the next run)."""
         if not self._held:
             return
+        waiting = set(self._waiting)
+        self._waiting.clear()  # none starts now
         _, pending = await asyncio.wait(set(self._held), timeout=self.timeout_s + 1)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.store.release_deliveries(sorted(waiting), now=self.clock())
+        except StoreUnavailable:
+            log.warning("push: %d waiting deliveries not handed back", len(waiting))
 
     async def _sleep(
         self, stop: asyncio.Event, seconds: float, *, until_one_finishes: bool = False
@@ -224,10 +230,16 @@ class PushWorker:
         await asyncio.gather(*(self._attempt(delivery) for delivery in batch))
         return len(batch)
 
-    async def _attempt_logged(self, delivery: DueDelivery) -> None:
-        """An attempt run on its own: its failures are logged, never lost in a task."""
+    async def _attempt_logged(self, delivery: DueDelivery, turns: asyncio.Semaphore) -> None:
+        """An attempt run on its own, in its endpoint's turn: its failures are logged,
+        never lost in a task."""
+        ok = False
         try:
-            await self._attempt(delivery)
+            async with turns:
+                if delivery.id not in self._waiting:
+                    return  # stopping: handed back unattempted
+                self._waiting.discard(delivery.id)
+                ok = await self._attempt(delivery)
         except StoreUnavailable:
             # The outcome is not recorded: the delivery is attempted again once its lease
             # ends (at least once, never lost).
@@ -236,17 +248,24 @@ class PushWorker:
             log.exception("push attempt of delivery %d failed", delivery.id)
         finally:
             self._leased.discard(delivery.id)
-            held = self._held_by_endpoint.pop(delivery.endpoint_id, 1) - 1
+            self._waiting.discard(delivery.id)
+            endpoint = delivery.endpoint_id
+            held = self._held_by_endpoint.pop(endpoint, 1) - 1
             if held:
-                self._held_by_endpoint[delivery.endpoint_id] = held
-            # Its next attempt time is set now, and its endpoint has room again: look.
-            self.wake()
+                self._held_by_endpoint[endpoint] = held
+            else:
+                self._turns.pop(endpoint, None)
+            if not ok or held == self.per_endpoint - 1 or not held:
+                # A retry is scheduled, or the endpoint has a free turn again: look now.
+                # (A success under load needs no extra claim: commits wake the loop.)
+                self.wake()
 
-    async def _attempt(self, delivery: DueDelivery) -> None:
+    async def _attempt(self, delivery: DueDelivery) -> bool:
         async with self._slots:
-            await self._send(delivery)
+            return await self._send(delivery)
 
-    async def _send(self, delivery: DueDelivery) -> None:
+    async def _send(self, delivery: DueDelivery) -> bool:
+        """One attempt, its outcome recorded; True if the receiver accepted it."""
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -287,6 +306,7 @@ class PushWorker:
         self.metrics.push_latency.observe(latency)
         self._leased.discard(delivery.id)  # its outcome sets the next attempt time now
         await self._record(delivery, ok, status, error, retry_after, int(latency * 1000))
+        return ok
 
     async def _record(
         self,
