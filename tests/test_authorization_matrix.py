@@ -70,7 +70,9 @@ class Matrix:
         self.locked = self.messages[0]
         await self.alice.call("/user/message/lock/list", messageIds=[self.locked])
         await self.alice.call("/user/message/send", recipient=int(FRIEND), message="xyzzy out")
-        created = await self.alice.call("/user/contact/create", name="Plughfriend", msisdns=[FRIEND])
+        created = await self.alice.call(
+            "/user/contact/create", name="Plughfriend", msisdns=[FRIEND]
+        )
         self.contact = created["contact"]["contactId"]
         self.alice_device = (await self.alice.call("/user/device/register", name="alice-phone"))[
             "deviceId"
