@@ -4,14 +4,21 @@
 
 For each engine and stored-history size it generates data, starts `smsinbox serve` as a
 real process (uvicorn with uvloop and httptools, production settings), and drives it with
-wrk from a separate process. Prints one table and writes bench/results/latest.json.
+wrk from a separate process: each route at saturation, MC5 and EAPI polls again at half
+their maximum rate (open loop, bench/openloop.py), ingest with pollers running beside it,
+Kannel carrying messages to a trivial receiver and to smsinbox (bench/kannel.py), and
+push deliveries to a local receiver (bench/push.py). Prints one table and writes
+bench/results/latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -21,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +38,11 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import kannel  # noqa: E402
+import push  # noqa: E402
 from datagen import PASSWORD, generate, number, username  # noqa: E402
+from openloop import Request, run_open_loop  # noqa: E402
+from receiver import Receiver  # noqa: E402
 
 SMSINBOX = [sys.executable, "-m", "smsinbox"]
 PG_URL = os.environ.get(
@@ -39,11 +51,21 @@ PG_URL = os.environ.get(
 
 # Stored history: (accounts, messages per account). Pages stay full at every size (1000
 # messages per polled account), so a slower page can only come from a larger history.
+# kannel_messages: what fakesmsc sends through Kannel, to each receiver in turn.
+# push_rate: the steady ingest rate of the push latency run, at most a quarter of the
+# measured maximum ingest rate, so the worker is never the one falling behind.
 MODES: dict[str, dict[str, Any]] = {
-    "quick": {"sizes": [(10, 1000)], "duration": 5, "connections": 16},
-    "full": {"sizes": [(10, 1000), (1000, 1000)], "duration": 15, "connections": 32},
-}
+    "quick": {"sizes": [(10, 1000)], "duration": 2, "connections": 16,
+              "kannel_messages": 500, "push_rate": 50},
+    "full": {"sizes": [(10, 1000), (1000, 1000)], "duration": 15, "connections": 32,
+             "kannel_messages": 20_000, "push_rate": 100},
+}  # fmt: skip
 POLLED_ACCOUNTS = 10
+ADMIN_TOKEN = "adm_bench_token"
+# The account whose messages are pushed in the push runs.
+PUSHED_ACCOUNT = 1
+# A token the trivial receiver is sent in place of an upstream's (it checks none).
+NO_TOKEN = "-"
 
 
 def free_port() -> int:
@@ -83,6 +105,7 @@ class Server:
     """`smsinbox serve` as a separate process."""
 
     def __init__(self, database_url: str, workdir: Path) -> None:
+        self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -92,6 +115,10 @@ class Server:
             # The load is the point here; the limiter itself still runs on every request.
             "SMSINBOX_RATE_LIMIT_PER_ACCOUNT": "1000000/second",
             "SMSINBOX_RATE_LIMIT_PER_API_KEY": "1000000/second",
+            # The push receiver listens on loopback.
+            "SMSINBOX_PUSH_ALLOW_PRIVATE": "true",
+            # Push replays go through the admin API, so they wake the server's own worker.
+            "SMSINBOX_ADMIN_TOKEN": ADMIN_TOKEN,
         }
         self.log = (workdir / "server.log").open("ab")
         self.process: subprocess.Popen[bytes] | None = None
@@ -123,6 +150,13 @@ class Server:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         kilobytes = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         return kilobytes / 1024
+
+    def stored(self) -> int:
+        """Messages stored since the server started, from its own counter."""
+        metrics = httpx.get(self.url + "/metrics", timeout=30).text
+        found = re.search(r'^smsinbox_messages_ingested_total\{outcome="stored"\} (\S+)', metrics,
+                          re.M)  # fmt: skip
+        return int(float(found.group(1))) if found else 0
 
     def __exit__(self, *exc_info: object) -> None:
         if self.process is not None:
@@ -187,7 +221,7 @@ def ingest_script(token: str, accounts: int) -> Path:
 
 def run_wrk(
     wrk: str, url: str, script: Path | None, duration: int, connections: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     command = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
@@ -202,7 +236,7 @@ def run_wrk(
         "p99_ms": latency.get("99", float("nan")),
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1) if errors else "",
-    }  # type: ignore[dict-item]
+    }
 
 
 def settle(url: str, *, quiet_answers: int = 5, limit_s: float = 30.0) -> None:
@@ -228,72 +262,323 @@ def _ms(value: str) -> float:
     return float(number_part) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def bench_engine(engine: str, mode: dict[str, Any], wrk: str) -> list[dict[str, Any]]:
+class RssSampler:
+    """The server's resident memory, sampled every 0.2 s in a thread while it runs."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.2):
+            with contextlib.suppress(OSError, AttributeError):
+                self.samples.append((time.monotonic(), self.server.rss_mb()))
+
+    def peak_since(self, started: float) -> float:
+        """The most memory the server held since `started` (time.monotonic())."""
+        during = [rss for at, rss in self.samples if at >= started]
+        return max(during, default=self.server.rss_mb())
+
+    def __enter__(self) -> RssSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def bench_engine(
+    engine: str, mode: dict[str, Any], wrk: str, kannel_binaries: tuple[str, str, str]
+) -> list[dict[str, Any]]:
     results = []
     for accounts, per_account in mode["sizes"]:
         stored = accounts * per_account
         print(f"{engine}: {stored:,} messages over {accounts:,} accounts")
         with tempfile.TemporaryDirectory(prefix="smsinbox-bench-") as tmp:
             workdir = Path(tmp)
+            began = time.monotonic()
             database_url = fresh_database(engine, workdir)
             asyncio.run(generate(database_url, accounts=accounts, per_account=per_account,
                                  progress=progress))  # fmt: skip
-            server = Server(database_url, workdir)
-            token = server.cli("upstream", "add", "bench").splitlines()[-1]
-            with server:
-                polled = range(1, min(POLLED_ACCOUNTS, accounts) + 1)
-                mc5 = [
-                    f"/services/rest/user/messages?username={username(i)}"
-                    f"&password={PASSWORD}&since=0" for i in polled
-                ]  # fmt: skip
-                eapi = [
-                    f"/eapi/reception/get_inbox/1/1.1?username={username(i)}"
-                    f"&password={PASSWORD}&last_retrieved_id=0" for i in polled
-                ]  # fmt: skip
-                for path in mc5 + eapi:  # argon2 once per account, before measuring
-                    httpx.get(server.url + path, timeout=30).raise_for_status()
-                sessions = mysms_sessions(server, polled)
-                # A word in one message in a thousand of each account ("message 7"
-                # matches 7, 70-79, 700-799: about 111 per account, a full page of 100).
-                searches = [json.dumps({**s, "query": "message 7", "limit": 100})
-                            for s in sessions]  # fmt: skip
-                listings = [json.dumps({**s, "limit": 100}) for s in sessions]
-                rss_rest = server.rss_mb()
-                runs = {
-                    "ceiling": (server.url + "/_bench/noop", None),
-                    "mc5_poll": (server.url, rotating(mc5)),
-                    "eapi_poll": (server.url, rotating(eapi)),
-                    "search": (server.url, posting("/json/user/message/search", searches)),
-                    # One client at a time: the latency a user waits for, without queueing.
-                    "search_1c": (server.url, posting("/json/user/message/search", searches)),
-                    "conversations": (
-                        server.url,
-                        posting("/json/user/message/conversations/get", listings),
-                    ),
-                    "ingest": (server.url, ingest_script(token, accounts)),
-                }
-                measured = {}
-                for name, (url, script) in runs.items():
-                    connections = 1 if name.endswith("_1c") else mode["connections"]
-                    settle(server.url)
-                    measured[name] = run_wrk(wrk, url, script, mode["duration"], connections)
-                    print(f"  {name:10} {measured[name]['rps']:>9,.0f} req/s  "
-                          f"p99 {measured[name]['p99_ms']:.2f} ms")  # fmt: skip
-                rss_load = server.rss_mb()
-            ceiling = measured["ceiling"]["rps"]
-            for name, figures in measured.items():
-                results.append({
-                    "engine": engine, "stored": stored, "accounts": accounts, "route": name,
-                    **figures, "ratio": figures["rps"] / ceiling,
-                    "rss_rest_mb": rss_rest, "rss_load_mb": rss_load,
-                })  # fmt: skip
+            run = Run(Server(database_url, workdir), mode, wrk, accounts, workdir)
+            measured, rss_rest, rss_peak = run.everything(kannel_binaries)
+            print(f"  {time.monotonic() - began:.0f} s in all")
+            results += rows(engine, stored, accounts, measured, rss_rest, rss_peak)
     return results
+
+
+class Run:
+    """Every measurement against one server over one generated history."""
+
+    def __init__(
+        self, server: Server, mode: dict[str, Any], wrk: str, accounts: int, workdir: Path
+    ) -> None:
+        self.server = server
+        self.mode = mode
+        self.wrk = wrk
+        self.accounts = accounts
+        self.workdir = workdir
+        self.polled = range(1, min(POLLED_ACCOUNTS, accounts) + 1)
+        self.measured: dict[str, dict[str, Any]] = {}
+        self.created = time.monotonic()
+        self.token = server.cli("upstream", "add", "bench").splitlines()[-1]
+        self.kannel_token = server.cli("upstream", "add", "kannel").splitlines()[-1]
+
+    def everything(
+        self, kannel_binaries: tuple[str, str, str]
+    ) -> tuple[dict[str, dict[str, Any]], float, float]:
+        """The figures by route, the RSS at rest, and the most RSS while measuring (not the
+        start-up's: migrations and imports peak far above any load seen so far)."""
+        server, polled = self.server, self.polled
+        with server, RssSampler(server) as self.memory:
+            mc5 = [
+                f"/services/rest/user/messages?username={username(i)}"
+                f"&password={PASSWORD}&since=0" for i in polled
+            ]  # fmt: skip
+            eapi = [
+                f"/eapi/reception/get_inbox/1/1.1?username={username(i)}"
+                f"&password={PASSWORD}&last_retrieved_id=0" for i in polled
+            ]  # fmt: skip
+            for path in mc5 + eapi:  # argon2 once per account, before measuring
+                httpx.get(server.url + path, timeout=30).raise_for_status()
+            sessions = mysms_sessions(server, polled)
+            # A word in one message in a thousand of each account ("message 7"
+            # matches 7, 70-79, 700-799: about 111 per account, a full page of 100).
+            searches = [json.dumps({**s, "query": "message 7", "limit": 100})
+                        for s in sessions]  # fmt: skip
+            listings = [json.dumps({**s, "limit": 100}) for s in sessions]
+            syncs = [json.dumps(body) for body in sync_requests(server, sessions)]
+            rss_rest = server.rss_mb()
+            measuring = time.monotonic()
+            print(f"  ready to measure after {measuring - self.created:.1f} s")
+            self.saturated({
+                "ceiling": (server.url + "/_bench/noop", None),
+                "mc5_poll": (server.url, rotating(mc5)),
+                "eapi_poll": (server.url, rotating(eapi)),
+                "search": (server.url, posting("/json/user/message/search", searches)),
+                # One client at a time: the latency a user waits for, without queueing.
+                "search_1c": (server.url, posting("/json/user/message/search", searches)),
+                "conversations": (
+                    server.url,
+                    posting("/json/user/message/conversations/get", listings),
+                ),
+                # A device 1,000 changes behind: each request answers the same 1,000.
+                "sync_1000": (server.url, posting("/json/user/message/sync", syncs)),
+                "ingest": (server.url, ingest_script(self.token, self.accounts)),
+            })  # fmt: skip
+            self.half_rate("mc5_poll", mc5)
+            self.half_rate("eapi_poll", eapi)
+            self.ingest_while_polling(mc5)
+            self.kannel(kannel_binaries)
+            self.push()
+            return self.measured, rss_rest, self.memory.peak_since(measuring)
+
+    def record(self, name: str, figures: dict[str, Any], started: float) -> None:
+        self.measured[name] = {**figures, "rss_peak_mb": self.memory.peak_since(started)}
+        p99 = figures.get("p99_ms")
+        latency = f"  p99 {p99:.2f} ms" if p99 is not None else ""
+        print(f"  {name:19} {figures['rps']:>9,.0f} /s{latency}"
+              f"  ({time.monotonic() - started:.1f} s)")  # fmt: skip
+
+    def saturated(self, runs: dict[str, tuple[str, Path | None]]) -> None:
+        """Each route with wrk at the mode's connections (one for `_1c`), closed loop."""
+        for name, (url, script) in runs.items():
+            connections = 1 if name.endswith("_1c") else self.mode["connections"]
+            settle(self.server.url)
+            started = time.monotonic()
+            figures = run_wrk(self.wrk, url, script, self.mode["duration"], connections)
+            self.record(name, figures, started)
+
+    def half_rate(self, name: str, paths: list[str]) -> None:
+        """The latency a poller sees when the server is busy but not saturated."""
+        settle(self.server.url)
+        started = time.monotonic()
+        figures = run_open_loop(
+            self.server.url,
+            lambda i: Request("GET", paths[i % len(paths)]),
+            rate=self.measured[name]["rps"] / 2,
+            duration=self.mode["duration"],
+            connections=self.mode["connections"],
+        )
+        self.record(f"{name}_half", figures, started)
+
+    def ingest_while_polling(self, mc5: list[str]) -> None:
+        """Ingest while MC5 pollers run at the same time, each with the usual connections."""
+        settle(self.server.url)
+        started = time.monotonic()
+        ingest, polls = run_wrk_together(
+            self.wrk,
+            [(self.server.url, ingest_script(self.token, self.accounts)),
+             (self.server.url, rotating(mc5))],
+            self.mode["duration"],
+            self.mode["connections"],
+        )  # fmt: skip
+        self.record("ingest_polled", ingest, started)
+        self.record("mc5_poll_ingesting", polls, started)
+
+    def kannel(self, binaries: tuple[str, str, str]) -> None:
+        """Kannel carrying the same number of messages to a receiver that only answers 200,
+        then to smsinbox, configured as docs/inbound.md says."""
+        server = self.server
+        common = {
+            "recipients": [number(i) for i in self.polled],
+            "messages": self.mode["kannel_messages"],
+            "max_pending": self.mode["connections"],
+            "free_port": free_port,
+        }
+        settle(server.url)
+        with Receiver(free_port(), self.workdir / "receiver.log") as trivial:
+
+            def receiver_span() -> tuple[float, float]:
+                stats = trivial.control("stats")
+                return stats["first"], stats["last"]
+
+            started = time.monotonic()
+            figures = kannel.carry(
+                binaries, self.workdir, get_url=trivial.url + KANNEL_QUERY.format(token=NO_TOKEN),
+                arrived=lambda: trivial.control("stats")["count"], span=receiver_span,
+                limit_s=600, **common,
+            )  # fmt: skip
+            self.record("kannel_receiver", figures, started)
+        settle(server.url)
+        started = time.monotonic()
+        inbound = server.url + KANNEL_QUERY.format(token=self.kannel_token)
+        figures = kannel.carry(
+            binaries, self.workdir, get_url=inbound,
+            arrived=server.stored,
+            span=lambda: self.kannel_span(self.mode["kannel_messages"]),
+            limit_s=1200, **common,
+        )  # fmt: skip
+        self.record("kannel_smsinbox", figures, started)
+
+    def kannel_span(self, messages: int) -> tuple[float, float]:
+        """First and last `received_at` of Kannel's messages, once each was stored once."""
+        count, first, last = kannel.stored_span(self.server.database_url, "kannel")
+        if count != messages:
+            raise RuntimeError(f"kannel: {count} messages stored for {messages} sent")
+        return first, last
+
+    def push(self) -> None:
+        """Deliveries per second from a backlog, and ingest-to-push latency (bench/push.py)."""
+        settle(self.server.url)
+        with Receiver(free_port(), self.workdir / "push-receiver.log") as receiver:
+            started = time.monotonic()
+            pushed = push.measure(
+                self.server, receiver, token=self.token, admin_token=ADMIN_TOKEN,
+                account=PUSHED_ACCOUNT,
+                rate=min(self.mode["push_rate"], self.measured["ingest"]["rps"] / 4),
+                duration=self.mode["duration"], connections=self.mode["connections"],
+            )  # fmt: skip
+            for name, figures in pushed.items():
+                self.record(name, figures, started)
+
+
+# Kannel's placeholders for smsinbox's parameters, exactly as docs/inbound.md has them.
+KANNEL_QUERY = "/inbound/sms?token={token}&from=%p&to=%P&text=%b&coding=%c&charset=%C&id=%I"
+
+
+def rows(
+    engine: str,
+    stored: int,
+    accounts: int,
+    measured: dict[str, dict[str, Any]],
+    rss_rest: float,
+    rss_peak: float,
+) -> list[dict[str, Any]]:
+    """Every figure beside its ratio to the ceiling of the same run.
+
+    Rates divide by the ceiling's rate. Latencies divide by the ceiling's time per request
+    (1 / its rate): "p99 of 150 ceiling requests" scales with the machine as rates do,
+    where milliseconds do not.
+    """
+    ceiling = measured["ceiling"]["rps"]
+    trivial = measured.get("kannel_receiver", {}).get("rps")
+    table = []
+    for name, figures in measured.items():
+        # A figure wrk could not give (no latency line) is null, not NaN, in the JSON.
+        figures = {k: None if isinstance(v, float) and math.isnan(v) else v
+                   for k, v in figures.items()}  # fmt: skip
+        row = {
+            "engine": engine, "stored": stored, "accounts": accounts, "route": name,
+            "p50_ms": None, "p99_ms": None, **figures,
+            "ratio": figures["rps"] / ceiling,
+            "rss_rest_mb": rss_rest, "rss_peak_mb_measuring": rss_peak,
+        }  # fmt: skip
+        for latency in ("p50", "p99"):
+            value = row[f"{latency}_ms"]
+            row[f"{latency}_ceiling_units"] = None if value is None else value * ceiling / 1000
+        if name == "kannel_smsinbox" and trivial:
+            row["ratio_to_kannel_receiver"] = figures["rps"] / trivial
+        if name.startswith("kannel_"):
+            row["kannel"] = {"max-pending-requests": figures.get("max_pending"),
+                             **kannel.SMSBOX_SETTINGS}  # fmt: skip
+        table.append(row)
+    return table
+
+
+def sync_requests(server: Server, sessions: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """A sync per account from a new device: state 0, so 1,000 changes to answer."""
+    bodies = []
+    for session in sessions:
+        device = httpx.post(server.url + "/json/user/device/register",
+                            json={**session, "name": "bench phone"}, timeout=30).json()  # fmt: skip
+        body = {**session, "deviceId": device["deviceId"], "syncLimit": 1000}
+        answer = httpx.post(server.url + "/json/user/message/sync", json=body, timeout=60).json()
+        if answer.get("errorCode") != 0 or len(answer.get("syncs", [])) != 1000:
+            raise RuntimeError(f"sync answered {answer.get('errorCode')}, "
+                               f"{len(answer.get('syncs', []))} changes, not 1000")  # fmt: skip
+        bodies.append(body)
+    return bodies
+
+
+def run_wrk_together(
+    wrk: str, loads: list[tuple[str, Path | None]], duration: int, connections: int
+) -> list[dict[str, Any]]:
+    """Several wrk runs at the same time; their figures in the same order."""
+    with concurrent.futures.ThreadPoolExecutor(len(loads)) as pool:
+        futures = [
+            pool.submit(run_wrk, wrk, url, script, duration, connections) for url, script in loads
+        ]
+        return [future.result() for future in futures]
 
 
 def postgres_available() -> bool:
     admin = PG_URL.rsplit("/", 1)[0] + "/postgres"
     check = subprocess.run(["psql", admin, "-q", "-c", "SELECT 1"], capture_output=True)
     return check.returncode == 0
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    def number_or_dash(value: float | None, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width},.{digits}f}"
+
+    print(f"{'engine':11}{'stored':>10}  {'route':19}{'per s':>9}{'x ceiling':>11}"
+          f"{'p50 ms':>9}{'p99 ms':>9}{'p99 xc':>8}{'RSS MB':>8}")  # fmt: skip
+    for row in results:
+        print(f"{row['engine']:11}{row['stored']:>10,}  {row['route']:19}{row['rps']:>9,.0f}"
+              f"{row['ratio']:>11.4f}{number_or_dash(row['p50_ms'], 9, 2)}"
+              f"{number_or_dash(row['p99_ms'], 9, 2)}"
+              f"{number_or_dash(row['p99_ceiling_units'], 8, 0)}"
+              f"{row['rss_peak_mb']:>8.0f}")  # fmt: skip
+    print(
+        "\nper s: requests, or for kannel_* messages and push_drain deliveries, per second;"
+        "\np99 xc: p99 in ceiling requests (p99 x the ceiling's rate); RSS: peak during the run"
+    )
+    for row in results:
+        if row["route"] == "ceiling":
+            print(f"{row['engine']} {row['stored']:,}: RSS at rest {row['rss_rest_mb']:.0f} MB, "
+                  f"peak while measuring {row['rss_peak_mb_measuring']:.0f} MB")  # fmt: skip
+        if "ratio_to_kannel_receiver" in row:
+            print(f"{row['engine']} {row['stored']:,}: through Kannel smsinbox stores "
+                  f"{row['rps']:,.0f} messages/s, {row['ratio_to_kannel_receiver']:.3f} of "
+                  f"Kannel's own {row['rps'] / row['ratio_to_kannel_receiver']:,.0f}/s "
+                  f"({row['messages']:,} messages; smsbox {row['kannel']})")  # fmt: skip
+        if row["route"] == "push_drain":
+            print(f"{row['engine']} {row['stored']:,}: push drained {row['deliveries']:,} "
+                  f"deliveries in {row['seconds']:.2f} s")  # fmt: skip
 
 
 def main() -> None:
@@ -303,19 +588,15 @@ def main() -> None:
     args = parser.parse_args()
     mode = MODES[args.mode]
     wrk = ensure_wrk()
+    kannel_binaries = kannel.ensure_kannel()
     results: list[dict[str, Any]] = []
     for engine in args.engines.split(","):
         if engine == "postgresql" and not postgres_available():
             print(f"postgresql: skipped, cannot reach {PG_URL}")
             continue
-        results += bench_engine(engine, mode, wrk)
+        results += bench_engine(engine, mode, wrk, kannel_binaries)
     print()
-    print(f"{'engine':11}{'stored':>10}  {'route':11}{'req/s':>9}{'x ceiling':>11}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>9}")  # fmt: skip
-    for row in results:
-        print(f"{row['engine']:11}{row['stored']:>10,}  {row['route']:11}{row['rps']:>9,.0f}"
-              f"{row['ratio']:>11.3f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-              f"{row['rss_load_mb']:>9.0f}")  # fmt: skip
+    print_table(results)
     out = HERE / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
@@ -323,6 +604,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
         "duration_s": mode["duration"], "connections": mode["connections"],
+        "kannel_messages": mode["kannel_messages"],
         "results": results,
     }, indent=2))  # fmt: skip
     print(f"\nwritten to {out.relative_to(HERE.parent)}")

@@ -1,0 +1,85 @@
+"""Push: how fast the worker empties a backlog, and how long a message takes to be pushed.
+
+One `standard` endpoint (signed JSON, the default format) is added with
+`smsinbox push add`, pointing at bench/receiver.py on loopback (the server runs with
+`push_allow_private` on for this). Two measurements:
+
+- **drain**: a replay since 0 (the admin API's, `smsinbox push replay` over HTTP, so it
+  wakes the server's own worker at once on either engine) queues a delivery of every
+  message the account holds (about 1,000: its generated history plus what earlier runs
+  ingested). Deliveries per second are timed from the first push to reach the receiver to
+  the last.
+- **latency**: messages are ingested through `/inbound/sms` at a steady, moderate rate
+  (open loop, bench/openloop.py), each text carrying `bench-t=<time it was sent>`; the
+  receiver notes when each push arrives. Ingest-to-push latency is arrival minus send
+  time: the ingest request, the commit, the worker's wake-up and the push itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from datagen import number, username
+from openloop import Request, run_open_loop
+from receiver import Receiver
+
+SENDER = "447900000002"
+
+
+def measure(
+    server: Any,
+    receiver: Receiver,
+    *,
+    token: str,
+    admin_token: str,
+    account: int,
+    rate: float,
+    duration: float,
+    connections: int,
+) -> dict[str, dict[str, Any]]:
+    """The `push_drain` and `push_latency` figures for one endpoint on `account`."""
+    server.cli("push", "add", username(account), f"{receiver.url}/push")
+    receiver.control("reset")
+    queued = httpx.post(
+        f"{server.url}/admin/accounts/{username(account)}/push/replay",
+        json={"since": 0},
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=60,
+    ).json()["queued"]
+    stats = receiver.wait_for(queued, limit_s=300)
+    if stats["count"] < queued:
+        raise RuntimeError(f"push: {stats['count']} of {queued} replayed deliveries arrived")
+    seconds = max(stats["last"] - stats["first"], 1e-3)
+    drain = {"rps": (queued - 1) / seconds, "deliveries": queued, "seconds": seconds}
+
+    receiver.control("reset")
+    to = number(account)
+
+    def ingest(index: int) -> Request:
+        text = quote(f"push bench-t={time.time():.6f}")
+        return Request(
+            "GET",
+            f"/inbound/sms?token={token}&from={SENDER}&to={to}&text={text}&id=push-{index}",
+        )
+
+    sent = run_open_loop(server.url, ingest, rate=rate, duration=duration, connections=connections)
+    stored = int(rate * duration) - int(sent["failures"]) - int(sent["non_2xx"])
+    receiver.wait_for(stored, limit_s=60)
+    delays = sorted(
+        arrived - stamp for arrived, stamp in receiver.control("arrivals") if stamp is not None
+    )
+    if len(delays) < stored:
+        raise RuntimeError(f"push: {len(delays)} of {stored} ingested messages were pushed")
+    latency = {
+        "rps": sent["rps"],
+        "p50_ms": delays[len(delays) // 2] * 1000,
+        "p99_ms": delays[min(len(delays) - 1, int(0.99 * len(delays)))] * 1000,
+        "pushed": len(delays),
+        "ingest_p99_ms": sent["p99_ms"],
+        "non_2xx": sent["non_2xx"],
+    }
+    return {"push_drain": drain, "push_latency": latency}
