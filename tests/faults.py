@@ -177,6 +177,15 @@ def server_process(
                     process.wait(10)
 
 
+@contextlib.contextmanager
+def serving(env: dict[str, str], *, log: Path | None = None) -> Iterator[str]:
+    """A server process on a free port with `env` (SMSINBOX_DATABASE_URL included); yields
+    its URL."""
+    port = free_port()
+    with server_process(env["SMSINBOX_DATABASE_URL"], port, env=env, log=log):
+        yield f"http://127.0.0.1:{port}"
+
+
 def process_resources(pid: int) -> tuple[int, int]:
     """(resident set size in KiB, open file descriptors) of a live process."""
     rss_kib = 0

@@ -41,6 +41,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # cut off (the sender was killed mid-push): not a delivery
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import ast
-import os
 import secrets
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +14,7 @@ from smsinbox.config import Settings
 from smsinbox.core.tokens import digest
 from smsinbox.services import Services
 from smsinbox.store.tables import metadata
-from tests.conftest import free_port
+from tests.faults import serving
 
 ALICE = "447700900001"
 SRC = Path(__file__).resolve().parent.parent / "src" / "smsinbox"
@@ -102,35 +97,6 @@ def test_settings_never_show_their_secrets() -> None:
 # --- a real server at debug level ---------------------------------------------------------
 
 
-@contextmanager
-def server_logging_to(log: Path, env: dict[str, str]) -> Iterator[str]:
-    """`python -m smsinbox serve` at debug level, its stderr in `log`; yields its URL."""
-    port = free_port()
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "smsinbox", "serve", "--port", str(port)],
-            env={**os.environ, **env, "SMSINBOX_LOG_LEVEL": "debug"},
-            stdout=stderr,
-            stderr=stderr,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server did not start: " + log.read_text())
-                time.sleep(0.05)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
 async def test_secrets_never_reach_the_logs_or_error_answers(
     services: Services, database_url: str, tmp_path: Path
 ) -> None:
@@ -165,7 +131,7 @@ async def test_secrets_never_reach_the_logs_or_error_answers(
         "SMSINBOX_PUSH_RETRY_SCHEDULE": "0,1",
         "SMSINBOX_LOGIN_FAILURE_DELAY": "0",
     }
-    with server_logging_to(log, env) as url:
+    with serving({**env, "SMSINBOX_LOG_LEVEL": "debug"}, log=log) as url:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
 
             async def call(method: str, path: str, **kwargs: object) -> httpx.Response:

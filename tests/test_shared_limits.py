@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
 from smsinbox.services import Services
-from tests.conftest import free_port
+from tests.faults import serving
 from tests.test_bruteforce import forget_counters, redis_url_or_skip
 
 pytestmark = pytest.mark.slow
@@ -21,34 +16,6 @@ pytestmark = pytest.mark.slow
 ALICE, BOB = "447700900001", "447700900002"
 PER_ACCOUNT_REQUESTS = 10
 PER_ACCOUNT_FAILURES = 4
-
-
-@contextmanager
-def serving(env: dict[str, str]) -> Iterator[str]:
-    """`python -m smsinbox serve` on a free port, until the block ends; yields its URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "smsinbox", "serve", "--port", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture
