@@ -11,6 +11,7 @@ attempts and then lock the account, or the caller's address, out for a while.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -41,6 +42,10 @@ class PasswordAuthenticator:
         self._key = os.urandom(32)
         # pair digest -> (expires at, monotonic; password_changed_at it was verified against)
         self._verified: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        # Verifications in progress, shared by every caller with the same pair: when a
+        # remembered pair expires, all of an account's pollers would otherwise run argon2 at
+        # once, and a burst of them holds every request of that account for seconds.
+        self._verifying: dict[tuple[bytes, int], asyncio.Future[bool]] = {}
 
     async def authenticate(
         self, username: str | None, password: str | None, caller: Caller
@@ -82,7 +87,14 @@ class PasswordAuthenticator:
             if expires > now and changed_at == account.password_changed_at:
                 return True
             del self._verified[pair]
-        if not await verify_password(account.password_hash, password):
+        key = (pair, account.password_changed_at)
+        verifying = self._verifying.get(key)
+        if verifying is None:
+            verifying = asyncio.ensure_future(verify_password(account.password_hash, password))
+            self._verifying[key] = verifying
+            verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
+        # Shielded: a caller that gives up does not cancel the others' verification.
+        if not await asyncio.shield(verifying):
             return False
         if self.cache_ttl > 0:
             self._verified[pair] = (now + self.cache_ttl, account.password_changed_at)

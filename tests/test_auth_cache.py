@@ -1,0 +1,45 @@
+"""Polling clients send their password on every request: argon2 runs once per burst."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from smsinbox.config import Settings
+from smsinbox.core import auth
+from smsinbox.core.bruteforce import Caller
+from smsinbox.services import Services
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, login_failure_delay=0.0)
+
+
+async def test_concurrent_polls_of_one_account_share_one_verification(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await services.accounts.add("alice", "pw")
+    real = auth.verify_password
+    calls = 0
+
+    async def counted(password_hash: str, password: str) -> bool:
+        nonlocal calls
+        calls += 1
+        return await real(password_hash, password)
+
+    monkeypatch.setattr(auth, "verify_password", counted)
+    authenticator = services.inbox.authenticator
+    caller = Caller.of("mc5", ("127.0.0.1", 1))
+    accounts = await asyncio.gather(
+        *(authenticator.authenticate("alice", "pw", caller) for _ in range(20))
+    )
+    assert {account.username for account in accounts} == {"alice"}
+    assert calls == 1
+    wrong = await asyncio.gather(
+        *(authenticator.authenticate("alice", "nope", caller) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(answer, Exception) for answer in wrong)
+    assert calls == 2
