@@ -33,7 +33,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest
 
-## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk if missing)
+## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk and Kannel if missing)
 bench: install
 	$(BIN)/python bench/run.py --mode full
 
