@@ -39,7 +39,6 @@ from smsinbox.store.push import enqueue_deliveries
 SNIPPET_CHARS = 160
 
 # Outgoing states that count towards a conversation's "unsent" figure.
-
 UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled", "sending"})
 
 
