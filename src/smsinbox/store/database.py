@@ -278,17 +278,19 @@ class Database:
             batch = self._batch
             if batch is None:
                 batch = self._batch = await _Batch.open(self._loop_writer)
-            savepoint = batch.connection.begin_nested()
+            # Written out rather than begin_nested(): SQLAlchemy compiles that anew each time.
+            batch.connection.exec_driver_sql("SAVEPOINT writer")
         except BaseException:
             self._batch = None
             self._write_lock.release()
             raise
         try:
             yield LoopConnection(batch.connection)
-            savepoint.commit()
+            batch.connection.exec_driver_sql("RELEASE writer")
         except BaseException:
             with contextlib.suppress(Exception):
-                savepoint.rollback()
+                batch.connection.exec_driver_sql("ROLLBACK TO writer")
+                batch.connection.exec_driver_sql("RELEASE writer")
             await self._end_turn(batch)
             raise
         batch.members += 1

@@ -33,7 +33,7 @@ from smsinbox.models import (
 )
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for, claim_number
-from smsinbox.store.database import Connection, upsert_into
+from smsinbox.store.database import Connection
 from smsinbox.store.push import enqueue_deliveries
 
 SNIPPET_CHARS = 160
@@ -67,9 +67,7 @@ class MessageStore(StoreBase):
             duplicate = await _find_duplicate(connection, inbound)
             if duplicate is not None:
                 return duplicate
-            account_id = await connection.scalar(
-                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == inbound.recipient)
-            )
+            account_id = await connection.scalar(_NUMBER_OWNER, {"msisdn": inbound.recipient})
             if account_id is None:
                 unrouted_id = await connection.scalar(
                     insert(t.unrouted)
@@ -378,17 +376,91 @@ class MessageStore(StoreBase):
         return int(count or 0)
 
 
+# The statements every message runs, built once. Building a statement and computing its
+# cache key costs several times what SQLite takes to run it, and a message runs about ten.
+_NUMBER_OWNER = select(t.numbers.c.account_id).where(t.numbers.c.msisdn == bindparam("msisdn"))
+
+
+def _earlier_copy(table: Any, *, scoped: bool) -> Any:
+    """The id of an earlier copy of an upstream message in `table`.
+
+    Ids given to `smsinbox inject` (no upstream) form their own scope: IS NULL, not `= NULL`.
+    """
+    scope = (
+        table.c.upstream_id == bindparam("upstream_id") if scoped else table.c.upstream_id.is_(None)
+    )
+    return (
+        select(table.c.id)
+        .where(scope)
+        .where(table.c.upstream_message_id == bindparam("upstream_message_id"))
+    )
+
+
+_EARLIER_COPY = {
+    (table.name, scoped): _earlier_copy(table, scoped=scoped)
+    for table in (t.messages, t.unrouted)
+    for scoped in (True, False)
+}
+_OUTGOING = (
+    select(t.messages.c.id)
+    .where(t.messages.c.account_id == bindparam("account_id"))
+    .where(t.messages.c.direction == Direction.OUTGOING.value)
+)
+_REFERENCED_OUTGOING = _OUTGOING.where(t.messages.c.id == bindparam("reply_ref"))
+_LATEST_OUTGOING = (
+    _OUTGOING.where(t.messages.c.counterpart == bindparam("sender"))
+    .where(t.messages.c.sender == bindparam("recipient"))
+    .where(t.messages.c.received_at >= bindparam("window_start"))
+    .where(t.messages.c.deleted.is_(False))
+    .order_by(t.messages.c.id.desc())
+    .limit(1)
+)
+_counters = t.account_counters.c
+# Takes the account's next position; see _append_message.
+_NEXT_POSITION = (
+    update(t.account_counters)
+    .where(_counters.account_id == bindparam("owner"))
+    .values(
+        last_seq=_counters.last_seq + 1,
+        last_modseq=_counters.last_modseq + 1,
+        last_received_at=case(
+            (_counters.last_received_at > bindparam("now"), _counters.last_received_at),
+            else_=bindparam("now"),
+        ),
+    )
+    .returning(_counters.last_seq, _counters.last_modseq, _counters.last_received_at)
+)
+_INSERT_MESSAGE = insert(t.messages).returning(t.messages.c.id)
+
+
+# Start a conversation with one message, or count one more in it. Written out because
+# SQLAlchemy compiles its ON CONFLICT construct anew for every execution; both engines
+# speak this form.
+_BUMP_CONVERSATION = text(
+    "INSERT INTO conversations (account_id, counterpart, message_count, unread_count,"
+    " unsent_count, last_message_id, last_message_at, snippet)"
+    " VALUES (:account_id, :counterpart, 1, :unread, :unsent, :message_id, :at, :snippet)"
+    " ON CONFLICT (account_id, counterpart) DO UPDATE SET"
+    " message_count = conversations.message_count + 1,"
+    " unread_count = conversations.unread_count + excluded.unread_count,"
+    " unsent_count = conversations.unsent_count + excluded.unsent_count,"
+    " last_message_id = excluded.last_message_id,"
+    " last_message_at = excluded.last_message_at,"
+    " snippet = excluded.snippet"
+)
+
+
 async def _find_duplicate(connection: Connection, inbound: InboundMessage) -> IngestResult | None:
     """The earlier copy of this upstream message, routed or not, if there is one."""
     if inbound.upstream_message_id is None:
         return None
+    scoped = inbound.upstream_id is not None
+    parameters = {
+        "upstream_message_id": inbound.upstream_message_id,
+        **({"upstream_id": inbound.upstream_id} if scoped else {}),
+    }
     for table, unrouted in ((t.messages, False), (t.unrouted, True)):
-        earlier = await connection.scalar(
-            select(table.c.id)
-            # `== None` renders IS NULL: ids given to `smsinbox inject` form their own scope.
-            .where(table.c.upstream_id == inbound.upstream_id)
-            .where(table.c.upstream_message_id == inbound.upstream_message_id)
-        )
+        earlier = await connection.scalar(_EARLIER_COPY[table.name, scoped], parameters)
         if earlier is not None:
             return IngestResult(IngestOutcome.DUPLICATE, int(earlier), unrouted=unrouted)
     return None
@@ -402,22 +474,20 @@ async def _find_answered_message(
     An explicit reference counts only if it names an outgoing message of this account;
     otherwise the latest outgoing message from this number to the sender, within the window.
     """
-    outgoing = (
-        select(t.messages.c.id)
-        .where(t.messages.c.account_id == account_id)
-        .where(t.messages.c.direction == Direction.OUTGOING.value)
-    )
     if inbound.reply_ref is not None:
-        referenced = await connection.scalar(outgoing.where(t.messages.c.id == inbound.reply_ref))
+        referenced = await connection.scalar(
+            _REFERENCED_OUTGOING, {"account_id": account_id, "reply_ref": inbound.reply_ref}
+        )
         if referenced is not None:
             return int(referenced)
     latest = await connection.scalar(
-        outgoing.where(t.messages.c.counterpart == inbound.sender)
-        .where(t.messages.c.sender == inbound.recipient)
-        .where(t.messages.c.received_at >= window_start)
-        .where(t.messages.c.deleted.is_(False))
-        .order_by(t.messages.c.id.desc())
-        .limit(1)
+        _LATEST_OUTGOING,
+        {
+            "account_id": account_id,
+            "sender": inbound.sender,
+            "recipient": inbound.recipient,
+            "window_start": window_start,
+        },
     )
     return None if latest is None else int(latest)
 
@@ -428,33 +498,18 @@ async def _append_message(connection: Connection, account_id: int, now: int, **f
     The counter row is updated first: its lock orders this account's writers, so the
     sequence number, id and clamped timestamp all follow commit order (DESIGN invariant 2).
     """
-    counters = t.account_counters.c
-    position = (
-        await connection.execute(
-            update(t.account_counters)
-            .where(counters.account_id == account_id)
-            .values(
-                last_seq=counters.last_seq + 1,
-                last_modseq=counters.last_modseq + 1,
-                last_received_at=case(
-                    (counters.last_received_at > now, counters.last_received_at), else_=now
-                ),
-            )
-            .returning(counters.last_seq, counters.last_modseq, counters.last_received_at)
-        )
-    ).one()
+    position = (await connection.execute(_NEXT_POSITION, {"owner": account_id, "now": now})).one()
     message_id = await connection.scalar(
-        insert(t.messages)
-        .values(
-            account_id=account_id,
-            seq=position.last_seq,
-            modseq=position.last_modseq,
-            created_modseq=position.last_modseq,
-            received_at=position.last_received_at,
-            status_at=position.last_received_at,
+        _INSERT_MESSAGE,
+        {
+            "account_id": account_id,
+            "seq": position.last_seq,
+            "modseq": position.last_modseq,
+            "created_modseq": position.last_modseq,
+            "received_at": position.last_received_at,
+            "status_at": position.last_received_at,
             **fields,
-        )
-        .returning(t.messages.c.id)
+        },
     )
     assert message_id is not None
     incoming = fields["direction"] == Direction.INCOMING
@@ -487,29 +542,17 @@ async def _bump_conversation(
     unread: int,
     unsent: int,
 ) -> None:
-    statement = upsert_into(connection.dialect.name, t.conversations).values(
-        account_id=account_id,
-        counterpart=counterpart,
-        message_count=1,
-        unread_count=unread,
-        unsent_count=unsent,
-        last_message_id=message_id,
-        last_message_at=at,
-        snippet=snippet,
-    )
-    current = t.conversations.c
     await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[current.account_id, current.counterpart],
-            set_={
-                "message_count": current.message_count + 1,
-                "unread_count": current.unread_count + unread,
-                "unsent_count": current.unsent_count + unsent,
-                "last_message_id": statement.excluded.last_message_id,
-                "last_message_at": statement.excluded.last_message_at,
-                "snippet": statement.excluded.snippet,
-            },
-        )
+        _BUMP_CONVERSATION,
+        {
+            "account_id": account_id,
+            "counterpart": counterpart,
+            "unread": unread,
+            "unsent": unsent,
+            "message_id": message_id,
+            "at": at,
+            "snippet": snippet,
+        },
     )
 
 

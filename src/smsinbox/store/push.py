@@ -6,7 +6,19 @@ import dataclasses
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 
 from smsinbox.errors import NotFound
 from smsinbox.models import Direction, Encoding
@@ -76,6 +88,27 @@ class AttemptRecord:
     error: str | None
 
 
+_endpoints = t.push_endpoints.c
+# Built once: it runs in every ingest transaction.
+_ENQUEUE = insert(t.deliveries).from_select(
+    _DELIVERY_COLUMNS,
+    select(
+        _endpoints.id,
+        _endpoints.account_id,
+        # Typed: PostgreSQL cannot infer a parameter's type in a select list.
+        bindparam("for_message", type_=BigInteger),
+        bindparam("for_event", type_=String),
+        literal("pending"),
+        literal(0),
+        bindparam("at", type_=BigInteger),
+        bindparam("at", type_=BigInteger),
+    )
+    .where(_endpoints.account_id == bindparam("for_account"))
+    .where(_endpoints.enabled.is_(True))
+    .where(_endpoints.events.like(bindparam("events_like"))),
+)
+
+
 async def enqueue_deliveries(
     connection: Connection, account_id: int, message_id: int, event: str, now: int
 ) -> None:
@@ -84,27 +117,15 @@ async def enqueue_deliveries(
     Runs inside the message's own transaction: the message and its deliveries commit
     together or not at all.
     """
-    endpoints = t.push_endpoints.c
-    wanted = (
-        select(
-            endpoints.id,
-            endpoints.account_id,
-            literal(message_id),
-            literal(event),
-            literal("pending"),
-            literal(0),
-            literal(now),
-            literal(now),
-        )
-        .where(endpoints.account_id == account_id)
-        .where(endpoints.enabled.is_(True))
-        .where(endpoints.events.like(f"%{event}%"))
-    )
     result = await connection.execute(
-        insert(t.deliveries).from_select(
-            _DELIVERY_COLUMNS,
-            wanted,
-        )
+        _ENQUEUE,
+        {
+            "for_account": account_id,
+            "for_message": message_id,
+            "for_event": event,
+            "events_like": f"%{event}%",
+            "at": now,
+        },
     )
     if result.rowcount and connection.dialect.name == "postgresql":
         # Delivered to listeners when this transaction commits: the worker wakes at once.
