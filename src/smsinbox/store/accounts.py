@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import delete, exc, insert, select, update
+from sqlalchemy import bindparam, delete, exc, insert, select, update
 
 from smsinbox.errors import AlreadyExists, InvalidState, NotFound
 from smsinbox.models import Account, AccountStatus, AccountSummary
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_from_row, account_id_for, claim_number
+
+# Built once: every poll looks its account up.
+_ACCOUNT_NAMED = select(t.accounts).where(t.accounts.c.username == bindparam("username"))
 
 
 class AccountStore(StoreBase):
@@ -59,11 +62,7 @@ class AccountStore(StoreBase):
 
     async def get_account(self, username: str) -> Account | None:
         async with self.db.snapshot("get_account") as connection:
-            row = (
-                await connection.execute(
-                    select(t.accounts).where(t.accounts.c.username == username)
-                )
-            ).first()
+            row = (await connection.execute(_ACCOUNT_NAMED, {"username": username})).first()
         return None if row is None else account_from_row(row)
 
     async def list_accounts(self) -> list[AccountSummary]:

@@ -6,9 +6,9 @@ a fast digest is enough; the lookup by digest never compares secret bytes direct
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from sqlalchemy import Table, exc, insert, select, update
+from sqlalchemy import Select, Table, bindparam, exc, insert, select, update
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Credential
@@ -22,6 +22,21 @@ def _table(kind: CredentialKind) -> tuple[Table, str]:
     if kind == "upstream":
         return t.upstreams, "token_hash"
     return t.api_keys, "key_hash"
+
+
+def _active_with_digest(kind: CredentialKind) -> Select[Any]:
+    table, hash_column = _table(kind)
+    return (
+        select(table)
+        .where(table.c[hash_column] == bindparam("digest"))
+        .where(table.c.revoked_at.is_(None))
+    )
+
+
+# Built once: every inbound message and every mysms request looks its credential up.
+_ACTIVE_WITH_DIGEST: dict[CredentialKind, Select[Any]] = {
+    kind: _active_with_digest(kind) for kind in get_args(CredentialKind)
+}
 
 
 class CredentialStore(StoreBase):
@@ -67,14 +82,9 @@ class CredentialStore(StoreBase):
 
     async def find_credential(self, kind: CredentialKind, secret_hash: str) -> Credential | None:
         """The active credential whose secret has this digest, if any."""
-        table, hash_column = _table(kind)
         async with self.db.snapshot(f"find_{kind}") as connection:
             row = (
-                await connection.execute(
-                    select(table)
-                    .where(table.c[hash_column] == secret_hash)
-                    .where(table.c.revoked_at.is_(None))
-                )
+                await connection.execute(_ACTIVE_WITH_DIGEST[kind], {"digest": secret_hash})
             ).first()
         if row is None:
             return None

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, bindparam, select, update
 
 from smsinbox.models import Direction, Message
 from smsinbox.store import tables as t
@@ -44,6 +44,50 @@ def _directions(query: Select[Any], directions: tuple[Direction, ...]) -> Select
     return query
 
 
+def _by_direction(
+    build: Callable[[tuple[Direction, ...]], Select[Any]],
+) -> dict[frozenset[Direction], Select[Any]]:
+    """A statement for each direction filter a page may ask for, by the set of directions."""
+    return {frozenset(directions): build(directions) for directions in DIRECTION_FILTERS}
+
+
+# The page statements, built once: a poll's page is its one real query, and building it
+# anew cost more than SQLite takes to run it.
+DIRECTION_FILTERS = ((Direction.INCOMING,), (Direction.OUTGOING,), tuple(Direction))
+_messages = t.messages.c
+_counters = t.account_counters.c
+_WATERMARK = select(_counters.last_received_at).where(
+    _counters.account_id == bindparam("account_id")
+)
+_TIME_WINDOW = _by_direction(
+    lambda directions: _directions(
+        select(*MESSAGE_COLUMNS)
+        .where(_messages.account_id == bindparam("account_id"))
+        .where(_messages.deleted.is_(False))
+        .where(_messages.received_at >= bindparam("after_ms"))
+        .where(_messages.received_at < bindparam("before_ms")),
+        directions,
+    )
+)
+_TIME_PAGE = {
+    directions: window.order_by(_messages.received_at, _messages.id).limit(bindparam("rows"))
+    for directions, window in _TIME_WINDOW.items()
+}
+_ID_PAGE = _by_direction(
+    lambda directions: (
+        _directions(
+            select(*MESSAGE_COLUMNS)
+            .where(_messages.account_id == bindparam("account_id"))
+            .where(_messages.deleted.is_(False))
+            .where(_messages.id > bindparam("after_id")),
+            directions,
+        )
+        .order_by(_messages.id)
+        .limit(bindparam("rows"))
+    )
+)
+
+
 class InboxStore(StoreBase):
     async def page_by_time(
         self,
@@ -67,9 +111,7 @@ class InboxStore(StoreBase):
         counters = t.account_counters.c
         open_second_starts = clock() // 1000 * 1000
         async with self.db.snapshot("page_by_time") as connection:
-            watermark = await connection.scalar(
-                select(counters.last_received_at).where(counters.account_id == account_id)
-            )
+            watermark = await connection.scalar(_WATERMARK, {"account_id": account_id})
             if watermark is not None and watermark >= open_second_starts:
                 # Raised already: everything before it is committed and in this snapshot.
                 page = await _time_page(
@@ -114,16 +156,13 @@ class InboxStore(StoreBase):
         Ids follow commit order within an account (they are taken under the account's
         counter lock), so no message can later appear below an id already returned.
         """
-        messages = t.messages.c
-        query = _directions(
-            select(*MESSAGE_COLUMNS)
-            .where(messages.account_id == account_id)
-            .where(messages.deleted.is_(False))
-            .where(messages.id > after_id),
-            directions,
-        )
         async with self.db.snapshot("page_by_id") as connection:
-            rows = (await connection.execute(query.order_by(messages.id).limit(limit))).all()
+            rows = (
+                await connection.execute(
+                    _ID_PAGE[frozenset(directions)],
+                    {"account_id": account_id, "after_id": after_id, "rows": limit},
+                )
+            ).all()
         return [message_from_row(row) for row in rows]
 
 
@@ -140,26 +179,21 @@ async def _time_page(
     directions: tuple[Direction, ...],
 ) -> TimePage:
     """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary."""
-    messages = t.messages.c
-    window = _directions(
-        select(*MESSAGE_COLUMNS)
-        .where(messages.account_id == account_id)
-        .where(messages.deleted.is_(False))
-        .where(messages.received_at >= after_ms)
-        .where(messages.received_at < before_ms),
-        directions,
+    bounds = {"account_id": account_id, "after_ms": after_ms, "before_ms": before_ms}
+    found = await connection.execute(
+        _TIME_PAGE[frozenset(directions)], {**bounds, "rows": limit + 1}
     )
-    ordered = window.order_by(messages.received_at, messages.id)
-    rows = [
-        message_from_row(row) for row in (await connection.execute(ordered.limit(limit + 1))).all()
-    ]
+    rows = [message_from_row(row) for row in found.all()]
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
         return TimePage(page, has_more=len(rows) > limit)
     # One second alone holds more than a page: return all of it, never half.
     second_end = (crowded_second + 1) * 1000
-    whole = await connection.execute(ordered.where(messages.received_at < second_end))
+    window = _TIME_WINDOW[frozenset(directions)]
+    ordered = window.order_by(_messages.received_at, _messages.id)
+    whole = await connection.execute(ordered.where(_messages.received_at < second_end), bounds)
     later = await connection.scalar(
-        window.with_only_columns(messages.id).where(messages.received_at >= second_end).limit(1)
+        window.with_only_columns(_messages.id).where(_messages.received_at >= second_end).limit(1),
+        bounds,
     )
     return TimePage([message_from_row(row) for row in whole.all()], has_more=later is not None)

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from smsinbox.models import Account
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_from_row
+
+# Built once: every mysms request after login runs these.
+_tokens = t.auth_tokens.c
+_LIVE_TOKEN = (
+    select(_tokens.account_id, _tokens.api_key_id)
+    .where(_tokens.token_hash == bindparam("digest"))
+    .where(_tokens.revoked_at.is_(None))
+    .where(_tokens.expires_at > bindparam("now"))
+)
+_ACCOUNT = select(t.accounts).where(t.accounts.c.id == bindparam("account_id"))
+_NUMBERS_OF = (
+    select(t.numbers.c.msisdn)
+    .where(t.numbers.c.account_id == bindparam("account_id"))
+    .order_by(t.numbers.c.msisdn)
+)
 
 
 class SessionStore(StoreBase):
@@ -26,15 +41,9 @@ class SessionStore(StoreBase):
 
     async def find_auth_token(self, token_hash: str, *, now: int) -> tuple[int, int] | None:
         """(account id, api key id) of a live token with this digest."""
-        tokens = t.auth_tokens.c
         async with self.db.snapshot("find_auth_token") as connection:
             row = (
-                await connection.execute(
-                    select(tokens.account_id, tokens.api_key_id)
-                    .where(tokens.token_hash == token_hash)
-                    .where(tokens.revoked_at.is_(None))
-                    .where(tokens.expires_at > now)
-                )
+                await connection.execute(_LIVE_TOKEN, {"digest": token_hash, "now": now})
             ).first()
         return None if row is None else (int(row.account_id), int(row.api_key_id))
 
@@ -51,16 +60,10 @@ class SessionStore(StoreBase):
     async def get_account_by_id(self, account_id: int) -> tuple[Account, tuple[str, ...]] | None:
         """The account and the numbers it owns."""
         async with self.db.snapshot("get_account_by_id") as connection:
-            row = (
-                await connection.execute(select(t.accounts).where(t.accounts.c.id == account_id))
-            ).first()
+            row = (await connection.execute(_ACCOUNT, {"account_id": account_id})).first()
             if row is None:
                 return None
-            numbers = await connection.scalars(
-                select(t.numbers.c.msisdn)
-                .where(t.numbers.c.account_id == account_id)
-                .order_by(t.numbers.c.msisdn)
-            )
+            numbers = await connection.scalars(_NUMBERS_OF, {"account_id": account_id})
             return account_from_row(row), tuple(numbers)
 
     async def find_account_by_number(self, msisdn: str) -> int | None:
