@@ -24,6 +24,12 @@ PASSWORD = "bench-password"
 NUMBER_BASE = 447_000_000_000
 COUNTERPARTS = 20
 BATCH = 20_000
+# Messages of an account 10 ms apart from a whole second on: 100 in every second, so an
+# MC5 page (100 messages, cut at whole seconds) is exactly one full second at every size.
+# With spacing that leaves a second holding more than a page, whether a page hits that
+# second (and the slower path that returns the whole of it) would depend on the
+# milliseconds at which the data was generated.
+SPACING_MS = 10
 
 MESSAGE_COLUMNS = (
     "id", "account_id", "seq", "direction", "sender", "recipient", "counterpart", "text",
@@ -42,10 +48,10 @@ def number(index: int) -> str:
 
 
 def message_rows(accounts: int, per_account: int, start_ms: int) -> Iterator[tuple[object, ...]]:
-    """Messages in id order: round-robin over accounts, 7ms apart within an account."""
+    """Messages in id order: round-robin over accounts, SPACING_MS apart within an account."""
     message_id = 0
     for position in range(per_account):
-        received_at = start_ms + position * 7
+        received_at = start_ms + position * SPACING_MS
         for account in range(1, accounts + 1):
             message_id += 1
             counterpart = str(447_900_000_000 + (position % COUNTERPARTS))
@@ -70,8 +76,8 @@ async def generate(
     await services.close()
     password_hash = PasswordHasher().hash(PASSWORD)
     now = int(time.time() * 1000)
-    start_ms = now - per_account * 7 - 60_000
-    last_received = start_ms + (per_account - 1) * 7
+    start_ms = (now - per_account * SPACING_MS - 60_000) // 1000 * 1000
+    last_received = start_ms + (per_account - 1) * SPACING_MS
     account_rows = [
         (i, username(i), password_hash, "active", "UTC", None, now, now)
         for i in range(1, accounts + 1)
