@@ -43,3 +43,45 @@ async def test_concurrent_polls_of_one_account_share_one_verification(
     )
     assert all(isinstance(answer, Exception) for answer in wrong)
     assert calls == 2
+
+
+async def test_a_steady_poller_is_verified_again_ahead_of_expiry_without_waiting(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await services.accounts.add("alice", "pw")
+    real = auth.verify_password
+    calls = 0
+    release = asyncio.Event()
+    release.set()
+
+    async def counted(password_hash: str, password: str) -> bool:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return await real(password_hash, password)
+
+    monkeypatch.setattr(auth, "verify_password", counted)
+    authenticator = services.inbox.authenticator
+    authenticator.cache_ttl = 0.8
+    caller = Caller.of("mc5", ("127.0.0.1", 1))
+    await authenticator.authenticate("alice", "pw", caller)
+    assert calls == 1
+    await asyncio.sleep(0.7)  # in the last quarter of the remembered time
+    release.clear()
+    # Answered from memory while a verification runs in the background, held here.
+    await asyncio.wait_for(authenticator.authenticate("alice", "pw", caller), 0.5)
+    assert calls == 2
+    release.set()
+    await asyncio.sleep(0.3)  # past the first verification's expiry, within the second's
+    await authenticator.authenticate("alice", "pw", caller)
+    assert calls == 2
+
+
+async def test_argon2_runs_on_a_bounded_pool() -> None:
+    from smsinbox.core import passwords
+
+    hashed = await passwords.hash_password("pw")
+    assert await passwords.verify_password(hashed, "pw")
+    assert not await passwords.verify_password(hashed, "other")
+    assert passwords.ARGON2_THREADS >= 1
+    assert passwords._argon2_pool._max_workers == passwords.ARGON2_THREADS

@@ -32,6 +32,8 @@ from smsinbox.models import Account, AccountStatus
 from smsinbox.store import Store
 
 MAX_REMEMBERED = 10_000
+# A remembered pair used in the last quarter of its time is verified again ahead of expiry.
+REFRESH_AHEAD = 0.25
 
 
 class PasswordAuthenticator:
@@ -85,19 +87,38 @@ class PasswordAuthenticator:
         if remembered is not None:
             expires, changed_at = remembered
             if expires > now and changed_at == account.password_changed_at:
+                if expires - now < self.cache_ttl * REFRESH_AHEAD:
+                    # Still in use near its end: verified again in the background, so a
+                    # client that polls steadily waits for argon2 on its first poll only.
+                    self._verification(pair, account, password)
                 return True
             del self._verified[pair]
+        # Shielded: a caller that gives up does not cancel the others' verification.
+        return await asyncio.shield(self._verification(pair, account, password))
+
+    def _verification(self, pair: bytes, account: Account, password: str) -> asyncio.Future[bool]:
+        """The verification of this pair now running, or a new one; a match is remembered."""
         key = (pair, account.password_changed_at)
         verifying = self._verifying.get(key)
         if verifying is None:
-            verifying = asyncio.ensure_future(verify_password(account.password_hash, password))
+            verifying = asyncio.ensure_future(self._verify(pair, account, password))
             self._verifying[key] = verifying
-            verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
-        # Shielded: a caller that gives up does not cancel the others' verification.
-        if not await asyncio.shield(verifying):
+
+            def done(finished: asyncio.Future[bool]) -> None:
+                self._verifying.pop(key, None)
+                if not finished.cancelled():
+                    finished.exception()  # a background refresh has nobody else to see it
+
+            verifying.add_done_callback(done)
+        return verifying
+
+    async def _verify(self, pair: bytes, account: Account, password: str) -> bool:
+        if not await verify_password(account.password_hash, password):
             return False
         if self.cache_ttl > 0:
-            self._verified[pair] = (now + self.cache_ttl, account.password_changed_at)
+            expires = time.monotonic() + self.cache_ttl
+            self._verified[pair] = (expires, account.password_changed_at)
+            self._verified.move_to_end(pair)
             while len(self._verified) > MAX_REMEMBERED:
                 self._verified.popitem(last=False)
         return True

@@ -103,9 +103,10 @@ class _WriterTurn:
     Like asyncio.Lock, but a release wakes every waiting writer at once rather than the
     first alone. A woken task runs only on the event loop's next round, and on a busy server
     a round is long (every poll in flight does its share of work in it): handing the
-    writer on one waiter per round let 32 queued writers take 32 rounds. Woken together,
-    they run in one round, one after another, since a writer's statements never suspend on
-    SQLite; one that finds the writer taken (a writer that did suspend) waits again.
+    writer to one waiter per round would make 32 queued writers take 32 rounds. Woken
+    together, they run in one round, one after another, since a writer's statements never
+    suspend on SQLite; one that finds the writer taken (a writer that did suspend) waits
+    again.
     """
 
     def __init__(self) -> None:
@@ -234,8 +235,8 @@ class Database:
         if self.kind == "sqlite":
             path = Path(self.url.database or "")
             path.parent.mkdir(parents=True, exist_ok=True)
-            # One writer connection, serialised in-process by a lock and across processes
-            # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it.
+            # One writer connection, taken in turns in-process and serialised across
+            # processes by BEGIN IMMEDIATE; reads run on their own pool and never wait for it.
             # The writer never waits on the loop thread: see _Batch.open.
             self._loop_writer = self._sqlite_loop_engine(1, begin="BEGIN IMMEDIATE", busy_ms=0)
             self._loop_reader: Engine | None = self._sqlite_loop_engine(
