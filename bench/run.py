@@ -53,7 +53,8 @@ PG_URL = os.environ.get(
 # messages per polled account), so a slower page can only come from a larger history.
 # kannel_messages: what fakesmsc sends through Kannel, to each receiver in turn.
 # push_rate: the steady ingest rate of the push latency run, at most a quarter of the
-# measured maximum ingest rate, so the worker is never the one falling behind.
+# measured maximum ingest rate and of the push drain rate, so neither ingest nor the worker
+# falls behind.
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"sizes": [(10, 1000)], "duration": 2, "connections": 16,
               "kannel_messages": 500, "push_rate": 50},
