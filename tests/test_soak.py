@@ -147,7 +147,7 @@ async def test_steady_mixed_load_keeps_resources_bounded(tmp_path: Path) -> None
                 await load(WARM_UP_S)
                 rss_warm, fds_warm = process_resources(process.pid)
                 await load(SOAK_S)
-                rss_end, fds_end = process_resources(process.pid)
+                rss_end, fds_end = await after_the_load(process.pid)
                 # Every acknowledged message is pushed, at the first attempt.
                 await all_delivered(database_url, counts["ingest"])
     finally:
@@ -158,6 +158,18 @@ async def test_steady_mixed_load_keeps_resources_bounded(tmp_path: Path) -> None
     assert fds_end <= fds_warm + FD_SLACK, (fds_warm, fds_end)
     assert rss_end - rss_warm <= RSS_GROWTH_KIB, (rss_warm, rss_end)
     assert not unexpected_log_lines(log), log.read_text()[-3000:]
+
+
+async def after_the_load(pid: int) -> tuple[int, int]:
+    """Resident memory and descriptors once the load has stopped: the least of samples over
+    two seconds. A leak stays; what passes does not, such as an argon2 check in flight
+    (64 MiB for a moment), which a steady poller's remembered password gets in the last
+    quarter of `auth_cache_ttl`, that is near the end of this test."""
+    samples = []
+    for _ in range(10):
+        samples.append(process_resources(pid))
+        await asyncio.sleep(0.2)
+    return min(rss for rss, _ in samples), min(fds for _, fds in samples)
 
 
 async def all_delivered(database_url: str, expected: int) -> None:
