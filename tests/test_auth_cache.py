@@ -17,64 +17,62 @@ def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, login_failure_delay=0.0)
 
 
+class Verifications:
+    """Counts the argon2 checks the authenticator starts; clearing `held` stops them before
+    they finish, until it is set again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.held = asyncio.Event()
+        self.held.set()
+        self._real = auth.verify_password
+        monkeypatch.setattr(auth, "verify_password", self._counted)
+
+    async def _counted(self, password_hash: str, password: str) -> bool:
+        self.calls += 1
+        await self.held.wait()
+        return await self._real(password_hash, password)
+
+
 async def test_concurrent_polls_of_one_account_share_one_verification(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await services.accounts.add("alice", "pw")
-    real = auth.verify_password
-    calls = 0
-
-    async def counted(password_hash: str, password: str) -> bool:
-        nonlocal calls
-        calls += 1
-        return await real(password_hash, password)
-
-    monkeypatch.setattr(auth, "verify_password", counted)
+    verifications = Verifications(monkeypatch)
     authenticator = services.inbox.authenticator
     caller = Caller.of("mc5", ("127.0.0.1", 1))
     accounts = await asyncio.gather(
         *(authenticator.authenticate("alice", "pw", caller) for _ in range(20))
     )
     assert {account.username for account in accounts} == {"alice"}
-    assert calls == 1
+    assert verifications.calls == 1
     wrong = await asyncio.gather(
         *(authenticator.authenticate("alice", "nope", caller) for _ in range(5)),
         return_exceptions=True,
     )
     assert all(isinstance(answer, Exception) for answer in wrong)
-    assert calls == 2
+    assert verifications.calls == 2
 
 
 async def test_a_steady_poller_is_verified_again_ahead_of_expiry_without_waiting(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await services.accounts.add("alice", "pw")
-    real = auth.verify_password
-    calls = 0
-    release = asyncio.Event()
-    release.set()
-
-    async def counted(password_hash: str, password: str) -> bool:
-        nonlocal calls
-        calls += 1
-        await release.wait()
-        return await real(password_hash, password)
-
-    monkeypatch.setattr(auth, "verify_password", counted)
+    verifications = Verifications(monkeypatch)
     authenticator = services.inbox.authenticator
     authenticator.cache_ttl = 0.8
     caller = Caller.of("mc5", ("127.0.0.1", 1))
     await authenticator.authenticate("alice", "pw", caller)
-    assert calls == 1
+    assert verifications.calls == 1
     await asyncio.sleep(0.7)  # in the last quarter of the remembered time
-    release.clear()
+    verifications.held.clear()
     # Answered from memory while a verification runs in the background, held here.
     await asyncio.wait_for(authenticator.authenticate("alice", "pw", caller), 0.5)
-    assert calls == 2
-    release.set()
+    assert verifications.calls == 2
+    verifications.held.set()
     await asyncio.sleep(0.3)  # past the first verification's expiry, within the second's
     await authenticator.authenticate("alice", "pw", caller)
-    assert calls == 2
+    assert verifications.calls == 2
 
 
 async def test_argon2_runs_on_a_bounded_pool() -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, bindparam, insert, select
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Account, AccountStatus
 from smsinbox.store import tables as t
 from smsinbox.store.database import Connection, Database
+
+# The account that owns a number: every incoming message is routed by it. Built once.
+NUMBER_OWNER = select(t.numbers.c.account_id).where(t.numbers.c.msisdn == bindparam("msisdn"))
 
 
 class StoreBase:

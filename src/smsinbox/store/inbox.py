@@ -108,7 +108,6 @@ class InboxStore(StoreBase):
         skip it. Raising the watermark waits for the account's counter lock (PostgreSQL) or
         the single writer (SQLite), so every writer that started earlier has committed.
         """
-        counters = t.account_counters.c
         open_second_starts = clock() // 1000 * 1000
         async with self.db.snapshot("page_by_time") as connection:
             watermark = await connection.scalar(_WATERMARK, {"account_id": account_id})
@@ -122,15 +121,15 @@ class InboxStore(StoreBase):
         async with self.db.transaction("page_by_time_raising") as connection:
             if self.db.kind == "postgresql":
                 await connection.execute(
-                    select(counters.account_id)
-                    .where(counters.account_id == account_id)
+                    select(_counters.account_id)
+                    .where(_counters.account_id == account_id)
                     .with_for_update()
                 )
             open_second_starts = clock() // 1000 * 1000
             await connection.execute(
                 update(t.account_counters)
-                .where(counters.account_id == account_id)
-                .where(counters.last_received_at < open_second_starts)
+                .where(_counters.account_id == account_id)
+                .where(_counters.last_received_at < open_second_starts)
                 .values(last_received_at=open_second_starts)
             )
             page = await _time_page(

@@ -32,7 +32,7 @@ from smsinbox.models import (
     UnroutedMessage,
 )
 from smsinbox.store import tables as t
-from smsinbox.store.base import StoreBase, account_id_for, claim_number
+from smsinbox.store.base import NUMBER_OWNER, StoreBase, account_id_for, claim_number
 from smsinbox.store.database import Connection
 from smsinbox.store.push import enqueue_deliveries
 
@@ -67,7 +67,7 @@ class MessageStore(StoreBase):
             duplicate = await _find_duplicate(connection, inbound)
             if duplicate is not None:
                 return duplicate
-            account_id = await connection.scalar(_NUMBER_OWNER, {"msisdn": inbound.recipient})
+            account_id = await connection.scalar(NUMBER_OWNER, {"msisdn": inbound.recipient})
             if account_id is None:
                 unrouted_id = await connection.scalar(
                     insert(t.unrouted)
@@ -338,9 +338,7 @@ class MessageStore(StoreBase):
         """
         async with self.db.transaction("assign_unrouted") as connection:
             account_id = await account_id_for(connection, username)
-            owner = await connection.scalar(
-                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == msisdn)
-            )
+            owner = await connection.scalar(NUMBER_OWNER, {"msisdn": msisdn})
             if owner is None:
                 await claim_number(connection, msisdn, account_id, now)
             elif owner != account_id:
@@ -378,7 +376,6 @@ class MessageStore(StoreBase):
 
 # The statements every message runs, built once. Building a statement and computing its
 # cache key costs several times what SQLite takes to run it, and a message runs about ten.
-_NUMBER_OWNER = select(t.numbers.c.account_id).where(t.numbers.c.msisdn == bindparam("msisdn"))
 
 
 def _earlier_copy(table: Any, *, scoped: bool) -> Any:

@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from smsinbox.models import Account
 from smsinbox.store import tables as t
-from smsinbox.store.base import StoreBase, account_from_row
+from smsinbox.store.base import NUMBER_OWNER, StoreBase, account_from_row
 
 # Built once: every mysms request after login runs these.
 _tokens = t.auth_tokens.c
@@ -68,7 +68,5 @@ class SessionStore(StoreBase):
 
     async def find_account_by_number(self, msisdn: str) -> int | None:
         async with self.db.snapshot("find_account_by_number") as connection:
-            account_id = await connection.scalar(
-                select(t.numbers.c.account_id).where(t.numbers.c.msisdn == msisdn)
-            )
+            account_id = await connection.scalar(NUMBER_OWNER, {"msisdn": msisdn})
         return None if account_id is None else int(account_id)
