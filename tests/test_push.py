@@ -75,6 +75,16 @@ async def logged(services: Services, count: int, *, failed_only: bool = False) -
     raise AssertionError(f"the attempt log never reached {count} entries")
 
 
+async def metrics_showing(http: httpx.AsyncClient, sample: str) -> str:
+    """The /metrics exposition once it holds `sample`."""
+    for _ in range(250):
+        metrics = (await http.get("/metrics")).text
+        if sample in metrics:
+            return metrics
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"/metrics never showed {sample}")
+
+
 async def test_standard_push_is_signed_and_verifies(
     services: Services, upstream: str, http: httpx.AsyncClient, receiver: Receiver
 ) -> None:
@@ -139,6 +149,23 @@ async def test_a_failing_receiver_gets_the_message_after_retries(
     assert len({p.headers["webhook-id"] for p in pushes}) == 1  # one delivery, same id
     attempts = await logged(services, 4)
     assert [a.http_status for a in reversed(attempts)] == [500, 503, 429, 200]
+    assert attempts[0].state == "delivered"
+
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "-1", "1e3", "soon", " "])
+async def test_a_retry_after_that_is_no_number_of_seconds_or_date_is_ignored(
+    services: Services,
+    upstream: str,
+    http: httpx.AsyncClient,
+    receiver: Receiver,
+    retry_after: str,
+) -> None:
+    await services.push.add("alice", receiver.url)
+    receiver.script.append((503, b"", {"Retry-After": retry_after}))
+    await deliver_sms(http, upstream, "odd header")
+    await wait(receiver, 2)  # retried on the schedule, as if the header were absent
+    attempts = await logged(services, 2)
+    assert [a.http_status for a in reversed(attempts)] == [503, 200]
     assert attempts[0].state == "delivered"
 
 
@@ -303,8 +330,9 @@ async def test_push_metrics_are_exposed(
     await deliver_sms(http, upstream, "count me")
     await wait(receiver, 1)
     await logged(services, 1)
-    metrics = (await http.get("/metrics")).text
-    assert 'smsinbox_push_deliveries_total{outcome="delivered"} 1.0' in metrics
+    # The worker counts an outcome once its record has committed, on its own task: the
+    # attempt log can show the attempt a moment before the counter does.
+    metrics = await metrics_showing(http, 'smsinbox_push_deliveries_total{outcome="delivered"} 1.0')
     assert "smsinbox_push_attempt_duration_seconds_count 1.0" in metrics
     assert "smsinbox_push_queue_depth 0.0" in metrics
     assert "smsinbox_push_oldest_undelivered_seconds 0.0" in metrics

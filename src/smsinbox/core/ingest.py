@@ -14,6 +14,7 @@ from collections.abc import Callable
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.encodings import decode_hex, decode_text, parse_encoding
 from smsinbox.core.numbers import normalize_msisdn, normalize_sender
+from smsinbox.core.values import parse_count
 from smsinbox.errors import DomainError, InvalidInput
 from smsinbox.models import InboundMessage, IngestResult
 from smsinbox.store import Store
@@ -81,10 +82,10 @@ def _upstream_message_id(value: str | None) -> str | None:
 def _reply_ref(value: str | None) -> int | None:
     if value is None or value.strip() in ("", "0"):
         return None  # 0 is how EAPI-style upstreams say "not a reply"
-    value = value.strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
+    ref = parse_count(value)
+    if ref is None:
         raise InvalidInput("ref must be a positive message id", "ref")
-    return int(value)
+    return ref
 
 
 def parse_sent_time(value: str | None) -> int | None:
@@ -93,8 +94,8 @@ def parse_sent_time(value: str | None) -> int | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        seconds = int(value)
-        if seconds > 253402300799:  # 9999-12-31
+        seconds = parse_count(value)
+        if seconds is None or seconds > 253402300799:  # 9999-12-31
             raise InvalidInput("time is out of range", "time")
         return seconds * 1000
     try:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from smsinbox.core.bruteforce import Caller
 from smsinbox.core.inbox import IdPage
+from smsinbox.core.values import parse_count
 from smsinbox.dialects import pipe
 from smsinbox.errors import (
     AccountBlocked,
@@ -60,10 +61,10 @@ def _text(body: str) -> Response:
 
 
 def _last_retrieved_id(raw: str | None) -> int:
-    value = (raw or "").strip()
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    last_retrieved_id = parse_count(raw)
+    if last_retrieved_id is None:
         raise InvalidInput("last_retrieved_id must be a non-negative integer", "last_retrieved_id")
-    return int(value)
+    return last_retrieved_id
 
 
 def local_time(epoch_second: int, zone: zoneinfo.ZoneInfo) -> str:

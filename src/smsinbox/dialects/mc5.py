@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from smsinbox.core.bruteforce import Caller
 from smsinbox.core.inbox import SincePage
+from smsinbox.core.values import parse_count
 from smsinbox.errors import (
     AccountBlocked,
     AccountNeedsActivation,
@@ -61,10 +62,10 @@ def _json(body: dict[str, Any]) -> Response:
 
 
 def _since(raw: str | None) -> int:
-    value = (raw or "").strip()
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    since = parse_count(raw)
+    if since is None:
         raise InvalidInput("since must be a non-negative integer (epoch seconds)", "since")
-    return int(value)
+    return since
 
 
 def render_message(message: Message) -> dict[str, Any]:

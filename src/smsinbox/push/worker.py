@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from smsinbox.core.clock import Clock, now_ms
+from smsinbox.core.values import parse_count
 from smsinbox.errors import StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.push import formats
@@ -352,8 +353,9 @@ def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    seconds = parse_count(value)
+    if seconds is not None:
+        return float(seconds)
     with contextlib.suppress(TypeError, ValueError):
         moment = email.utils.parsedate_to_datetime(value)
         return max(0.0, (moment - dt.datetime.now(dt.UTC)).total_seconds())

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from smsinbox.core.bruteforce import Caller
+from smsinbox.core.values import parse_count
 from smsinbox.errors import (
     AlreadyExists,
     DomainError,
@@ -148,9 +149,10 @@ async def remove_endpoint(services: Services, request: Request) -> Any:
 def _endpoint_id(raw: str) -> int:
     # Parsed here, not by a route convertor: a negative or non-numeric id would otherwise
     # fall through to the router's plain-text 404, and one past 64 bits overflows SQLite.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    endpoint_id = parse_count(raw) if raw == raw.strip() else None
+    if endpoint_id is None:
         raise InvalidInput("endpoint id must be a non-negative integer", "endpoint_id")
-    return int(raw)
+    return endpoint_id
 
 
 async def list_attempts(services: Services, request: Request) -> Any:
