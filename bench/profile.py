@@ -7,7 +7,7 @@ Starts `smsinbox serve` over a generated 10k history exactly as bench/run.py doe
 against the route, and records the server with py-spy meanwhile (`--native` off; the
 interesting frames are Python's). Prints the functions with the most samples, counted as
 "own" (the frame itself) and "total" (the frame anywhere on the stack), and writes a flame
-graph (SVG) per route to bench/results/profile-<route>.svg.
+graph (SVG) and the collapsed stacks per route to bench/results/profile-<route>.svg/.txt.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main() -> None:
             for route in args.route:
                 url, script = known[route]
                 assert server.process is not None
-                raw, svg = workdir / f"{route}.txt", out / f"profile-{route}.svg"
+                raw, svg = out / f"profile-{route}.txt", out / f"profile-{route}.svg"
                 sampler = threading.Thread(
                     target=record, args=(server.process.pid, args.seconds, raw, svg)
                 )

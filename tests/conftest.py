@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import uvicorn
@@ -101,11 +102,11 @@ def unreachable_store() -> Settings:
 class LiveServer:
     """The real app under uvicorn on a loopback port, in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, request_log_to: TextIO | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, request_log_to=request_log_to),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

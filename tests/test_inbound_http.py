@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import dataclasses
+import io
+import re
 from urllib.parse import quote_from_bytes, urlencode
 
 import httpx
 import pytest
 
+from smsinbox.config import Settings
 from smsinbox.models import Encoding
 from smsinbox.services import Services
 from tests.conftest import LiveServer, unreachable_store
@@ -188,22 +192,62 @@ async def test_health_readiness_and_metrics(
     )
 
 
+async def request_lines(written: io.StringIO, count: int) -> list[str]:
+    """The request log's lines once it has written `count` (it writes in batches)."""
+    for _ in range(100):
+        lines = written.getvalue().splitlines()
+        if len(lines) >= count:
+            return lines
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the request log never wrote {count} lines: {written.getvalue()!r}")
+
+
 async def test_request_log_has_one_line_per_request_and_no_secrets(
-    client: httpx.AsyncClient, token: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, services: Services, token: str
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="smsinbox"):
-        await client.get(
-            "/inbound/sms", params={"token": token, "from": "1", "to": NUMBER, "text": "x"}
-        )
-        await client.post(
-            "/inbound/sms",
-            data={"from": "1", "to": NUMBER, "text": "y"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-    lines = [r.getMessage() for r in caplog.records if r.name == "smsinbox.access"]
-    assert len(lines) == 2
-    assert "GET /inbound/sms 200" in lines[0]
-    assert all(token not in record.getMessage() for record in caplog.records)
+    written = io.StringIO()
+    with LiveServer(settings, request_log_to=written) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            await http.get(
+                "/inbound/sms", params={"token": token, "from": "1", "to": NUMBER, "text": "x"}
+            )
+            await http.post(
+                "/inbound/sms",
+                data={"from": "1", "to": NUMBER, "text": "y"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            await http.get("/admin/accounts/alice/push", headers={"Authorization": "Bearer x"})
+            lines = await request_lines(written, 3)
+    assert len(lines) == 3
+    # The format of every other log line: date, time with milliseconds, level, logger.
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO smsinbox\.access 127\.0\.0\.1 GET"
+        r" /inbound/sms 200 \d+\.\dms",
+        lines[0],
+    ), lines[0]
+    assert " POST /inbound/sms 200 " in lines[1]
+    assert " GET /admin/accounts/alice/push 404 " in lines[2]  # parameters; admin API off
+    assert token not in written.getvalue()
+
+
+async def test_request_log_can_be_turned_off_and_requests_are_still_measured(
+    settings: Settings, services: Services, token: str
+) -> None:
+    quiet = dataclasses.replace(settings, access_log=False)
+    written = io.StringIO()
+    with LiveServer(quiet, request_log_to=written) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            stored = await http.get(
+                "/inbound/sms", params={"token": token, "from": "1", "to": NUMBER, "text": "x"}
+            )
+            assert stored.status_code == 200
+            metrics = (await http.get("/metrics")).text
+    await asyncio.sleep(0.3)  # longer than the request log waits to write
+    assert written.getvalue() == ""
+    assert (
+        'smsinbox_http_request_duration_seconds_count{method="GET",route="inbound_sms",'
+        'status="200"} 1.0' in metrics
+    )
 
 
 async def test_readiness_fails_when_the_database_is_unreachable() -> None:

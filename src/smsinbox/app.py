@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TextIO
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from smsinbox.config import Settings
@@ -15,11 +16,16 @@ from smsinbox.dialects import eapi, mc5, mysms
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import admin, openapi, ops
-from smsinbox.web.middleware import AccessLog, BodyLimit, NoopRoute
+from smsinbox.web.front import Front
+from smsinbox.web.requestlog import RequestLog
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> Front:
+    """The application; its request log goes to `request_log_to` (default: stderr)."""
     services = Services.build(settings)
+    request_log = None
+    if settings.access_log and settings.log_level.lower() in ("debug", "info"):
+        request_log = RequestLog(request_log_to or sys.stderr)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -37,6 +43,8 @@ def create_app(settings: Settings) -> Starlette:
             stop.set()
             await asyncio.gather(*workers)
             await services.close()
+            if request_log is not None:
+                request_log.close()
 
     routes = [
         Route("/healthz", ops.healthz, methods=["GET"]),
@@ -56,12 +64,12 @@ def create_app(settings: Settings) -> Starlette:
                 f"{prefix}/reception/get_inbox/1/1.0", eapi.get_inbox_v10, methods=["GET", "POST"]
             ),
         ]
-    middleware = [
-        Middleware(AccessLog, metrics=services.metrics),
-        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-    ]
-    if settings.benchmark_routes:
-        middleware.insert(0, Middleware(NoopRoute))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
-    return app
+    return Front(
+        app,
+        services.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        request_log=request_log,
+        noop_route=settings.benchmark_routes,
+    )

@@ -19,6 +19,7 @@ from smsinbox.errors import DomainError
 from smsinbox.models import AccountStatus, IngestOutcome
 from smsinbox.services import Services
 from smsinbox.store.migrate import upgrade
+from smsinbox.web.requestlog import LOG_FORMAT
 
 T = TypeVar("T")
 
@@ -74,11 +75,7 @@ def main_options(
 def log_to_stderr(settings: Settings) -> None:
     """Logging for the long-running commands (serve, worker)."""
     logging.disable(logging.NOTSET)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     # httpx logs every push request at info, query string and all: message text and
     # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
     logging.getLogger("httpx").setLevel(logging.WARNING)

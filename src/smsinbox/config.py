@@ -71,6 +71,11 @@ class Settings:
         "Longest message text accepted from an upstream, in characters (255 concatenated "
         "parts of 153 GSM characters fit).",
     )
+    access_log: bool = setting(
+        True,
+        "Log one line per HTTP request (client, method, path without the query string, "
+        "status, latency). Turn it off behind a proxy that logs requests itself.",
+    )
     max_body_bytes: int = setting(
         256 * 1024, "Request bodies larger than this are refused with HTTP 413 before parsing."
     )
