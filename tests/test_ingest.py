@@ -147,6 +147,69 @@ async def test_concurrent_writers_get_ids_sequence_and_time_in_commit_order(
     assert times == sorted(times)
 
 
+async def test_one_burst_over_accounts_numbers_and_duplicates_counts_each_exactly(
+    services: Services, alice: int
+) -> None:
+    bob = (await services.accounts.add("bob", "pw", msisdns=("447700900002",))).id
+    upstream, _ = await services.upstreams.create("kannel")
+    burst = [
+        sms(f"a{i}", sender=f"4477009001{i % 3:02d}", upstream_message_id=f"a{i}")
+        for i in range(30)
+    ]
+    burst += [
+        sms(f"b{i}", recipient="447700900002", upstream_message_id=f"b{i}") for i in range(20)
+    ]
+    burst += [sms(f"n{i}", recipient="15550001", upstream_message_id=f"n{i}") for i in range(5)]
+    burst += burst[:10]  # ten copies in the same burst
+    results = await asyncio.gather(
+        *(services.ingestor.accept(raw, upstream_id=upstream.id) for raw in burst)
+    )
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(IngestOutcome.STORED) == 50
+    assert outcomes.count(IngestOutcome.UNROUTED) == 5
+    assert outcomes.count(IngestOutcome.DUPLICATE) == 10
+    assert [r.id for r in results[-10:]] == [r.id for r in results[:10]]  # the copies' ids
+    for account_id, username, count in ((alice, "alice", 30), (bob, "bob", 20)):
+        stored = sorted(
+            await services.store.list_recent_messages(username, 100), key=lambda m: m.id
+        )
+        assert [m.seq for m in stored] == list(range(1, count + 1))  # commit order, no gap
+        conversations = await services.store.list_conversations(account_id)
+        assert sum(c.message_count for c in conversations) == count
+        assert sum(c.unread_count for c in conversations) == count
+        for conversation in conversations:
+            mine = [m for m in stored if m.counterpart == conversation.counterpart]
+            assert conversation.message_count == len(mine)
+            assert (conversation.last_message_id, conversation.snippet) == (
+                mine[-1].id,
+                mine[-1].text,
+            )
+    assert await services.store.count_unrouted() == 5
+
+
+async def test_a_message_the_store_refuses_fails_alone(services: Services, alice: int) -> None:
+    from smsinbox.models import InboundMessage
+
+    def inbound(text: str, upstream_id: int | None = None) -> InboundMessage:
+        return InboundMessage(
+            "447700900123", ALICE_NUMBER, text, Encoding.GSM7, upstream_id=upstream_id
+        )
+
+    # No such upstream: the foreign key refuses the row, on both engines.
+    refused = inbound("refused", upstream_id=987654)
+    outcomes = await asyncio.gather(
+        *(services.ingestor.ingest(inbound(f"fine {i}")) for i in range(5)),
+        services.ingestor.ingest(refused),
+        *(services.ingestor.ingest(inbound(f"fine {i}")) for i in range(5, 10)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1 and outcomes[5] is failed[0]
+    stored = await services.store.list_recent_messages("alice", 20)
+    assert sorted(m.text for m in stored) == sorted(f"fine {i}" for i in range(10))
+    assert sorted(m.seq for m in stored) == list(range(1, 11))
+
+
 async def test_receive_time_never_goes_backwards_within_an_account(
     services: Services, alice: int
 ) -> None:

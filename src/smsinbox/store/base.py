@@ -11,6 +11,7 @@ from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Account, AccountStatus
 from smsinbox.store import tables as t
 from smsinbox.store.database import Connection, Database
+from smsinbox.store.ingest import IngestQueue
 
 # The account that owns a number: every incoming message is routed by it. Built once.
 NUMBER_OWNER = select(t.numbers.c.account_id).where(t.numbers.c.msisdn == bindparam("msisdn"))
@@ -22,6 +23,10 @@ class StoreBase:
         # Called after a commit that may have queued push deliveries: wakes the worker in
         # this process without waiting for its next poll (PostgreSQL also NOTIFYs others).
         self.outbox_listeners: list[Callable[[], None]] = []
+        # One writer on SQLite; on PostgreSQL, batches of different accounts side by side.
+        self.ingest_queue = IngestQueue(
+            db, on_stored=self.outbox_changed, concurrency=1 if db.kind == "sqlite" else 4
+        )
 
     def outbox_changed(self) -> None:
         for listener in self.outbox_listeners:

@@ -6,9 +6,9 @@ a fast digest is enough; the lookup by digest never compares secret bytes direct
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal
 
-from sqlalchemy import Select, Table, bindparam, exc, insert, select, update
+from sqlalchemy import Table, exc, insert, select, update
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Credential
@@ -24,18 +24,12 @@ def _table(kind: CredentialKind) -> tuple[Table, str]:
     return t.api_keys, "key_hash"
 
 
-def _active_with_digest(kind: CredentialKind) -> Select[Any]:
-    table, hash_column = _table(kind)
-    return (
-        select(table)
-        .where(table.c[hash_column] == bindparam("digest"))
-        .where(table.c.revoked_at.is_(None))
-    )
-
-
-# Built once: every inbound message and every mysms request looks its credential up.
-_ACTIVE_WITH_DIGEST: dict[CredentialKind, Select[Any]] = {
-    kind: _active_with_digest(kind) for kind in get_args(CredentialKind)
+# Every inbound message and every mysms request looks its credential up: driver level.
+_ACTIVE_WITH_DIGEST: dict[CredentialKind, str] = {
+    "upstream": "SELECT id, name, created_at FROM upstreams"
+    " WHERE token_hash = ? AND revoked_at IS NULL",
+    "api_key": "SELECT id, name, created_at FROM api_keys"
+    " WHERE key_hash = ? AND revoked_at IS NULL",
 }
 
 
@@ -82,10 +76,9 @@ class CredentialStore(StoreBase):
 
     async def find_credential(self, kind: CredentialKind, secret_hash: str) -> Credential | None:
         """The active credential whose secret has this digest, if any."""
-        async with self.db.snapshot(f"find_{kind}") as connection:
-            row = (
-                await connection.execute(_ACTIVE_WITH_DIGEST[kind], {"digest": secret_hash})
-            ).first()
+        async with self.db.driver_snapshot(f"find_{kind}") as driver:
+            row = await driver.fetchrow(_ACTIVE_WITH_DIGEST[kind], (secret_hash,))
         if row is None:
             return None
-        return Credential(id=row.id, name=row.name, created_at=row.created_at, revoked_at=None)
+        credential_id, name, created_at = row
+        return Credential(id=credential_id, name=name, created_at=created_at, revoked_at=None)

@@ -119,12 +119,12 @@ class InboxStore(StoreBase):
                 if not (mark_retrieved and _unretrieved(page)):
                     return page
         async with self.db.transaction("page_by_time_raising") as connection:
-            if self.db.kind == "postgresql":
-                await connection.execute(
-                    select(_counters.account_id)
-                    .where(_counters.account_id == account_id)
-                    .with_for_update()
+            # The counter row first: this account's writers wait (PostgreSQL's row lock).
+            await connection.execute(
+                self.db.engine.for_update(
+                    select(_counters.account_id).where(_counters.account_id == account_id)
                 )
+            )
             open_second_starts = clock() // 1000 * 1000
             await connection.execute(
                 update(t.account_counters)

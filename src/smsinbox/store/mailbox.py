@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, column, literal_column, or_, select, table
+from sqlalchemy import ColumnElement, or_, select
 
 from smsinbox.models import Conversation, Direction, Message
 from smsinbox.store import tables as t
@@ -23,14 +23,6 @@ from smsinbox.store.messages import (
     message_from_row,
     recount_conversations,
 )
-
-# The SQLite full-text index (FTS5, trigram tokenizer), kept by triggers; see migrations.
-_fts = table("messages_search", column("rowid"), column("messages_search"))
-
-
-def _like_pattern(query: str) -> str:
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 class MailboxStore(StoreBase):
@@ -203,20 +195,7 @@ class MailboxStore(StoreBase):
             .where(messages.account_id == account_id)
             .where(messages.deleted.is_(False))
         )
-        if self.db.kind == "sqlite":
-            phrase = '"' + query.replace('"', '""') + '"'
-            match = f'owner:"a{account_id}z" AND {{text counterpart}}: {phrase}'
-            statement = statement.join(_fts, _fts.c.rowid == messages.id).where(
-                literal_column("messages_search").op("MATCH")(match)
-            )
-        else:
-            pattern = _like_pattern(query)
-            statement = statement.where(
-                or_(
-                    messages.text.ilike(pattern, escape="\\"),
-                    messages.counterpart.ilike(pattern, escape="\\"),
-                )
-            )
+        statement = self.db.engine.text_search(statement, account_id, query)
         if counterpart is not None:
             statement = statement.where(messages.counterpart == counterpart)
         if locked is not None:

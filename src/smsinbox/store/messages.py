@@ -26,7 +26,6 @@ from smsinbox.models import (
     Direction,
     Encoding,
     InboundMessage,
-    IngestOutcome,
     IngestResult,
     Message,
     UnroutedMessage,
@@ -34,9 +33,11 @@ from smsinbox.models import (
 from smsinbox.store import tables as t
 from smsinbox.store.base import NUMBER_OWNER, StoreBase, account_id_for, claim_number
 from smsinbox.store.database import Connection
+from smsinbox.store.engine import StorageEngine
+from smsinbox.store.ingest import Arrival, store_batch
 from smsinbox.store.push import enqueue_deliveries
 
-SNIPPET_CHARS = 160
+SNIPPET_CHARS = t.SNIPPET_CHARS
 
 # Outgoing states that count towards a conversation's "unsent" figure.
 UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled", "sending"})
@@ -48,78 +49,10 @@ class MessageStore(StoreBase):
     ) -> IngestResult:
         """Store one incoming message, routed by its recipient, exactly once per upstream id.
 
-        Everything happens in one transaction: the caller may acknowledge the message to
-        its upstream as soon as this returns.
+        It is committed when this returns (in a batch with others arriving meanwhile, see
+        store/ingest.py): the caller may acknowledge it to its upstream then.
         """
-        try:
-            result = await self._ingest_once(inbound, now, reply_window_ms)
-        except exc.IntegrityError:
-            # A concurrent delivery of the same upstream id won the race; the retry finds it.
-            result = await self._ingest_once(inbound, now, reply_window_ms)
-        if result.outcome is IngestOutcome.STORED:
-            self.outbox_changed()
-        return result
-
-    async def _ingest_once(
-        self, inbound: InboundMessage, now: int, reply_window_ms: int
-    ) -> IngestResult:
-        async with self.db.transaction("ingest_incoming") as connection:
-            duplicate = await _find_duplicate(connection, inbound)
-            if duplicate is not None:
-                return duplicate
-            account_id = await connection.scalar(NUMBER_OWNER, {"msisdn": inbound.recipient})
-            if account_id is None:
-                unrouted_id = await connection.scalar(
-                    insert(t.unrouted)
-                    .values(
-                        sender=inbound.sender,
-                        recipient=inbound.recipient,
-                        text=inbound.text,
-                        encoding=inbound.encoding.value,
-                        body=inbound.body,
-                        reply_ref=inbound.reply_ref,
-                        upstream_id=inbound.upstream_id,
-                        upstream_message_id=inbound.upstream_message_id,
-                        received_at=now,
-                        sent_at=inbound.sent_at,
-                    )
-                    .returning(t.unrouted.c.id)
-                )
-                return IngestResult(IngestOutcome.UNROUTED, int(unrouted_id or 0), unrouted=True)
-            message_id = await self._append_incoming(
-                connection, int(account_id), inbound, now, reply_window_ms
-            )
-            return IngestResult(IngestOutcome.STORED, message_id, unrouted=False)
-
-    async def _append_incoming(
-        self,
-        connection: Connection,
-        account_id: int,
-        inbound: InboundMessage,
-        now: int,
-        reply_window_ms: int,
-    ) -> int:
-        reply_to = await _find_answered_message(
-            connection, account_id, inbound, now - reply_window_ms
-        )
-        return await _append_message(
-            connection,
-            account_id,
-            now,
-            direction=Direction.INCOMING,
-            sender=inbound.sender,
-            recipient=inbound.recipient,
-            counterpart=inbound.sender,
-            text=inbound.text,
-            encoding=inbound.encoding.value,
-            body=inbound.body,
-            reply_to_id=reply_to,
-            upstream_id=inbound.upstream_id,
-            upstream_message_id=inbound.upstream_message_id,
-            sent_at=inbound.sent_at,
-            status="received",
-            origin=inbound.origin,
-        )
+        return await self.ingest_queue.submit(Arrival(inbound, now, reply_window_ms))
 
     async def record_outgoing(
         self,
@@ -138,6 +71,7 @@ class MessageStore(StoreBase):
         """Record a message the account sends; incoming answers thread onto it."""
         async with self.db.transaction("record_outgoing") as connection:
             return await _append_message(
+                self.db.engine,
                 connection,
                 account_id,
                 now,
@@ -192,6 +126,7 @@ class MessageStore(StoreBase):
                         if earlier is not None:
                             return int(earlier), False
                     message_id = await _append_message(
+                        self.db.engine,
                         connection,
                         account_id,
                         now,
@@ -249,7 +184,9 @@ class MessageStore(StoreBase):
                 connection, account_id, [message_id], {"status": status, "status_at": now}
             )
             await recount_conversations(connection, account_id, [counterpart])
-            await enqueue_deliveries(connection, account_id, message_id, "status", now)
+            await enqueue_deliveries(
+                self.db.engine, connection, account_id, message_id, "status", now
+            )
         self.outbox_changed()
 
     async def list_due_outgoing(self, *, now: int, stale_before: int, limit: int) -> list[Message]:
@@ -352,19 +289,28 @@ class MessageStore(StoreBase):
             ).all()
             # Free the upstream ids first: the moved rows take them over.
             await connection.execute(delete(t.unrouted).where(t.unrouted.c.recipient == msisdn))
-            for row in waiting:
-                inbound = InboundMessage(
-                    sender=row.sender,
-                    recipient=row.recipient,
-                    text=row.text,
-                    encoding=Encoding(row.encoding),
-                    body=row.body,
-                    upstream_id=row.upstream_id,
-                    upstream_message_id=row.upstream_message_id,
-                    reply_ref=row.reply_ref,
-                    sent_at=row.sent_at,
+            arrivals = [
+                Arrival(
+                    InboundMessage(
+                        sender=row.sender,
+                        recipient=row.recipient,
+                        text=row.text,
+                        encoding=Encoding(row.encoding),
+                        body=row.body,
+                        upstream_id=row.upstream_id,
+                        upstream_message_id=row.upstream_message_id,
+                        reply_ref=row.reply_ref,
+                        sent_at=row.sent_at,
+                    ),
+                    now,
+                    reply_window_ms,
                 )
-                await self._append_incoming(connection, account_id, inbound, now, reply_window_ms)
+                for row in waiting
+            ]
+            # The same path as any incoming message: the number routes to its new owner now.
+            _, queued = await store_batch(await self.db.engine.driver(connection), arrivals)
+            if queued:
+                await self.db.engine.notify(connection, t.NOTIFY_CHANNEL)
         self.outbox_changed()
         return len(waiting)
 
@@ -378,40 +324,6 @@ class MessageStore(StoreBase):
 # cache key costs several times what SQLite takes to run it, and a message runs about ten.
 
 
-def _earlier_copy(table: Any, *, scoped: bool) -> Any:
-    """The id of an earlier copy of an upstream message in `table`.
-
-    Ids given to `smsinbox inject` (no upstream) form their own scope: IS NULL, not `= NULL`.
-    """
-    scope = (
-        table.c.upstream_id == bindparam("upstream_id") if scoped else table.c.upstream_id.is_(None)
-    )
-    return (
-        select(table.c.id)
-        .where(scope)
-        .where(table.c.upstream_message_id == bindparam("upstream_message_id"))
-    )
-
-
-_EARLIER_COPY = {
-    (table.name, scoped): _earlier_copy(table, scoped=scoped)
-    for table in (t.messages, t.unrouted)
-    for scoped in (True, False)
-}
-_OUTGOING = (
-    select(t.messages.c.id)
-    .where(t.messages.c.account_id == bindparam("account_id"))
-    .where(t.messages.c.direction == Direction.OUTGOING.value)
-)
-_REFERENCED_OUTGOING = _OUTGOING.where(t.messages.c.id == bindparam("reply_ref"))
-_LATEST_OUTGOING = (
-    _OUTGOING.where(t.messages.c.counterpart == bindparam("sender"))
-    .where(t.messages.c.sender == bindparam("recipient"))
-    .where(t.messages.c.received_at >= bindparam("window_start"))
-    .where(t.messages.c.deleted.is_(False))
-    .order_by(t.messages.c.id.desc())
-    .limit(1)
-)
 _counters = t.account_counters.c
 # Takes the account's next position; see _append_message.
 _NEXT_POSITION = (
@@ -447,49 +359,9 @@ _BUMP_CONVERSATION = text(
 )
 
 
-async def _find_duplicate(connection: Connection, inbound: InboundMessage) -> IngestResult | None:
-    """The earlier copy of this upstream message, routed or not, if there is one."""
-    if inbound.upstream_message_id is None:
-        return None
-    scoped = inbound.upstream_id is not None
-    parameters = {
-        "upstream_message_id": inbound.upstream_message_id,
-        **({"upstream_id": inbound.upstream_id} if scoped else {}),
-    }
-    for table, unrouted in ((t.messages, False), (t.unrouted, True)):
-        earlier = await connection.scalar(_EARLIER_COPY[table.name, scoped], parameters)
-        if earlier is not None:
-            return IngestResult(IngestOutcome.DUPLICATE, int(earlier), unrouted=unrouted)
-    return None
-
-
-async def _find_answered_message(
-    connection: Connection, account_id: int, inbound: InboundMessage, window_start: int
-) -> int | None:
-    """The outgoing message this one replies to.
-
-    An explicit reference counts only if it names an outgoing message of this account;
-    otherwise the latest outgoing message from this number to the sender, within the window.
-    """
-    if inbound.reply_ref is not None:
-        referenced = await connection.scalar(
-            _REFERENCED_OUTGOING, {"account_id": account_id, "reply_ref": inbound.reply_ref}
-        )
-        if referenced is not None:
-            return int(referenced)
-    latest = await connection.scalar(
-        _LATEST_OUTGOING,
-        {
-            "account_id": account_id,
-            "sender": inbound.sender,
-            "recipient": inbound.recipient,
-            "window_start": window_start,
-        },
-    )
-    return None if latest is None else int(latest)
-
-
-async def _append_message(connection: Connection, account_id: int, now: int, **fields: Any) -> int:
+async def _append_message(
+    engine: StorageEngine, connection: Connection, account_id: int, now: int, **fields: Any
+) -> int:
     """Insert a message in the account's commit order and update its conversation.
 
     The counter row is updated first: its lock orders this account's writers, so the
@@ -512,7 +384,7 @@ async def _append_message(connection: Connection, account_id: int, now: int, **f
     incoming = fields["direction"] == Direction.INCOMING
     if incoming and fields["origin"] != "sim":
         # Messages the user's own device reported are theirs already; the rest is pushed.
-        await enqueue_deliveries(connection, account_id, int(message_id), "mo", now)
+        await enqueue_deliveries(engine, connection, account_id, int(message_id), "mo", now)
     unread = incoming and not fields.get("read", False)
     unsent = not incoming and fields["status"] in UNSENT_STATUSES
     await _bump_conversation(

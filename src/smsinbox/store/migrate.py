@@ -8,14 +8,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
 from smsinbox.store.database import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-# Any constant works; it only has to be the same in every smsinbox process.
-_PG_MIGRATION_LOCK = 0x5D51B0C5
 
 
 def include_object(
@@ -49,11 +46,7 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     """Migrate to `revision`; safe to run from several processes at once."""
 
     def run(connection: Connection) -> None:
-        if connection.dialect.name == "postgresql":
-            # Serialise concurrent starts; the lock ends with the transaction.
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-            )
+        db.engine.serialise_migrations(connection)
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

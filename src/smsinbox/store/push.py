@@ -25,8 +25,9 @@ from smsinbox.models import Direction, Encoding
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
+from smsinbox.store.engine import StorageEngine
 
-NOTIFY_CHANNEL = "smsinbox_push"
+NOTIFY_CHANNEL = t.NOTIFY_CHANNEL
 
 
 # The columns a new delivery is inserted with, in the order the selects below produce them.
@@ -110,7 +111,12 @@ _ENQUEUE = insert(t.deliveries).from_select(
 
 
 async def enqueue_deliveries(
-    connection: Connection, account_id: int, message_id: int, event: str, now: int
+    engine: StorageEngine,
+    connection: Connection,
+    account_id: int,
+    message_id: int,
+    event: str,
+    now: int,
 ) -> None:
     """Queue the message for every enabled endpoint of the account that wants `event`.
 
@@ -127,9 +133,9 @@ async def enqueue_deliveries(
             "at": now,
         },
     )
-    if result.rowcount and connection.dialect.name == "postgresql":
-        # Delivered to listeners when this transaction commits: the worker wakes at once.
-        await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    if result.rowcount:
+        # Workers of other processes wake as this transaction commits.
+        await engine.notify(connection, NOTIFY_CHANNEL)
 
 
 class PushStore(StoreBase):
@@ -212,8 +218,8 @@ class PushStore(StoreBase):
         if skip_endpoints:
             # The worker has enough of theirs in flight already (a slow receiver's share).
             due = due.where(deliveries.endpoint_id.not_in(sorted(skip_endpoints)))
-        if self.db.kind == "postgresql":
-            due = due.with_for_update(skip_locked=True)
+        # Rows another worker's claim holds are left to it.
+        due = self.db.engine.for_update(due, skip_locked=True)
         async with self.db.transaction("claim_due_deliveries") as connection:
             ids = [int(i) for i in await connection.scalars(due)]
             if not ids:
@@ -294,10 +300,11 @@ class PushStore(StoreBase):
             # The endpoint row first, in every attempt's transaction: concurrent attempts of
             # one endpoint then take their locks in one order (a disabling attempt updates
             # the endpoint's other deliveries too) and never deadlock.
-            endpoint = select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
-            if self.db.kind == "postgresql":
-                endpoint = endpoint.with_for_update()
-            failing_since = await connection.scalar(endpoint)
+            failing_since = await connection.scalar(
+                self.db.engine.for_update(
+                    select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
+                )
+            )
             await connection.execute(
                 insert(t.delivery_attempts).values(
                     delivery_id=delivery.id,
@@ -455,8 +462,8 @@ class PushStore(StoreBase):
                 )
             )
             total = int(requeued.rowcount or 0) + int(added.rowcount or 0)
-            if total and connection.dialect.name == "postgresql":
-                await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            if total:
+                await self.db.engine.notify(connection, NOTIFY_CHANNEL)
         self.outbox_changed()
         return total
 

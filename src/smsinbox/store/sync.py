@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 
 from smsinbox.models import Message
 from smsinbox.store import tables as t
@@ -114,10 +114,6 @@ class SyncStore(StoreBase):
             await connection.execute(
                 update(t.account_counters)
                 .where(counters.account_id == account_id)
-                .values(purged_modseq=func.max(counters.purged_modseq, highest))
-                if self.db.kind == "sqlite"
-                else update(t.account_counters)
-                .where(counters.account_id == account_id)
-                .values(purged_modseq=func.greatest(counters.purged_modseq, highest))
+                .values(purged_modseq=self.db.engine.greatest(counters.purged_modseq, highest))
             )
             return len(doomed)

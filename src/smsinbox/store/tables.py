@@ -43,6 +43,8 @@ OUTGOING_DUE = "status IN ('scheduled', 'sending')"
 PENDING = "state = 'pending'"
 # Deleted messages kept as sync tombstones; few at any time, so their index stays small.
 TOMBSTONE = "deleted = true"
+# Outgoing messages: what incoming ones are threaded onto (their replies).
+OUTGOING = "direction = 'out'"
 
 accounts = Table(
     "accounts",
@@ -224,6 +226,18 @@ messages = Table(
         sqlite_where=text(OUTGOING_DUE),
         postgresql_where=text(OUTGOING_DUE),
     ),
+    # The latest outgoing message to a counterpart from one of the account's numbers, which
+    # an incoming message answers: partial, so the conversation's incoming messages (most
+    # of it) are never walked.
+    Index(
+        "ix_messages_outgoing_by_counterpart",
+        "account_id",
+        "counterpart",
+        "sender",
+        "id",
+        sqlite_where=text(OUTGOING),
+        postgresql_where=text(OUTGOING),
+    ),
     # Tombstones by age, so the retention pass finds the accounts that have any to purge
     # without reading every account's messages.
     Index(
@@ -236,6 +250,9 @@ messages = Table(
     sqlite_autoincrement=True,
 )
 
+# A conversation shows the start of its last message.
+SNIPPET_CHARS = 160
+
 conversations = Table(
     "conversations",
     metadata,
@@ -247,7 +264,7 @@ conversations = Table(
     Column("unsent_count", Integer, nullable=False),
     Column("last_message_id", BigInteger, nullable=False),
     Column("last_message_at", BigInteger, nullable=False),
-    Column("snippet", String(160), nullable=False),
+    Column("snippet", String(SNIPPET_CHARS), nullable=False),
     Index(None, "account_id", "counterpart", unique=True),
     Index(None, "account_id", "last_message_at"),
     sqlite_autoincrement=True,
@@ -295,6 +312,10 @@ push_endpoints = Table(
     Index(None, "account_id"),
     sqlite_autoincrement=True,
 )
+
+# Commits that queue deliveries notify push workers of other processes on this channel
+# (PostgreSQL NOTIFY).
+NOTIFY_CHANNEL = "smsinbox_push"
 
 # The transactional outbox: one row per (message, endpoint, event), written in the same
 # transaction as the message (DESIGN invariant 4).

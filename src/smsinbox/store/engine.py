@@ -1,0 +1,110 @@
+"""What a storage engine is: the one object that knows how SQLite or PostgreSQL differs.
+
+Store modules speak SQLAlchemy Core (cold paths) or driver-level SQL (store/driver.py, hot
+paths) that means the same on both engines. Where the engines differ (how a transaction
+begins and commits, row locks, wake-ups of other processes, full-text search, the greatest
+of two values, migrations run by several processes at once) store code calls a method of
+its engine, never a test of which engine it is (in the spirit of Synapse's
+`database_engine`). Database (store/database.py) picks the engine from the URL and adds
+what both share: names, metrics, and "store unavailable" for a database that is down.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Select, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
+from sqlalchemy.sql import ColumnElement, Executable
+
+from smsinbox.store.driver import Driver
+
+T = TypeVar("T")
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
+class Connection(Protocol):
+    """What store code does with a connection: SQLAlchemy's AsyncConnection has it, and
+    SQLite's LoopConnection too."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+class StorageEngine(abc.ABC):
+    """SQLite or PostgreSQL: transactions, driver access and the SQL that differs."""
+
+    name: str
+    timeout: float
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A write transaction that commits (durably) when the block ends without error."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[Connection]:
+        """A read-only transaction: one consistent view of the store."""
+
+    @abc.abstractmethod
+    def driver_snapshot(self) -> AbstractAsyncContextManager[Driver]:
+        """A read-only transaction on the driver alone, for the hot read paths."""
+
+    @abc.abstractmethod
+    async def driver(self, connection: Connection) -> Driver:
+        """The driver connection under `connection`, in the same transaction."""
+
+    @abc.abstractmethod
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """An INSERT that supports ON CONFLICT."""
+
+    @abc.abstractmethod
+    def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
+        """`statement` locking the rows it reads until the transaction ends, where the
+        engine has row locks; with `skip_locked`, rows locked by another transaction are
+        left out rather than waited for."""
+
+    @abc.abstractmethod
+    async def notify(self, connection: Connection, channel: str) -> None:
+        """Wake other processes' listeners on `channel` once this transaction commits."""
+
+    @abc.abstractmethod
+    async def listen(
+        self, channel: str, callback: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """Call `callback` on each notification on `channel`; returns how to stop, or None
+        where the engine has no notifications (one process wakes its own workers)."""
+
+    @abc.abstractmethod
+    def greatest(self, first: ColumnElement[Any], second: Any) -> ColumnElement[Any]:
+        """The larger of two values."""
+
+    @abc.abstractmethod
+    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
+        """`statement` (over `messages`) narrowed to messages of the account whose text or
+        counterpart contains `query`, case-insensitively."""
+
+    @abc.abstractmethod
+    def serialise_migrations(self, connection: SyncConnection) -> None:
+        """Make concurrent migrations of several processes run one after another."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def like_pattern(query: str) -> str:
+    """A LIKE pattern that matches `query` literally anywhere (escape character `\\`)."""
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

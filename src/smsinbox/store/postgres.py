@@ -1,0 +1,175 @@
+"""PostgreSQL: the production engine. A pool of asyncpg connections, row locks, NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import Table, or_, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.sql import ColumnElement, func
+
+from smsinbox.store import tables as t
+from smsinbox.store.driver import AsyncpgDriver, Driver
+from smsinbox.store.engine import Connection, SelectT, StorageEngine, like_pattern
+
+log = logging.getLogger("smsinbox.store")
+
+# How often an idle LISTEN connection is checked (a frozen server never closes it), and the
+# longest pause between attempts to open it again.
+LISTEN_CHECK_S = 10.0
+MAX_LISTEN_BACKOFF_S = 30.0
+# Any constant works; it only has to be the same in every process.
+_MIGRATION_LOCK = 0x5D51B0C5
+
+
+class PostgresEngine(StorageEngine):
+    name = "postgresql"
+
+    def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._engine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=timeout,
+            pool_pre_ping=True,
+            connect_args={"timeout": timeout, "command_timeout": timeout},
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        async with self._engine.connect() as connection, connection.begin():
+            yield connection
+
+    @asynccontextmanager
+    async def driver_snapshot(self) -> AsyncIterator[Driver]:
+        async with self._engine.connect() as connection:
+            driver_connection: Any = (await connection.get_raw_connection()).driver_connection
+            async with driver_connection.transaction(readonly=True):
+                yield AsyncpgDriver(driver_connection)
+
+    async def driver(self, connection: Connection) -> Driver:
+        assert isinstance(connection, AsyncConnection)
+        adapted: Any = (await connection.get_raw_connection()).dbapi_connection
+        # SQLAlchemy's asyncpg adapter sends BEGIN only before its own first statement;
+        # driver-level statements before that would each commit on their own.
+        if not adapted._started:
+            await adapted._start_transaction()
+        return AsyncpgDriver(adapted.driver_connection)
+
+    def insert(self, table: Table) -> postgresql.Insert:
+        return postgresql.insert(table)
+
+    def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
+        return statement.with_for_update(skip_locked=skip_locked)
+
+    async def notify(self, connection: Connection, channel: str) -> None:
+        # Delivered to listeners when this transaction commits.
+        await connection.execute(text(f"NOTIFY {channel}"))
+
+    async def listen(
+        self, channel: str, callback: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        """The listening connection is kept open across database outages: when it drops (or
+        stops answering) it is opened again, with capped backoff, and `callback` is called
+        once it listens again, since notifications sent meanwhile were lost."""
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            self._keep_listening(channel, callback, stopping), name=f"listen {channel}"
+        )
+
+        async def stop() -> None:
+            stopping.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, self.timeout + 1)
+
+        return stop
+
+    async def _keep_listening(
+        self, channel: str, callback: Callable[[], None], stopping: asyncio.Event
+    ) -> None:
+        import asyncpg
+
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        failures = 0
+        while not stopping.is_set():
+            connection: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                connection = await asyncpg.connect(dsn, timeout=self.timeout)
+                connection.add_termination_listener(_setter(lost))
+                await connection.add_listener(channel, lambda *_: callback())
+                if failures:
+                    log.warning("listening for %s notifications again", channel)
+                failures = 0
+                callback()  # whatever was committed while nobody listened is due now
+                while not stopping.is_set() and not lost.is_set():
+                    await _first_of(stopping, lost, seconds=LISTEN_CHECK_S)
+                    if not stopping.is_set() and not lost.is_set():
+                        # A frozen server or a dead network never closes the connection.
+                        await connection.fetchval("SELECT 1", timeout=self.timeout)
+            except Exception as error:  # any failure means: connect again
+                failures += 1
+                if failures == 1:
+                    log.warning("not listening for %s notifications: %s", channel, _describe(error))
+            finally:
+                if connection is not None:
+                    connection.terminate()
+            if not stopping.is_set() and failures:
+                delay = min(2.0**failures, MAX_LISTEN_BACKOFF_S) * random.uniform(0.5, 1.0)
+                await _first_of(stopping, seconds=delay)
+
+    def greatest(self, first: ColumnElement[Any], second: Any) -> ColumnElement[Any]:
+        return func.greatest(first, second)
+
+    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
+        # ILIKE over the account's messages, helped by the pg_trgm indexes.
+        pattern = like_pattern(query)
+        messages = t.messages.c
+        return statement.where(
+            or_(
+                messages.text.ilike(pattern, escape="\\"),
+                messages.counterpart.ilike(pattern, escape="\\"),
+            )
+        )
+
+    def serialise_migrations(self, connection: SyncConnection) -> None:
+        # The lock ends with the transaction.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def _describe(error: BaseException) -> str:
+    """An error for the log: its message, or its kind when it has none (a timeout)."""
+    return str(error) or type(error).__name__
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _: event.set()
+
+
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Wait until one of `events` is set, or `seconds`."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

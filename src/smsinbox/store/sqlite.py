@@ -1,0 +1,330 @@
+"""SQLite: the embedded engine. One writer in turns with group commit, reads on the loop.
+
+SQLite statements take microseconds and reads of a WAL database never wait for writers,
+so statements run right on the event loop thread; only what waits (BEGIN IMMEDIATE for
+another process's lock, COMMIT for the disk) goes to a thread. Writers take turns on the
+one writer connection, each in a savepoint of a shared transaction, and one durable commit
+covers them all (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection as SyncConnection
+from sqlalchemy import RootTransaction, Table, column, create_engine, event, exc, literal_column
+from sqlalchemy import table as table_clause
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
+from sqlalchemy.sql import ColumnElement, Executable, func
+
+from smsinbox.store import tables as t
+from smsinbox.store.driver import Driver, SqliteDriver
+from smsinbox.store.engine import Connection, SelectT, StorageEngine
+
+T = TypeVar("T")
+
+LOOP_READ_BUSY_MS = 250
+# Most writers whose work one commit makes durable.
+MAX_GROUP_COMMIT = 256
+# The full-text index (FTS5, trigram tokenizer), kept by triggers; see the migrations.
+_FTS = table_clause("messages_search", column("rowid"), column("messages_search"))
+
+
+class _Batch:
+    """One SQLite write transaction that several writers share (see group commit).
+
+    Everything but the wait for the disk runs on the event loop thread: its statements,
+    like reads, and BEGIN IMMEDIATE, which fails at once while another process writes and
+    only then is retried in a thread. A hop to a thread and back waits for the loop to come
+    round, which on a busy server takes far longer than the work; COMMIT (an fsync) is the
+    one hop a batch makes.
+    """
+
+    def __init__(self, connection: SyncConnection, transaction: RootTransaction) -> None:
+        self.connection = connection
+        self.transaction = transaction
+        self.members = 0
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, engine: Engine, busy_ms: int) -> _Batch:
+        # The writer's pool keeps its one connection open: taking it does no I/O.
+        connection = engine.connect()
+        try:
+            try:
+                transaction = connection.begin()
+            except exc.OperationalError:  # locked by another process, or not writable
+                transaction = await asyncio.to_thread(_begin_waiting, connection, busy_ms)
+            return cls(connection, transaction)
+        except BaseException:
+            connection.close()
+            raise
+
+    async def commit(self) -> None:
+        try:
+            await asyncio.to_thread(self.transaction.commit)
+        except BaseException as error:
+            self.committed.set_exception(error)
+            if not self.members:
+                self.committed.exception()  # nobody waits for it: don't warn
+        else:
+            self.committed.set_result(None)
+        finally:
+            self.connection.close()
+
+
+def _begin_waiting(connection: SyncConnection, busy_ms: int) -> RootTransaction:
+    """BEGIN IMMEDIATE, waiting up to `busy_ms` for another process's write lock."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert dbapi_connection is not None
+    dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+    try:
+        return connection.begin()
+    finally:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+
+class _WriterTurn:
+    """Whose turn it is to use SQLite's one writer connection.
+
+    Like asyncio.Lock, but a release wakes every waiting writer at once rather than the
+    first alone. A woken task runs only on the event loop's next round, and on a busy server
+    a round is long (every poll in flight does its share of work in it): handing the
+    writer to one waiter per round would make 32 queued writers take 32 rounds. Woken
+    together, they run in one round, one after another, since a writer's statements never
+    suspend on SQLite; one that finds the writer taken (a writer that did suspend) waits
+    again.
+    """
+
+    def __init__(self) -> None:
+        self.taken = False
+        self.waiting = 0
+        self._released: asyncio.Future[None] | None = None
+
+    async def take(self) -> None:
+        while self.taken:
+            if self._released is None:
+                self._released = asyncio.get_running_loop().create_future()
+            self.waiting += 1
+            try:
+                await asyncio.shield(self._released)
+            finally:
+                self.waiting -= 1
+        self.taken = True
+
+    def release(self) -> None:
+        self.taken = False
+        released, self._released = self._released, None
+        if released is not None:
+            released.set_result(None)
+
+
+class LoopConnection:
+    """A synchronous SQLite connection used right on the event loop thread.
+
+    SQLite statements take microseconds, and reads of a WAL database never wait for
+    writers; handing each statement to a worker thread costs far more than the statement
+    in thread switches. Reads and writes both run here; only what waits (BEGIN IMMEDIATE for
+    another process's lock, COMMIT for the disk) goes to a thread (see group commit).
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: SyncConnection) -> None:
+        self._connection = connection
+
+    @property
+    def dbapi_connection(self) -> Any:
+        """The `sqlite3` connection under it (for driver-level statements)."""
+        return self._connection.connection.dbapi_connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._connection.dialect
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        return self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self._connection.scalar(statement, parameters)
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        return self._connection.scalars(statement, parameters)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(self._connection, *args)
+
+
+class SqliteEngine(StorageEngine):
+    name = "sqlite"
+
+    def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        path = Path(url.database or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One writer connection, taken in turns in-process and serialised across processes
+        # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it. The writer
+        # never waits on the loop thread: see _Batch.open.
+        self._writer = self._loop_engine(1, begin="BEGIN IMMEDIATE", busy_ms=0)
+        self._reader = self._loop_engine(pool_size, begin="BEGIN", busy_ms=LOOP_READ_BUSY_MS)
+        self._turn = _WriterTurn()
+        self._batch: _Batch | None = None
+        self._pool_size = pool_size
+        self._idle_readers: list[sqlite3.Connection] = []
+
+    def _loop_engine(self, pool_size: int, *, begin: str, busy_ms: int) -> Engine:
+        engine = create_engine(
+            self.url.set(drivername="sqlite+pysqlite"),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=self.timeout,
+            # BEGIN and COMMIT of the writer run on a helper thread, the rest on the loop:
+            # one user at a time, never two threads at once.
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL syncs the WAL on every commit: acknowledged means durable, even on
+            # power loss, not only on a process crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+            # Readers of a WAL database wait only in rare moments (recovery after a crash)
+            # and must not hold the event loop for long then; the writer waits in a thread.
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def on_begin(connection: Any) -> None:
+            connection.exec_driver_sql(begin)
+
+        return engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """Several writers to one durable commit (group commit).
+
+        A durable commit waits for the disk (an fsync of the WAL), and SQLite has one
+        writer. So writers queue for the writer connection; each runs in a savepoint of a
+        shared transaction, and the last one in the queue commits it for all. Every caller
+        waits for that commit before it goes on, so nothing is acknowledged before it is
+        durable, and a writer that fails rolls back only its own savepoint.
+        """
+        turn = self._turn
+        async with asyncio.timeout(self.timeout):
+            await turn.take()
+        try:
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = await _Batch.open(self._writer, int(self.timeout * 1000))
+            # Written out rather than begin_nested(): SQLAlchemy compiles that anew each time.
+            batch.connection.exec_driver_sql("SAVEPOINT writer")
+        except BaseException:
+            self._batch = None
+            turn.release()
+            raise
+        try:
+            yield LoopConnection(batch.connection)
+            batch.connection.exec_driver_sql("RELEASE writer")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                batch.connection.exec_driver_sql("ROLLBACK TO writer")
+                batch.connection.exec_driver_sql("RELEASE writer")
+            await self._end_turn(batch)
+            raise
+        batch.members += 1
+        await self._end_turn(batch)
+        await asyncio.shield(batch.committed)
+
+    async def _end_turn(self, batch: _Batch) -> None:
+        """Pass the writer on; commit the batch when nobody else is waiting for it."""
+        turn = self._turn
+        if turn.waiting and batch.members < MAX_GROUP_COMMIT:
+            turn.release()
+            return
+        self._batch = None
+        try:
+            await batch.commit()
+        finally:
+            turn.release()
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        with self._reader.connect() as connection, connection.begin():
+            yield LoopConnection(connection)
+
+    @asynccontextmanager
+    async def driver_snapshot(self) -> AsyncIterator[Driver]:
+        # Connections of its own, BEGIN and COMMIT on the driver too: SQLAlchemy's pool
+        # checkout, begin event and transaction objects cost more than a short read.
+        reader = self._idle_readers.pop() if self._idle_readers else self._open_reader()
+        try:
+            reader.execute("BEGIN")
+            try:
+                yield SqliteDriver(reader)
+            finally:
+                reader.execute("COMMIT")
+        except BaseException:
+            reader.close()  # in an unknown state
+            raise
+        if len(self._idle_readers) < self._pool_size:
+            self._idle_readers.append(reader)
+        else:
+            reader.close()
+
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = sqlite3.connect(
+            self.url.database or "", isolation_level=None, check_same_thread=False
+        )
+        reader.execute(f"PRAGMA busy_timeout={LOOP_READ_BUSY_MS}")
+        return reader
+
+    async def driver(self, connection: Connection) -> Driver:
+        assert isinstance(connection, LoopConnection)
+        return SqliteDriver(connection.dbapi_connection)
+
+    def insert(self, table: Table) -> sqlite.Insert:
+        return sqlite.insert(table)
+
+    def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
+        return statement  # one writer at a time: whoever writes holds the whole database
+
+    async def notify(self, connection: Connection, channel: str) -> None:
+        return None  # one process per database file wakes its own workers
+
+    async def listen(
+        self, channel: str, callback: Callable[[], None]
+    ) -> Callable[[], Awaitable[None]] | None:
+        return None
+
+    def greatest(self, first: ColumnElement[Any], second: Any) -> ColumnElement[Any]:
+        return func.max(first, second)  # SQLite's max() of several arguments
+
+    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
+        # The index holds every account's messages, each tagged with its owner; a phrase
+        # in double quotes matches literally (FTS5 syntax in the query means nothing).
+        phrase = '"' + query.replace('"', '""') + '"'
+        match = f'owner:"a{account_id}z" AND {{text counterpart}}: {phrase}'
+        return statement.join(_FTS, _FTS.c.rowid == t.messages.c.id).where(
+            literal_column("messages_search").op("MATCH")(match)
+        )
+
+    def serialise_migrations(self, connection: SyncConnection) -> None:
+        return None  # the migration's write transaction holds the database
+
+    async def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+        while self._idle_readers:
+            self._idle_readers.pop().close()
