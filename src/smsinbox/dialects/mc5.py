@@ -5,10 +5,10 @@ Every answer is HTTP 200 with a JSON body carrying `status`; 0 means OK.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -57,8 +57,8 @@ def status_of(error: DomainError) -> int:
 
 
 def _json(body: dict[str, Any]) -> Response:
-    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(encoded, media_type="application/json")
+    # orjson writes what json.dumps(ensure_ascii=False, compact) would, several times faster.
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _since(raw: str | None) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Union
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 import defusedxml.ElementTree as safe_xml
+import orjson
 from defusedxml import DefusedXmlException
 
 # A field is a scalar kind, a nested schema, or a list of either.
@@ -138,7 +139,8 @@ def _element_value(element: Element, kind: FieldType) -> Any:
 def encode(payload: Mapping[str, Any], *, xml: bool, element: str) -> bytes:
     """A response body; `element` names the XML root (`userMessageSendResponse`)."""
     if not xml:
-        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        # The bytes json.dumps(ensure_ascii=False, compact) writes, several times faster.
+        return orjson.dumps(payload)
     root = Element(element)
     _fill(root, payload)
     # A parser reads a raw CR as LF; written as a reference it survives. ElementTree writes

@@ -33,6 +33,9 @@ def _escape_one(match: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """A field value with no '|' and no line break in it."""
+    # Most texts have nothing to escape: one search, no substitution machinery.
+    if _SPECIAL.search(text) is None:
+        return text
     return _SPECIAL.sub(_escape_one, text)
 
 

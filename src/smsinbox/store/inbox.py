@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import select, update
 
 from smsinbox.models import Direction, Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.database import Connection
-from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
+from smsinbox.store.driver import Driver
+from smsinbox.store.messages import message_from_tuple
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,54 +37,28 @@ def whole_seconds(rows: Sequence[Message], limit: int) -> tuple[list[Message], i
     return page, None
 
 
-def _directions(query: Select[Any], directions: tuple[Direction, ...]) -> Select[Any]:
-    if len(directions) == 1:
-        return query.where(t.messages.c.direction == directions[0].value)
-    return query
-
-
-def _by_direction(
-    build: Callable[[tuple[Direction, ...]], Select[Any]],
-) -> dict[frozenset[Direction], Select[Any]]:
-    """A statement for each direction filter a page may ask for, by the set of directions."""
-    return {frozenset(directions): build(directions) for directions in DIRECTION_FILTERS}
-
-
-# The page statements, built once: a poll's page is its one real query, and building it
-# anew cost more than SQLite takes to run it.
-DIRECTION_FILTERS = ((Direction.INCOMING,), (Direction.OUTGOING,), tuple(Direction))
-_messages = t.messages.c
+# The page statements, written out for the driver: a poll's page is its one real query.
+_COLUMNS = ", ".join(Message._fields)  # names of our own columns, never input
 _counters = t.account_counters.c
-_WATERMARK = select(_counters.last_received_at).where(
-    _counters.account_id == bindparam("account_id")
+_WATERMARK = "SELECT last_received_at FROM account_counters WHERE account_id = ?"
+# A direction filter: all of them (no condition), or one (a parameter after the others).
+_ONE_DIRECTION = " AND direction = ?"
+_TIME_WINDOW = (
+    f"SELECT {_COLUMNS} FROM messages WHERE account_id = ? AND deleted = false"  # noqa: S608
+    " AND received_at >= ? AND received_at < ?"
 )
-_TIME_WINDOW = _by_direction(
-    lambda directions: _directions(
-        select(*MESSAGE_COLUMNS)
-        .where(_messages.account_id == bindparam("account_id"))
-        .where(_messages.deleted.is_(False))
-        .where(_messages.received_at >= bindparam("after_ms"))
-        .where(_messages.received_at < bindparam("before_ms")),
-        directions,
-    )
+_ID_WINDOW = (
+    f"SELECT {_COLUMNS} FROM messages WHERE account_id = ?"  # noqa: S608
+    " AND deleted = false AND id > ?"
 )
-_TIME_PAGE = {
-    directions: window.order_by(_messages.received_at, _messages.id).limit(bindparam("rows"))
-    for directions, window in _TIME_WINDOW.items()
-}
-_ID_PAGE = _by_direction(
-    lambda directions: (
-        _directions(
-            select(*MESSAGE_COLUMNS)
-            .where(_messages.account_id == bindparam("account_id"))
-            .where(_messages.deleted.is_(False))
-            .where(_messages.id > bindparam("after_id")),
-            directions,
-        )
-        .order_by(_messages.id)
-        .limit(bindparam("rows"))
-    )
-)
+_TIME_ORDER = " ORDER BY received_at, id"
+
+
+def _filtered(window: str, directions: tuple[Direction, ...]) -> tuple[str, tuple[str, ...]]:
+    """`window` narrowed to `directions`: the SQL and the parameters it adds."""
+    if len(directions) == 1:
+        return window + _ONE_DIRECTION, (directions[0].value,)
+    return window, ()
 
 
 class InboxStore(StoreBase):
@@ -109,12 +82,12 @@ class InboxStore(StoreBase):
         the single writer (SQLite), so every writer that started earlier has committed.
         """
         open_second_starts = clock() // 1000 * 1000
-        async with self.db.snapshot("page_by_time") as connection:
-            watermark = await connection.scalar(_WATERMARK, {"account_id": account_id})
+        async with self.db.driver_snapshot("page_by_time") as driver:
+            watermark = await driver.fetchval(_WATERMARK, (account_id,))
             if watermark is not None and watermark >= open_second_starts:
                 # Raised already: everything before it is committed and in this snapshot.
                 page = await _time_page(
-                    connection, account_id, after_ms, open_second_starts, limit, directions
+                    driver, account_id, after_ms, open_second_starts, limit, directions
                 )
                 if not (mark_retrieved and _unretrieved(page)):
                     return page
@@ -133,7 +106,12 @@ class InboxStore(StoreBase):
                 .values(last_received_at=open_second_starts)
             )
             page = await _time_page(
-                connection, account_id, after_ms, open_second_starts, limit, directions
+                await self.db.engine.driver(connection),
+                account_id,
+                after_ms,
+                open_second_starts,
+                limit,
+                directions,
             )
             fresh = _unretrieved(page) if mark_retrieved else []
             if fresh:
@@ -155,14 +133,12 @@ class InboxStore(StoreBase):
         Ids follow commit order within an account (they are taken under the account's
         counter lock), so no message can later appear below an id already returned.
         """
-        async with self.db.snapshot("page_by_id") as connection:
-            rows = (
-                await connection.execute(
-                    _ID_PAGE[frozenset(directions)],
-                    {"account_id": account_id, "after_id": after_id, "rows": limit},
-                )
-            ).all()
-        return [message_from_row(row) for row in rows]
+        sql, narrowing = _filtered(_ID_WINDOW, directions)
+        async with self.db.driver_snapshot("page_by_id") as driver:
+            rows = await driver.fetch(
+                sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
+            )
+        return [message_from_tuple(row) for row in rows]
 
 
 def _unretrieved(page: TimePage) -> list[int]:
@@ -170,7 +146,7 @@ def _unretrieved(page: TimePage) -> list[int]:
 
 
 async def _time_page(
-    connection: Connection,
+    driver: Driver,
     account_id: int,
     after_ms: int,
     before_ms: int,
@@ -178,21 +154,17 @@ async def _time_page(
     directions: tuple[Direction, ...],
 ) -> TimePage:
     """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary."""
-    bounds = {"account_id": account_id, "after_ms": after_ms, "before_ms": before_ms}
-    found = await connection.execute(
-        _TIME_PAGE[frozenset(directions)], {**bounds, "rows": limit + 1}
-    )
-    rows = [message_from_row(row) for row in found.all()]
+    window, narrowing = _filtered(_TIME_WINDOW, directions)
+    bounds = (account_id, after_ms, before_ms, *narrowing)
+    found = await driver.fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
+    rows = [message_from_tuple(row) for row in found]
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
         return TimePage(page, has_more=len(rows) > limit)
     # One second alone holds more than a page: return all of it, never half.
     second_end = (crowded_second + 1) * 1000
-    window = _TIME_WINDOW[frozenset(directions)]
-    ordered = window.order_by(_messages.received_at, _messages.id)
-    whole = await connection.execute(ordered.where(_messages.received_at < second_end), bounds)
-    later = await connection.scalar(
-        window.with_only_columns(_messages.id).where(_messages.received_at >= second_end).limit(1),
-        bounds,
+    whole = await driver.fetch(window + " AND received_at < ?" + _TIME_ORDER, (*bounds, second_end))
+    later = await driver.fetchval(
+        window + " AND received_at >= ?" + _TIME_ORDER + " LIMIT 1", (*bounds, second_end)
     )
-    return TimePage([message_from_row(row) for row in whole.all()], has_more=later is not None)
+    return TimePage([message_from_tuple(row) for row in whole], has_more=later is not None)

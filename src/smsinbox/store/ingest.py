@@ -37,14 +37,15 @@ log = logging.getLogger("smsinbox.store")
 # Most messages one ingest transaction stores.
 MAX_BATCH = 256
 
-_EARLIER_SCOPED = {
-    "messages": "SELECT id FROM messages WHERE upstream_id = ? AND upstream_message_id = ?",
-    "unrouted": "SELECT id FROM unrouted WHERE upstream_id = ? AND upstream_message_id = ?",
-}
-# Ids given to `smsinbox inject` (no upstream) form their own scope: IS NULL, not `= NULL`.
-_EARLIER_UNSCOPED = {
-    "messages": "SELECT id FROM messages WHERE upstream_id IS NULL AND upstream_message_id = ?",
-    "unrouted": "SELECT id FROM unrouted WHERE upstream_id IS NULL AND upstream_message_id = ?",
+# The earlier copy of an upstream message, routed (0) or not (1). Ids given to `smsinbox
+# inject` (no upstream) form their own scope: IS NULL, not `= NULL`.
+_EARLIER_COPY = {
+    "upstream_id = ?": "SELECT id, 0 FROM messages WHERE upstream_id = ?"
+    " AND upstream_message_id = ? UNION ALL SELECT id, 1 FROM unrouted"
+    " WHERE upstream_id = ? AND upstream_message_id = ?",
+    "upstream_id IS NULL": "SELECT id, 0 FROM messages WHERE upstream_id IS NULL"
+    " AND upstream_message_id = ? UNION ALL SELECT id, 1 FROM unrouted"
+    " WHERE upstream_id IS NULL AND upstream_message_id = ?",
 }
 _OWNER = "SELECT account_id FROM numbers WHERE msisdn = ?"
 _UNROUTED = (
@@ -60,19 +61,18 @@ _TAKE_POSITIONS = (
     " last_received_at = CASE WHEN last_received_at > ? THEN last_received_at ELSE ? END"
     " WHERE account_id = ? RETURNING last_seq, last_modseq, last_received_at"
 )
-_REFERENCED_OUTGOING = (
-    "SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND id = ?"
-)
-_LATEST_OUTGOING = (
-    "SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
-    " AND sender = ? AND received_at >= ? AND deleted = false ORDER BY id DESC LIMIT 1"
-)
+# The message, threaded onto the outgoing message it answers: the one its upstream named,
+# if that is an outgoing message of this account; else the latest outgoing message from
+# the number it was sent to, to its sender, within the reply window.
 _INSERT_MESSAGE = (
     "INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at, status_at,"
     " direction, sender, recipient, counterpart, text, encoding, body, reply_to_id,"
     " upstream_id, upstream_message_id, sent_at, status, origin, read, locked, deleted)"
-    " VALUES (?, ?, ?, ?, ?, ?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'received', ?,"
-    " false, false, false) RETURNING id"
+    " VALUES (?, ?, ?, ?, ?, ?, 'in', ?, ?, ?, ?, ?, ?, COALESCE("
+    "(SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND id = ?),"
+    " (SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
+    " AND sender = ? AND received_at >= ? AND deleted = false ORDER BY id DESC LIMIT 1)),"
+    " ?, ?, ?, 'received', ?, false, false, false) RETURNING id"
 )
 _PUSHED = (
     "SELECT count(*) FROM push_endpoints WHERE account_id = ? AND enabled = true"
@@ -170,18 +170,17 @@ async def store_batch(
 
 async def _earlier_copy(driver: Driver, inbound: InboundMessage) -> IngestResult | None:
     """The earlier copy of this upstream message, routed or not, if there is one."""
-    for table, unrouted in (("messages", False), ("unrouted", True)):
-        if inbound.upstream_id is None:
-            earlier = await driver.fetchval(
-                _EARLIER_UNSCOPED[table], (inbound.upstream_message_id,)
-            )
-        else:
-            earlier = await driver.fetchval(
-                _EARLIER_SCOPED[table], (inbound.upstream_id, inbound.upstream_message_id)
-            )
-        if earlier is not None:
-            return IngestResult(IngestOutcome.DUPLICATE, int(earlier), unrouted=unrouted)
-    return None
+    if inbound.upstream_id is None:
+        earlier = await driver.fetchrow(
+            _EARLIER_COPY["upstream_id IS NULL"],
+            (inbound.upstream_message_id, inbound.upstream_message_id),
+        )
+    else:
+        scope = (inbound.upstream_id, inbound.upstream_message_id)
+        earlier = await driver.fetchrow(_EARLIER_COPY["upstream_id = ?"], scope + scope)
+    if earlier is None:
+        return None
+    return IngestResult(IngestOutcome.DUPLICATE, int(earlier[0]), unrouted=bool(earlier[1]))
 
 
 def _unrouted_row(inbound: InboundMessage, now: int) -> tuple[Any, ...]:
@@ -210,30 +209,32 @@ async def _append_to_account(
     assert position is not None
     last_seq, last_modseq, received_at = (int(value) for value in position)
     pushed = bool(await driver.fetchval(_PUSHED, (account_id,)))
-    queued = False
     conversations: dict[str, _Conversation] = {}
     ids = []
+    deliveries = []
     for offset, arrival in enumerate(arrivals):
         inbound = arrival.inbound
-        reply_to = await _answered_message(driver, account_id, inbound, arrival)
         seq = last_seq - count + 1 + offset
         modseq = last_modseq - count + 1 + offset
+        window_start = arrival.now - arrival.reply_window_ms
         message_id = int(
             await driver.fetchval(
                 _INSERT_MESSAGE,
                 (
                     account_id, seq, modseq, modseq, received_at, received_at,
                     inbound.sender, inbound.recipient, inbound.sender, inbound.text,
-                    inbound.encoding.value, inbound.body, reply_to, inbound.upstream_id,
-                    inbound.upstream_message_id, inbound.sent_at, inbound.origin,
+                    inbound.encoding.value, inbound.body,
+                    account_id, inbound.reply_ref,
+                    account_id, inbound.sender, inbound.recipient, window_start,
+                    inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
+                    inbound.origin,
                 ),
             )
         )  # fmt: skip
         ids.append(message_id)
         if pushed and inbound.origin != "sim":
             # Messages the user's own device reported are theirs already; the rest is pushed.
-            await driver.execute(_ENQUEUE, (message_id, arrival.now, arrival.now, account_id))
-            queued = True
+            deliveries.append((message_id, arrival.now, arrival.now, account_id))
         snippet = inbound.text[:SNIPPET_CHARS]
         conversation = conversations.get(inbound.sender)
         if conversation is None:
@@ -249,26 +250,9 @@ async def _append_to_account(
             for counterpart, c in conversations.items()
         ],
     )
-    return ids, queued
-
-
-async def _answered_message(
-    driver: Driver, account_id: int, inbound: InboundMessage, arrival: Arrival
-) -> int | None:
-    """The outgoing message this one replies to.
-
-    An explicit reference counts only if it names an outgoing message of this account;
-    otherwise the latest outgoing message from this number to the sender, within the window.
-    """
-    if inbound.reply_ref is not None:
-        referenced = await driver.fetchval(_REFERENCED_OUTGOING, (account_id, inbound.reply_ref))
-        if referenced is not None:
-            return int(referenced)
-    latest = await driver.fetchval(
-        _LATEST_OUTGOING,
-        (account_id, inbound.sender, inbound.recipient, arrival.now - arrival.reply_window_ms),
-    )
-    return None if latest is None else int(latest)
+    if deliveries:
+        await driver.executemany(_ENQUEUE, deliveries)
+    return ids, bool(deliveries)
 
 
 def is_conflict(error: BaseException) -> bool:
