@@ -165,7 +165,12 @@ class Settings:
         0.1, "Random spread of each retry delay, as a fraction (0.1 = plus or minus 10%)."
     )
     push_timeout: float = setting(10.0, "Seconds a push receiver has to answer one attempt.")
-    push_concurrency: int = setting(50, "Push attempts in flight at once per worker process.")
+    push_concurrency: int = setting(64, "Push attempts in flight at once per worker process.")
+    push_endpoint_concurrency: int = setting(
+        16,
+        "Push attempts in flight at once to one endpoint, per worker process (at most a "
+        "quarter of push_concurrency). A slow or hanging receiver holds up only its own.",
+    )
     push_disable_after_days: float = setting(
         3.0,
         "An endpoint whose deliveries have failed without a success for this many days is "
@@ -229,8 +234,10 @@ class Settings:
             )
         if not 0 <= self.push_retry_jitter < 1 or self.push_timeout <= 0:
             problems.append("push_retry_jitter must be in [0, 1) and push_timeout positive")
-        if self.push_concurrency < 1 or self.push_disable_after_days <= 0:
-            problems.append("push_concurrency and push_disable_after_days must be positive")
+        if min(self.push_concurrency, self.push_endpoint_concurrency) < 1:
+            problems.append("push_concurrency and push_endpoint_concurrency must be positive")
+        if self.push_disable_after_days <= 0:
+            problems.append("push_disable_after_days must be positive")
         if self.auth_token_ttl < 1 or self.sync_tombstone_days < 1:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:

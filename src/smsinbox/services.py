@@ -125,6 +125,7 @@ class Services:
                 jitter=settings.push_retry_jitter,
                 timeout_s=settings.push_timeout,
                 concurrency=settings.push_concurrency,
+                endpoint_concurrency=settings.push_endpoint_concurrency,
                 disable_after_s=settings.push_disable_after_days * 86400,
                 addresses=addresses,
             ),

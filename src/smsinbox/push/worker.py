@@ -2,12 +2,20 @@
 
 At least once: a delivery leaves the outbox only when its receiver has accepted it, or when
 its retries are exhausted (dead-lettered, visible and replayable) or its endpoint disabled.
+
+Each endpoint has a lane: its claimed deliveries wait there in order and are sent with at
+most `endpoint_concurrency` attempts in flight, so a slow or hanging receiver ties up its
+own lane and never another's. Claims take many due deliveries in one transaction, skipping
+endpoints whose lanes are full; outcomes are recorded in batches by one recorder, in one
+transaction each, as they come in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import email.utils
 import logging
@@ -25,22 +33,32 @@ from smsinbox.metrics import Metrics
 from smsinbox.push import formats
 from smsinbox.push.addresses import AddressPolicy, RefusedAddress
 from smsinbox.store import Store
-from smsinbox.store.push import NOTIFY_CHANNEL, DueDelivery
+from smsinbox.store.push import NOTIFY_CHANNEL, AttemptOutcome, DueDelivery
 
 log = logging.getLogger("smsinbox.push")
 
-BATCH = 100
+# Most deliveries one claim takes.
+BATCH = 200
+# Most outcomes one recording transaction writes.
+MAX_RECORDED = 500
 # A claimed delivery is not handed to another worker for at least this long (and never
 # before its attempt could have timed out twice over). The worker renews the leases of
 # what it holds; a worker that dies stops renewing, and its deliveries are due again soon.
 MIN_LEASE_MS = 20_000
-# The share of the attempts in flight that one endpoint may take: a receiver that hangs
-# ties up its own share until its attempts time out, never every slot.
-ENDPOINT_SHARE = 4
 # The most of a receiver's answer that is read: only its status and whether it is empty
 # matter, and a hostile receiver must not fill the worker's memory.
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_RETRY_AFTER_S = 24 * 3600
+# The most of the worker's attempts (and claims) one endpoint may have: a quarter.
+ENDPOINT_SHARE = 4
+
+
+@dataclasses.dataclass(slots=True)
+class _Lane:
+    """One endpoint's claimed deliveries: those waiting their turn, and how many are sent."""
+
+    waiting: collections.deque[DueDelivery] = dataclasses.field(default_factory=collections.deque)
+    sending: int = 0
 
 
 class PushWorker:
@@ -53,6 +71,7 @@ class PushWorker:
         jitter: float,
         timeout_s: float,
         concurrency: int,
+        endpoint_concurrency: int,
         disable_after_s: float,
         addresses: AddressPolicy,
         clock: Clock = now_ms,
@@ -66,23 +85,20 @@ class PushWorker:
         self.addresses = addresses
         self.clock = clock
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
-        self.per_endpoint = max(1, concurrency // ENDPOINT_SHARE)
-        self.lease_ms = self._lease_ms(rounds=1)
-        # Attempts started by the loop, each on its own, and how many per endpoint.
-        self._held: set[asyncio.Task[None]] = set()
-        self._held_by_endpoint: dict[int, int] = {}
-        # Each endpoint's turns: at most its share of the slots attempts at once.
-        self._turns: dict[int, asyncio.Semaphore] = {}
-        self._waiting: set[int] = set()  # held deliveries not yet sent
-        self._leased: set[int] = set()  # held deliveries whose outcome is not recorded yet
+        # Never more than a quarter of the worker's attempts: receivers that hang take up
+        # their own lanes, and the worker still has room for the rest.
+        self.endpoint_concurrency = max(1, min(endpoint_concurrency, concurrency // ENDPOINT_SHARE))
+        self.lease_ms = max(MIN_LEASE_MS, int(2 * timeout_s * 1000))
+        # Every delivery this worker holds, from its claim until its outcome is recorded
+        # (their leases are renewed), and the lanes they wait and are sent in.
+        self._held: dict[int, DueDelivery] = {}
+        self._lanes: dict[int, _Lane] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self._outcomes: list[tuple[DueDelivery, AttemptOutcome, str]] = []
+        self._outcome_ready = asyncio.Event()
         self._wake = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         store.outbox_listeners.append(self.wake)
-
-    def _lease_ms(self, *, rounds: int) -> int:
-        """A lease that outlasts `rounds` attempts one after another, timing out twice."""
-        return max(MIN_LEASE_MS, int(2 * rounds * self.timeout_s * 1000))
 
     def wake(self) -> None:
         """Something may be due now (called after commits, and on PostgreSQL NOTIFY)."""
@@ -96,26 +112,31 @@ class PushWorker:
         except Exception as error:
             # Still correct without it: the worker polls at least every few seconds.
             log.warning("push: cannot listen for notifications (%s); polling only", error)
+        finishing = asyncio.Event()
         async with self._http_client():
+            recording = asyncio.create_task(self._record_outcomes(finishing), name="push outcomes")
+            renewing = asyncio.create_task(self._renew_leases(stop), name="push leases")
             try:
-                await self._loop(stop)
+                await self._claim_while_running(stop)
             finally:
+                await self._finish_held()
+                finishing.set()
+                self._outcome_ready.set()
+                await recording
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
                 if unlisten is not None:
                     with contextlib.suppress(Exception):
                         await unlisten()
 
-    async def run_until_idle(self, batch: int = 5) -> int:
-        """Deliver in small rounds until nothing is due; returns how many were attempted."""
-        total = 0
-        async with self._http_client():
-            while sent := await self.deliver_due(batch):
-                total += sent
-        return total
-
     @contextlib.asynccontextmanager
     async def _http_client(self) -> AsyncIterator[None]:
-        # One pooled client per run: keep-alive connections to each receiver are reused.
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+        # One pooled client per run: keep-alive connections to each receiver are reused,
+        # as many per receiver as its lane sends at once.
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
             self._client = client
             try:
@@ -123,150 +144,87 @@ class PushWorker:
             finally:
                 self._client = None
 
-    async def _loop(self, stop: asyncio.Event) -> None:
-        """Keep claiming due deliveries while there is room, each attempted on its own: a
-        slow receiver holds up only its own deliveries, never the next claim."""
-        failures = 0
-        renewing = asyncio.create_task(self._renew_leases(stop))
-        try:
-            while not stop.is_set():
-                self._wake.clear()
-                starting = sum(min(h, self.per_endpoint) for h in self._held_by_endpoint.values())
-                room = min(BATCH, self.concurrency - starting)
-                if room <= 0:
-                    await self._sleep(stop, 5.0, until_one_finishes=True)
-                    continue
-                try:
-                    claimed = await self._claim(room)
-                    failures = 0
-                    if len(claimed) == room:
-                        continue  # more may be due
-                    next_due = await self.store.next_due_at()
-                except StoreUnavailable:
-                    failures += 1
-                    await self._sleep(stop, min(2.0**failures, 30.0))
-                    continue
-                except Exception:
-                    log.exception("push pass failed")
-                    await self._sleep(stop, 1.0)
-                    continue
-                wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()) / 1000)
-                await self._sleep(stop, min(wait, 5.0))
-        finally:
-            await self._finish_held()
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+    def _full_lanes(self) -> list[int]:
+        return [
+            endpoint
+            for endpoint, lane in self._lanes.items()
+            if lane.sending + len(lane.waiting) >= self.endpoint_concurrency
+        ]
 
-    async def _renew_leases(self, stop: asyncio.Event) -> None:
-        """Renew the leases of held deliveries, several times per lease, until stopped."""
+    async def _claim_while_running(self, stop: asyncio.Event) -> None:
+        """Claim due deliveries while there is room, into their endpoints' lanes."""
+        failures = 0
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lease_ms / 4000)
-            if not self._leased:
+            self._wake.clear()
+            # A lane counts up to its limit: the deliveries one claim gave it beyond that wait
+            # their turn there and take no room from other endpoints.
+            taken = sum(
+                min(lane.sending + len(lane.waiting), self.endpoint_concurrency)
+                for lane in self._lanes.values()
+            )
+            room = min(BATCH, self.concurrency - taken)
+            if room <= 0:
+                await self._sleep(stop, 5.0)  # an attempt ending or an outcome recorded wakes it
                 continue
             try:
-                await self.store.renew_leases(
-                    list(self._leased), until=self.clock() + self.lease_ms
+                claimed = await self.store.claim_due_deliveries(
+                    now=self.clock(),
+                    lease_ms=self.lease_ms,
+                    limit=room,
+                    skip_endpoints=self._full_lanes(),
                 )
+                failures = 0
+                for delivery in claimed:
+                    self._held[delivery.id] = delivery
+                    lane = self._lanes.setdefault(delivery.endpoint_id, _Lane())
+                    lane.waiting.append(delivery)
+                    self._send_from(delivery.endpoint_id)
+                if len(claimed) == room:
+                    continue  # more may be due
+                next_due = await self.store.next_due_at()
             except StoreUnavailable:
-                log.warning("push: leases not renewed: store unavailable")
+                failures += 1
+                await self._sleep(stop, min(2.0**failures, 30.0))
+                continue
             except Exception:
-                log.exception("push: renewing leases failed")
+                log.exception("push pass failed")
+                await self._sleep(stop, 1.0)
+                continue
+            wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()) / 1000)
+            await self._sleep(stop, min(wait, 5.0))
 
-    async def _claim(self, limit: int) -> list[DueDelivery]:
-        """Claim up to `limit` due deliveries and start an attempt of each, at most an
-        endpoint's share at once; returns what was claimed."""
-        busy = [e for e, held in self._held_by_endpoint.items() if held >= self.per_endpoint]
-        claimed = await self.store.claim_due_deliveries(
-            now=self.clock(), lease_ms=self.lease_ms, limit=limit, skip_endpoints=busy
-        )
-        for delivery in claimed:
-            endpoint = delivery.endpoint_id
-            self._held_by_endpoint[endpoint] = self._held_by_endpoint.get(endpoint, 0) + 1
-            turns = self._turns.setdefault(endpoint, asyncio.Semaphore(self.per_endpoint))
-            self._leased.add(delivery.id)
-            self._waiting.add(delivery.id)
-            task = asyncio.create_task(self._attempt_logged(delivery, turns))
-            self._held.add(task)
-            task.add_done_callback(self._held.discard)
-        return claimed
+    def _send_from(self, endpoint: int) -> None:
+        """Start the lane's waiting deliveries while it has turns free."""
+        lane = self._lanes[endpoint]
+        while lane.waiting and lane.sending < self.endpoint_concurrency:
+            delivery = lane.waiting.popleft()
+            lane.sending += 1
+            task = asyncio.create_task(self._attempt(delivery), name=f"push {delivery.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
-    async def _finish_held(self) -> None:
-        """On stop: let attempts in flight end (their answers are recorded), hand back the
-        ones still waiting for their turn (due again at once, for the next run)."""
-        if not self._held:
-            return
-        waiting = set(self._waiting)
-        self._waiting.clear()  # none starts now
-        _, pending = await asyncio.wait(set(self._held), timeout=self.timeout_s + 1)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    async def _attempt(self, delivery: DueDelivery) -> None:
+        """One attempt, its outcome handed to the recorder; its failures are logged."""
         try:
-            await self.store.release_deliveries(sorted(waiting), now=self.clock())
-        except StoreUnavailable:
-            log.warning("push: %d waiting deliveries not handed back", len(waiting))
-
-    async def _sleep(
-        self, stop: asyncio.Event, seconds: float, *, until_one_finishes: bool = False
-    ) -> None:
-        waiters: set[asyncio.Future[Any]] = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self._wake.wait()),
-        }
-        if until_one_finishes and self._held:
-            waiters.add(asyncio.ensure_future(asyncio.wait(set(self._held))))
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-
-    async def deliver_due(self, limit: int = BATCH) -> int:
-        """One round: claim what is due and attempt each; returns how many were attempted."""
-        # Nothing renews these leases: they cover the whole round.
-        rounds = -(-limit // self.concurrency)
-        batch = await self.store.claim_due_deliveries(
-            now=self.clock(), lease_ms=self._lease_ms(rounds=rounds), limit=limit
-        )
-        await asyncio.gather(*(self._attempt(delivery) for delivery in batch))
-        return len(batch)
-
-    async def _attempt_logged(self, delivery: DueDelivery, turns: asyncio.Semaphore) -> None:
-        """An attempt run on its own, in its endpoint's turn: its failures are logged,
-        never lost in a task."""
-        ok = False
-        try:
-            async with turns:
-                if delivery.id not in self._waiting:
-                    return  # stopping: handed back unattempted
-                self._waiting.discard(delivery.id)
-                ok = await self._attempt(delivery)
-        except StoreUnavailable:
-            # The outcome is not recorded: the delivery is attempted again once its lease
-            # ends (at least once, never lost).
-            log.warning("push: outcome of delivery %d not recorded: store unavailable", delivery.id)
+            outcome, verdict = await self._send(delivery)
         except Exception:
+            # Not recorded: the delivery is attempted again once its lease ends.
             log.exception("push attempt of delivery %d failed", delivery.id)
+            self._held.pop(delivery.id, None)
+        else:
+            self._outcomes.append((delivery, outcome, verdict))
+            self._outcome_ready.set()
         finally:
-            self._leased.discard(delivery.id)
-            self._waiting.discard(delivery.id)
-            endpoint = delivery.endpoint_id
-            held = self._held_by_endpoint.pop(endpoint, 1) - 1
-            if held:
-                self._held_by_endpoint[endpoint] = held
-            else:
-                self._turns.pop(endpoint, None)
-            if not ok or held == self.per_endpoint - 1 or not held:
-                # A retry is scheduled, or the endpoint has a free turn again: look now.
-                # (A success under load needs no extra claim: commits wake the loop.)
-                self.wake()
+            lane = self._lanes[delivery.endpoint_id]
+            lane.sending -= 1
+            if lane.waiting:
+                self._send_from(delivery.endpoint_id)
+            elif not lane.sending:
+                del self._lanes[delivery.endpoint_id]
+            self.wake()  # a turn is free: claim again
 
-    async def _attempt(self, delivery: DueDelivery) -> bool:
-        async with self._slots:
-            return await self._send(delivery)
-
-    async def _send(self, delivery: DueDelivery) -> bool:
-        """One attempt, its outcome recorded; True if the receiver accepted it."""
+    async def _send(self, delivery: DueDelivery) -> tuple[AttemptOutcome, str]:
+        """One attempt: what it came to, and the outcome's name for metrics."""
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
@@ -305,11 +263,9 @@ class PushWorker:
             error = f"no complete answer within {self.timeout_s:g} s"
         latency = time.perf_counter() - started
         self.metrics.push_latency.observe(latency)
-        self._leased.discard(delivery.id)  # its outcome sets the next attempt time now
-        await self._record(delivery, ok, status, error, retry_after, int(latency * 1000))
-        return ok
+        return self._outcome(delivery, ok, status, error, retry_after, int(latency * 1000))
 
-    async def _record(
+    def _outcome(
         self,
         delivery: DueDelivery,
         ok: bool,
@@ -317,36 +273,108 @@ class PushWorker:
         error: str | None,
         retry_after: float | None,
         latency_ms: int,
-    ) -> None:
+    ) -> tuple[AttemptOutcome, str]:
         now = self.clock()
         disable = "receiver answered 410 Gone" if status == 410 else None
         if ok:
-            state, next_at, outcome = "delivered", now, "delivered"
+            state, next_at, verdict = "delivered", now, "delivered"
         elif disable is not None:
-            state, next_at, outcome = "dead", now, "disabled"
+            state, next_at, verdict = "dead", now, "disabled"
         elif delivery.attempts + 1 >= len(self.schedule_s):
-            state, next_at, outcome = "dead", now, "dead"
+            state, next_at, verdict = "dead", now, "dead"
         else:
             delay = self.schedule_s[delivery.attempts + 1]
             delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
             if retry_after is not None:
                 # Never sooner than the receiver asked for.
                 delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
-            state, next_at, outcome = "pending", now + int(delay * 1000), "retry"
-        disabled = await self.store.record_attempt(
-            delivery,
+            state, next_at, verdict = "pending", now + int(delay * 1000), "retry"
+        outcome = AttemptOutcome(
+            delivery_id=delivery.id,
+            endpoint_id=delivery.endpoint_id,
             state=state,
             next_attempt_at=next_at,
             http_status=status,
             latency_ms=latency_ms,
             error=error,
             disable_reason=disable,
-            disable_after_ms=self.disable_after_ms,
-            now=now,
         )
-        self.metrics.push_deliveries.labels(outcome).inc()
-        if disabled:
-            log.warning("push endpoint %s disabled: %s", delivery.endpoint_id, disable or error)
+        return outcome, verdict
+
+    async def _record_outcomes(self, finishing: asyncio.Event) -> None:
+        """Record outcomes as they come in, all that wait in one transaction, until
+        `finishing` is set and the last of them is recorded."""
+        while not (finishing.is_set() and not self._outcomes):
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            while self._outcomes:
+                batch = self._outcomes[:MAX_RECORDED]
+                del self._outcomes[:MAX_RECORDED]
+                await self._record(batch)
+
+    async def _record(self, batch: list[tuple[DueDelivery, AttemptOutcome, str]]) -> None:
+        try:
+            disabled = await self.store.record_attempts(
+                [outcome for _, outcome, _ in batch],
+                disable_after_ms=self.disable_after_ms,
+                now=self.clock(),
+            )
+        except StoreUnavailable:
+            # Not recorded: each is attempted again once its lease ends (at least once,
+            # never lost).
+            log.warning("push: %d outcomes not recorded: store unavailable", len(batch))
+            disabled = None
+        except Exception:
+            log.exception("push: recording %d outcomes failed", len(batch))
+            disabled = None
+        for delivery, _, verdict in batch:
+            self._held.pop(delivery.id, None)
+            if disabled is not None:
+                self.metrics.push_deliveries.labels(verdict).inc()
+        for endpoint, reason in (disabled or {}).items():
+            log.warning("push endpoint %s disabled: %s", endpoint, reason)
+        self.wake()  # room to claim again, and retries may be due
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        """Renew the leases of held deliveries, several times per lease, until stopped."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lease_ms / 4000)
+            if not self._held:
+                continue
+            try:
+                await self.store.renew_leases(list(self._held), until=self.clock() + self.lease_ms)
+            except StoreUnavailable:
+                log.warning("push: leases not renewed: store unavailable")
+            except Exception:
+                log.exception("push: renewing leases failed")
+
+    async def _finish_held(self) -> None:
+        """On stop: let attempts in flight end (their outcomes are recorded), hand back the
+        ones still waiting for their turn (due again at once, for the next run)."""
+        waiting = [d.id for lane in self._lanes.values() for d in lane.waiting]
+        for lane in self._lanes.values():
+            lane.waiting.clear()  # none starts now
+        for delivery_id in waiting:
+            self._held.pop(delivery_id, None)
+        if self._sending:
+            _, pending = await asyncio.wait(set(self._sending), timeout=self.timeout_s + 1)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self.store.release_deliveries(sorted(waiting), now=self.clock())
+        except StoreUnavailable:
+            log.warning("push: %d waiting deliveries not handed back", len(waiting))
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _retry_after(response: httpx.Response) -> float | None:

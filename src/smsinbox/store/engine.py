@@ -49,6 +49,8 @@ class StorageEngine(abc.ABC):
 
     name: str
     timeout: float
+    # Appended to a driver-level SELECT that must lock the rows it reads (see for_update).
+    lock_rows_clause: str
 
     @abc.abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Connection]:

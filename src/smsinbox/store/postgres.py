@@ -33,6 +33,7 @@ _MIGRATION_LOCK = 0x5D51B0C5
 
 class PostgresEngine(StorageEngine):
     name = "postgresql"
+    lock_rows_clause = " FOR UPDATE"
 
     def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
         self.url = url

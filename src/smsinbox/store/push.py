@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -78,6 +78,20 @@ class DueDelivery:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one attempt came to, and what becomes of its delivery."""
+
+    delivery_id: int
+    endpoint_id: int
+    state: str  # pending (a retry at next_attempt_at) | delivered | dead
+    next_attempt_at: int
+    http_status: int | None
+    latency_ms: int
+    error: str | None
+    disable_reason: str | None  # the receiver asked to be disabled (410 Gone)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class AttemptRecord:
     delivery_id: int
     message_id: int
@@ -90,6 +104,22 @@ class AttemptRecord:
 
 
 _endpoints = t.push_endpoints.c
+# Recording attempts: a worker records several at once, written out for the driver.
+_FAILING_SINCE = "SELECT failing_since FROM push_endpoints WHERE id = ?"
+_LOG_ATTEMPT = (
+    "INSERT INTO delivery_attempts (delivery_id, attempted_at, http_status, latency_ms, error)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_MOVE_ON = (
+    "UPDATE deliveries SET state = ?, attempts = attempts + 1, next_attempt_at = ?,"
+    " last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?"
+)
+_SET_FAILING_SINCE = "UPDATE push_endpoints SET failing_since = ? WHERE id = ?"
+_DISABLE = "UPDATE push_endpoints SET enabled = false, disabled_reason = ? WHERE id = ?"
+_DEAD_LETTER_PENDING = (
+    "UPDATE deliveries SET state = 'dead', last_error = 'endpoint disabled'"
+    " WHERE endpoint_id = ? AND state = 'pending'"
+)
 # Built once: it runs in every ingest transaction.
 _ENQUEUE = insert(t.deliveries).from_select(
     _DELIVERY_COLUMNS,
@@ -279,86 +309,66 @@ class PushStore(StoreBase):
             )
         return None if found is None else int(found)
 
-    async def record_attempt(
-        self,
-        delivery: DueDelivery,
-        *,
-        state: str,
-        next_attempt_at: int,
-        http_status: int | None,
-        latency_ms: int,
-        error: str | None,
-        disable_reason: str | None,
-        disable_after_ms: int,
-        now: int,
-    ) -> bool:
-        """Log the attempt and move the delivery on; returns True if the endpoint was
-        disabled by it (a 410, or failing for longer than `disable_after_ms`)."""
-        deliveries = t.deliveries.c
-        endpoints = t.push_endpoints.c
-        async with self.db.transaction("record_attempt") as connection:
-            # The endpoint row first, in every attempt's transaction: concurrent attempts of
-            # one endpoint then take their locks in one order (a disabling attempt updates
-            # the endpoint's other deliveries too) and never deadlock.
-            failing_since = await connection.scalar(
-                self.db.engine.for_update(
-                    select(endpoints.failing_since).where(endpoints.id == delivery.endpoint_id)
-                )
-            )
-            await connection.execute(
-                insert(t.delivery_attempts).values(
-                    delivery_id=delivery.id,
-                    attempted_at=now,
-                    http_status=http_status,
-                    latency_ms=latency_ms,
-                    error=error,
-                )
-            )
-            await connection.execute(
-                update(t.deliveries)
-                .where(deliveries.id == delivery.id)
-                .values(
-                    state=state,
-                    attempts=deliveries.attempts + 1,
-                    next_attempt_at=next_attempt_at,
-                    last_status=http_status,
-                    last_error=error,
-                    delivered_at=now if state == "delivered" else None,
-                )
-            )
-            if state == "delivered":
-                await connection.execute(
-                    update(t.push_endpoints)
-                    .where(endpoints.id == delivery.endpoint_id)
-                    .values(failing_since=None)
-                )
-                return False
-            if (
-                disable_reason is None
-                and failing_since is not None
-                and now - int(failing_since) > disable_after_ms
-            ):
-                disable_reason = f"failing since {failing_since} (epoch ms): {error}"
-            if disable_reason is None:
-                if failing_since is None:
-                    await connection.execute(
-                        update(t.push_endpoints)
-                        .where(endpoints.id == delivery.endpoint_id)
-                        .values(failing_since=now)
+    async def record_attempts(
+        self, outcomes: Sequence[AttemptOutcome], *, disable_after_ms: int, now: int
+    ) -> dict[int, str]:
+        """Log the attempts and move their deliveries on, in one transaction; returns the
+        endpoints disabled by them (a 410, or failing for longer than `disable_after_ms`),
+        each with its reason.
+
+        The attempts of one endpoint count in the order given: a success ends its run of
+        failures, a failure starts one, and a run older than `disable_after_ms` disables it.
+        """
+        if not outcomes:
+            return {}
+        endpoint_ids = sorted({o.endpoint_id for o in outcomes})
+        async with self.db.transaction("record_attempts") as connection:
+            driver = await self.db.engine.driver(connection)
+            lock = self.db.engine.lock_rows_clause
+            # The endpoint rows first, in id order, in every recording transaction: those of
+            # several workers take their locks in one order and never deadlock.
+            failing_since: dict[int, int | None] = {}
+            for endpoint_id in endpoint_ids:
+                row = await driver.fetchrow(_FAILING_SINCE + lock, (endpoint_id,))
+                if row is not None:
+                    failing_since[endpoint_id] = None if row[0] is None else int(row[0])
+            # An endpoint removed meanwhile took its deliveries with it: nothing to record.
+            outcomes = [o for o in outcomes if o.endpoint_id in failing_since]
+            disabled: dict[int, str] = {}
+            for outcome in outcomes:
+                endpoint = outcome.endpoint_id
+                if endpoint in disabled:
+                    continue
+                if outcome.state == "delivered":
+                    failing_since[endpoint] = None
+                elif outcome.disable_reason is not None:
+                    disabled[endpoint] = outcome.disable_reason
+                elif failing_since[endpoint] is None:
+                    failing_since[endpoint] = now
+                elif now - (failing_since[endpoint] or now) > disable_after_ms:
+                    disabled[endpoint] = (
+                        f"failing since {failing_since[endpoint]} (epoch ms): {outcome.error}"
                     )
-                return False
-            await connection.execute(
-                update(t.push_endpoints)
-                .where(endpoints.id == delivery.endpoint_id)
-                .values(enabled=False, disabled_reason=disable_reason[:255])
+            await driver.executemany(
+                _LOG_ATTEMPT,
+                [(o.delivery_id, now, o.http_status, o.latency_ms, o.error) for o in outcomes],
             )
-            await connection.execute(
-                update(t.deliveries)
-                .where(deliveries.endpoint_id == delivery.endpoint_id)
-                .where(text(t.PENDING))
-                .values(state="dead", last_error="endpoint disabled")
+            await driver.executemany(
+                _MOVE_ON,
+                [
+                    (o.state, o.next_attempt_at, o.http_status, o.error,
+                     now if o.state == "delivered" else None, o.delivery_id)
+                    for o in outcomes
+                ],
+            )  # fmt: skip
+            await driver.executemany(
+                _SET_FAILING_SINCE,
+                [(since, e) for e, since in failing_since.items() if e not in disabled],
             )
-            return True
+            for endpoint, reason in disabled.items():
+                await driver.execute(_DISABLE, (reason[:255], endpoint))
+                await driver.execute(_DEAD_LETTER_PENDING, (endpoint,))
+        return disabled
 
     async def list_attempts(
         self, username: str, *, failed_only: bool, limit: int

@@ -164,6 +164,7 @@ class LoopConnection:
 
 class SqliteEngine(StorageEngine):
     name = "sqlite"
+    lock_rows_clause = ""  # one writer at a time holds the whole database
 
     def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
         self.url = url
