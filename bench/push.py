@@ -86,3 +86,31 @@ def measure(
         "non_2xx": sent["non_2xx"],
     }
     return {"push_drain": drain, "push_latency": latency}
+
+
+def drain_many(
+    server: Any, receiver: Receiver, *, admin_token: str, accounts: range, has_endpoint: int
+) -> dict[str, Any]:
+    """`push_drain_10`: one endpoint per account, all their messages replayed at once.
+
+    Each endpoint has a path of its own on the one receiver: to the worker they are as many
+    endpoints (a lane each), to the machine one process instead of ten on its two cores.
+    """
+    for account in accounts:
+        if account != has_endpoint:  # measure() added that one
+            server.cli("push", "add", username(account), f"{receiver.url}/push/{account}")
+    receiver.control("reset")
+    queued = 0
+    for account in accounts:
+        queued += httpx.post(
+            f"{server.url}/admin/accounts/{username(account)}/push/replay",
+            json={"since": 0},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=60,
+        ).json()["queued"]
+    stats = receiver.wait_for(queued, limit_s=300)
+    if stats["count"] < queued:
+        raise RuntimeError(f"push: {stats['count']} of {queued} replayed deliveries arrived")
+    seconds = max(stats["last"] - stats["first"], 1e-3)
+    return {"rps": (queued - 1) / seconds, "deliveries": queued, "seconds": seconds,
+            "endpoints": len(accounts)}  # fmt: skip

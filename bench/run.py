@@ -63,8 +63,10 @@ MODES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 POLLED_ACCOUNTS = 10
 ADMIN_TOKEN = "adm_bench_token"
-# The account whose messages are pushed in the push runs.
+# The account whose messages are pushed in the push runs, and how many accounts (one
+# endpoint each) the spread drain pushes to at once.
 PUSHED_ACCOUNT = 1
+PUSH_ENDPOINTS = 10
 # A token the trivial receiver is sent in place of an upstream's (it checks none).
 NO_TOKEN = "-"
 
@@ -358,6 +360,8 @@ class Run:
             print(f"  ready to measure after {measuring - self.created:.1f} s")
             self.saturated({
                 "ceiling": (server.url + "/_bench/noop", None),
+                # The floor every route pays: the first fixed path, a few bytes of answer.
+                "healthz": (server.url + "/healthz", None),
                 "mc5_poll": (server.url, rotating(mc5)),
                 "eapi_poll": (server.url, rotating(eapi)),
                 "search": (server.url, posting("/json/user/message/search", searches)),
@@ -489,6 +493,13 @@ class Run:
             )  # fmt: skip
             for name, figures in pushed.items():
                 self.record(name, figures, started)
+            started = time.monotonic()
+            spread = push.drain_many(
+                self.server, receiver, admin_token=ADMIN_TOKEN,
+                accounts=range(1, min(PUSH_ENDPOINTS, self.accounts) + 1),
+                has_endpoint=PUSHED_ACCOUNT,
+            )  # fmt: skip
+            self.record("push_drain_10", spread, started)
 
 
 # Kannel's placeholders for smsinbox's parameters, exactly as docs/inbound.md has them.
@@ -591,9 +602,66 @@ def print_table(results: list[dict[str, Any]]) -> None:
                   f"{row['rps']:,.0f} messages/s, {row['ratio_to_kannel_receiver']:.3f} of "
                   f"Kannel's own {row['rps'] / row['ratio_to_kannel_receiver']:,.0f}/s "
                   f"({row['messages']:,} messages; smsbox {row['kannel']})")  # fmt: skip
-        if row["route"] == "push_drain":
+        if row["route"].startswith("push_drain"):
             print(f"{row['engine']} {row['stored']:,}: push drained {row['deliveries']:,} "
-                  f"deliveries in {row['seconds']:.2f} s")  # fmt: skip
+                  f"deliveries to {row.get('endpoints', 1)} endpoint(s) in "
+                  f"{row['seconds']:.2f} s")  # fmt: skip
+
+
+# Each target of the performance issue: (what, route, figure, SQLite target, PostgreSQL
+# target, at least or at most). A figure is a row's key; "ratio" is the rate over the
+# ceiling's; "of_ingest" is the rate over the same size's ingest rate.
+TARGETS: list[tuple[str, str, str, float, float, str]] = [
+    ("/healthz floor", "healthz", "ratio", 0.6, 0.6, "min"),
+    ("ingest", "ingest", "ratio", 0.15, 0.10, "min"),
+    ("Kannel->smsinbox / Kannel->receiver", "kannel_smsinbox", "ratio_to_kannel_receiver",
+     0.9, 0.7, "min"),
+    ("ingest beside MC5 pollers / ingest", "ingest_polled", "of_ingest", 0.5, 0.5, "min"),
+    ("MC5 poll", "mc5_poll", "ratio", 0.15, 0.10, "min"),
+    ("EAPI get_inbox (1,000)", "eapi_poll", "ratio", 0.03, 0.02, "min"),
+    ("mysms sync (1,000)", "sync_1000", "ratio", 0.01, 0.008, "min"),
+    ("MC5 p99 at half rate, ms", "mc5_poll_half", "p99_ms", 5, 10, "max"),
+    ("search p99, one client, ms", "search_1c", "p99_ms", 10, 10, "max"),
+    ("push drain to 10 endpoints, /s", "push_drain_10", "rps", 3000, 3000, "min"),
+    ("push drain to one endpoint, /s", "push_drain", "rps", 1000, 1000, "min"),
+    ("ingest->push p50, ms", "push_latency", "p50_ms", 10, 15, "max"),
+    ("peak RSS under load, MB", "ceiling", "rss_peak_mb_measuring", 150, 150, "max"),
+]  # fmt: skip
+# Rates that must hold at 1M stored as at 10k (within this factor).
+SIZE_FACTOR = 1.2
+
+
+def print_summary(results: list[dict[str, Any]]) -> None:
+    """One line per target and engine (and size): met or missed, with the figure."""
+    by_key = {(r["engine"], r["stored"], r["route"]): r for r in results}
+    print("\ntargets:")
+    for what, route, figure, sqlite_target, pg_target, sense in TARGETS:
+        for (engine, stored, name), row in by_key.items():
+            if name != route or (route == "search_1c" and stored < 1_000_000):
+                continue
+            if figure == "of_ingest":
+                value = row["rps"] / by_key[(engine, stored, "ingest")]["rps"]
+            else:
+                value = row.get(figure)
+            if value is None:
+                continue
+            target = sqlite_target if engine == "sqlite" else pg_target
+            met = value >= target if sense == "min" else value <= target
+            sign = ">=" if sense == "min" else "<="
+            print(f"  {'met   ' if met else 'MISSED'} {engine:10} {stored:>9,}  {what}: "
+                  f"{value:,.4g} (target {sign} {target:g})")  # fmt: skip
+    sizes = sorted({r["stored"] for r in results})
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        for (engine, stored, name), row in by_key.items():
+            other = by_key.get((engine, small, name))
+            if stored != large or other is None or name.startswith(("kannel", "push")):
+                continue
+            factor = other["rps"] / row["rps"] if row["rps"] else math.inf
+            met = factor <= SIZE_FACTOR
+            print(f"  {'met   ' if met else 'MISSED'} {engine:10} {large:>9,}  {name} at "
+                  f"{large:,} against {small:,}: {factor:.2f}x slower "
+                  f"(target <= {SIZE_FACTOR})")  # fmt: skip
 
 
 def main() -> None:
@@ -612,6 +680,7 @@ def main() -> None:
         results += bench_engine(engine, mode, wrk, kannel_binaries)
     print()
     print_table(results)
+    print_summary(results)
     out = HERE / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({

@@ -133,13 +133,13 @@ class PushWorker:
 
     @contextlib.asynccontextmanager
     async def _http_client(self) -> AsyncIterator[None]:
-        # One pool per run, of HTTP/1.1 keep-alive connections per receiver, as many as its
-        # lane sends at once. aiohttp rather than httpx: httpcore looks at every pooled
-        # connection on every request, and pushes at a thousand a second spent most of
-        # their time there.
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency, limit_per_host=self.endpoint_concurrency
-        )
+        # One pool per run of HTTP/1.1 keep-alive connections, reused per receiver: as many
+        # to each as its lane sends at once. aiohttp rather than httpx: httpcore looks at
+        # every pooled connection on every request, and pushes at a thousand a second
+        # spent most of their time there.
+        # Endpoints are limited by their lanes, not by host: several customers' endpoints
+        # may share a host and must not share a limit.
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector,
             # The whole attempt has one deadline of its own (see _send).
