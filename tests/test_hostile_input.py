@@ -89,10 +89,9 @@ async def session(http: httpx.AsyncClient, secrets: dict[str, str]) -> dict[str,
 
 
 async def stored(services: Services) -> list[tuple[int, str, bool, bool]]:
-    """Alice's incoming messages, to show an attack changed nothing. (By id: an MC5 page
-    leaves out the second still open, which the messages above may still be in.)"""
-    page = await services.inbox.messages_after_id("alice", PASSWORD, 0)
-    return [(m.id, m.text, m.read, m.locked) for m in page.messages]
+    """Alice's incoming messages, to show an attack changed nothing."""
+    messages = await services.store.list_recent_messages("alice", 10_000)
+    return sorted((m.id, m.text, m.read, m.locked) for m in messages if m.direction.value == "in")
 
 
 async def mc5_status(http: httpx.AsyncClient, query: str) -> int:

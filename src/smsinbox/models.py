@@ -120,6 +120,22 @@ class Message(NamedTuple):
     device_message_id: str | None
 
 
+class PolledMessage(NamedTuple):
+    """A message as the polling APIs (MC5, EAPI) show it: only the columns they render,
+    read for pages of up to a thousand per request."""
+
+    id: int
+    direction: Direction
+    sender: str
+    recipient: str
+    text: str
+    encoding: Encoding
+    body: bytes | None
+    reply_to_id: int | None
+    received_at: int
+    status: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class UnroutedMessage:
     id: int

@@ -8,7 +8,7 @@ from smsinbox.core.auth import PasswordAuthenticator
 from smsinbox.core.bruteforce import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.errors import InvalidInput
-from smsinbox.models import Account, Direction, Message
+from smsinbox.models import Account, Direction, PolledMessage
 from smsinbox.store import Store
 
 # The MC5 platform's page size, fixed by its documentation.
@@ -22,7 +22,7 @@ LATEST_SECOND = 253402300799  # 9999-12-31 23:59:59
 class SincePage:
     """Messages after a `since` cursor, and the cursor to ask with next."""
 
-    messages: list[Message]
+    messages: list[PolledMessage]
     newest_timestamp: int  # epoch seconds: the next `since`
     has_more: bool
 
@@ -30,7 +30,7 @@ class SincePage:
 @dataclasses.dataclass(frozen=True, slots=True)
 class IdPage:
     account: Account
-    messages: list[Message]
+    messages: list[PolledMessage]
 
 
 class Inbox:

@@ -27,7 +27,7 @@ from smsinbox.errors import (
     StoreUnavailable,
     UnknownAccount,
 )
-from smsinbox.models import Encoding, Message
+from smsinbox.models import Encoding, PolledMessage
 from smsinbox.services import Services
 from smsinbox.web.params import UnsupportedMediaType, WireParams
 
@@ -72,7 +72,7 @@ def local_time(epoch_second: int, zone: zoneinfo.ZoneInfo) -> str:
     return dt.datetime.fromtimestamp(epoch_second, zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def body_of(message: Message) -> str:
+def body_of(message: PolledMessage) -> str:
     if message.encoding is Encoding.BINARY:
         octets = message.body if message.body is not None else message.text.encode("latin-1")
         return octets.hex()

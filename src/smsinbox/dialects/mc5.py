@@ -25,7 +25,7 @@ from smsinbox.errors import (
     MissingParameter,
     UnknownAccount,
 )
-from smsinbox.models import Direction, Message
+from smsinbox.models import Direction, PolledMessage
 from smsinbox.services import Services
 from smsinbox.web.params import UnsupportedMediaType, WireParams
 
@@ -68,7 +68,7 @@ def _since(raw: str | None) -> int:
     return since
 
 
-def render_message(message: Message) -> dict[str, Any]:
+def render_message(message: PolledMessage) -> dict[str, Any]:
     rendered: dict[str, Any] = {}
     if message.direction is Direction.INCOMING:
         rendered["from"] = message.sender

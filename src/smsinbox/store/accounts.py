@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import bindparam, delete, exc, insert, select, update
+from sqlalchemy import delete, exc, insert, select, update
 
 from smsinbox.errors import AlreadyExists, InvalidState, NotFound
 from smsinbox.models import Account, AccountStatus, AccountSummary
 from smsinbox.store import tables as t
-from smsinbox.store.base import StoreBase, account_from_row, account_id_for, claim_number
+from smsinbox.store.base import StoreBase, account_id_for, claim_number
 
 # Built once: every poll looks its account up.
-_ACCOUNT_NAMED = select(t.accounts).where(t.accounts.c.username == bindparam("username"))
+_ACCOUNT_BY_NAME = (
+    "SELECT id, username, password_hash, status, time_zone, reseller, created_at,"
+    " password_changed_at FROM accounts WHERE username = ?"
+)
 
 
 class AccountStore(StoreBase):
@@ -61,9 +64,14 @@ class AccountStore(StoreBase):
         return account
 
     async def get_account(self, username: str) -> Account | None:
-        async with self.db.snapshot("get_account") as connection:
-            row = (await connection.execute(_ACCOUNT_NAMED, {"username": username})).first()
-        return None if row is None else account_from_row(row)
+        # Every MC5 and EAPI poll looks its account up: driver level.
+        async with self.db.driver_snapshot("get_account") as driver:
+            row = await driver.fetchrow(_ACCOUNT_BY_NAME, (username,))
+        if row is None:
+            return None
+        account_id, name, password_hash, status, time_zone, reseller, created, changed = row
+        return Account(account_id, name, password_hash, AccountStatus(status), time_zone,
+                       reseller, created, changed)  # fmt: skip
 
     async def list_accounts(self) -> list[AccountSummary]:
         async with self.db.snapshot("list_accounts") as connection:

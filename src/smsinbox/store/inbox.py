@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import select, update
 
-from smsinbox.models import Direction, Message
+from smsinbox.models import Direction, Encoding, PolledMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.driver import Driver
-from smsinbox.store.messages import message_from_tuple
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TimePage:
     """Messages of whole, closed seconds after a time cursor."""
 
-    messages: list[Message]
+    messages: list[PolledMessage]
     has_more: bool
 
 
-def whole_seconds(rows: Sequence[Message], limit: int) -> tuple[list[Message], int | None]:
+def whole_seconds(
+    rows: Sequence[PolledMessage], limit: int
+) -> tuple[list[PolledMessage], int | None]:
     """Trim `rows` (at most limit + 1, in commit order) so no second is split.
 
     Returns the page and, when a single second holds more than `limit` messages, that second
@@ -38,7 +40,7 @@ def whole_seconds(rows: Sequence[Message], limit: int) -> tuple[list[Message], i
 
 
 # The page statements, written out for the driver: a poll's page is its one real query.
-_COLUMNS = ", ".join(Message._fields)  # names of our own columns, never input
+_COLUMNS = ", ".join(PolledMessage._fields)  # names of our own columns, never input
 _counters = t.account_counters.c
 _WATERMARK = "SELECT last_received_at FROM account_counters WHERE account_id = ?"
 # A direction filter: all of them (no condition), or one (a parameter after the others).
@@ -52,6 +54,20 @@ _ID_WINDOW = (
     " AND deleted = false AND id > ?"
 )
 _TIME_ORDER = " ORDER BY received_at, id"
+
+
+_DIRECTIONS = {direction.value: direction for direction in Direction}
+_ENCODINGS = {encoding.value: encoding for encoding in Encoding}
+
+
+def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
+    """A PolledMessage from a driver row of its columns in field order."""
+    (message_id, direction, sender, recipient, text, encoding, body, reply_to_id,
+     received_at, status) = row  # fmt: skip
+    return PolledMessage(
+        message_id, _DIRECTIONS[direction], sender, recipient, text, _ENCODINGS[encoding],
+        body, reply_to_id, received_at, status,
+    )  # fmt: skip
 
 
 def _filtered(window: str, directions: tuple[Direction, ...]) -> tuple[str, tuple[str, ...]]:
@@ -127,7 +143,7 @@ class InboxStore(StoreBase):
         after_id: int,
         limit: int,
         directions: tuple[Direction, ...],
-    ) -> list[Message]:
+    ) -> list[PolledMessage]:
         """Messages with an id above `after_id`, ascending.
 
         Ids follow commit order within an account (they are taken under the account's
@@ -138,7 +154,7 @@ class InboxStore(StoreBase):
             rows = await driver.fetch(
                 sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
             )
-        return [message_from_tuple(row) for row in rows]
+        return [polled_from_tuple(row) for row in rows]
 
 
 def _unretrieved(page: TimePage) -> list[int]:
@@ -157,7 +173,7 @@ async def _time_page(
     window, narrowing = _filtered(_TIME_WINDOW, directions)
     bounds = (account_id, after_ms, before_ms, *narrowing)
     found = await driver.fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
-    rows = [message_from_tuple(row) for row in found]
+    rows = [polled_from_tuple(row) for row in found]
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
         return TimePage(page, has_more=len(rows) > limit)
@@ -167,4 +183,4 @@ async def _time_page(
     later = await driver.fetchval(
         window + " AND received_at >= ?" + _TIME_ORDER + " LIMIT 1", (*bounds, second_end)
     )
-    return TimePage([message_from_tuple(row) for row in whole], has_more=later is not None)
+    return TimePage([polled_from_tuple(row) for row in whole], has_more=later is not None)

@@ -445,20 +445,6 @@ def conversation_from_row(row: Row[Any]) -> Conversation:
     )
 
 
-_BOOLEANS_AT = tuple(Message._fields.index(name) for name in ("read", "locked", "deleted"))
-
-
-def message_from_tuple(row: Sequence[Any]) -> Message:
-    """A Message from a driver row of Message's columns in field order (SQLite gives its
-    booleans as 0 and 1)."""
-    fields = list(row)
-    fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
-    fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
-    for at in _BOOLEANS_AT:
-        fields[at] = bool(fields[at])
-    return Message._make(fields)
-
-
 def message_from_row(row: Row[Any]) -> Message:
     """A Message from a row selected with MESSAGE_COLUMNS."""
     fields = list(row)
