@@ -115,7 +115,8 @@ class Database:
         return self._named("read", name, self.engine.snapshot())
 
     def driver_snapshot(self, name: str) -> AbstractAsyncContextManager[Driver]:
-        """A named read-only transaction for driver-level statements (store/driver.py)."""
+        """Named reads of driver-level statements (store/driver.py), seeing what `snapshot`
+        sees."""
         return self._named("read", name, self.engine.driver_snapshot())
 
     @asynccontextmanager

@@ -62,7 +62,9 @@ class StorageEngine(abc.ABC):
 
     @abc.abstractmethod
     def driver_snapshot(self) -> AbstractAsyncContextManager[Driver]:
-        """A read-only transaction on the driver alone, for the hot read paths."""
+        """Reads on the driver alone, for the hot read paths: what `snapshot` gives (one
+        snapshot for all on SQLite; a snapshot per statement under PostgreSQL's read
+        committed, as in any of its transactions), with less around it."""
 
     @abc.abstractmethod
     async def driver(self, connection: Connection) -> Driver:
