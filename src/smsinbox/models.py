@@ -26,6 +26,25 @@ class Direction(enum.StrEnum):
     OUTGOING = "out"
 
 
+class MessageStatus(enum.StrEnum):
+    """Where a message stands: incoming ones received, then retrieved by a poll; outgoing
+    ones scheduled or pending, sending, then complete or failed."""
+
+    RECEIVED = "received"
+    RETRIEVED = "retrieved"
+    SCHEDULED = "scheduled"
+    PENDING = "pending"
+    SENDING = "sending"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+# Outgoing messages not (yet) sent: they count towards a conversation's "unsent" figure.
+UNSENT_STATUSES = frozenset(
+    {MessageStatus.PENDING, MessageStatus.FAILED, MessageStatus.SCHEDULED, MessageStatus.SENDING}
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Account:
     id: int
@@ -108,7 +127,7 @@ class Message(NamedTuple):
     upstream_message_id: str | None
     received_at: int
     sent_at: int | None
-    status: str
+    status: MessageStatus
     origin: str
     read: bool
     locked: bool
@@ -133,7 +152,7 @@ class PolledMessage(NamedTuple):
     body: bytes | None
     reply_to_id: int | None
     received_at: int
-    status: str
+    status: MessageStatus
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from smsinbox.errors import (
     SenderWithoutNumber,
     UnknownDevice,
 )
-from smsinbox.models import Conversation, InboundMessage, Message
+from smsinbox.models import Conversation, InboundMessage, Message, MessageStatus
 from smsinbox.store import Store
 
 MIN_SEARCH = 3
@@ -210,7 +210,7 @@ class Mailbox:
             recipient=number,
             text=body,
             encoding=encoding_for(body),
-            status="scheduled" if scheduled else "sending",
+            status=MessageStatus.SCHEDULED if scheduled else MessageStatus.SENDING,
             now=now,
             send_at=send_on if scheduled else None,
             origin="app",
@@ -227,7 +227,7 @@ class Mailbox:
         if await self.store.find_account_by_number(recipient) is None:
             # No account here owns the number: it waits for the network connector.
             await self.store.set_outgoing_status(
-                account_id, message_id, "pending", now=self.clock()
+                account_id, message_id, MessageStatus.PENDING, now=self.clock()
             )
             return
         await self.ingestor.ingest(
@@ -241,7 +241,9 @@ class Mailbox:
                 origin="app",
             )
         )
-        await self.store.set_outgoing_status(account_id, message_id, "complete", now=self.clock())
+        await self.store.set_outgoing_status(
+            account_id, message_id, MessageStatus.COMPLETE, now=self.clock()
+        )
 
     async def _check_device(self, who: Principal, device_id: int | None) -> None:
         if device_id is not None and not await self.store.device_exists(who.account_id, device_id):

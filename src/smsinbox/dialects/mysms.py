@@ -32,7 +32,7 @@ from smsinbox.errors import (
     TooManyRequests,
     UnknownDevice,
 )
-from smsinbox.models import Contact, Conversation, Device, Direction, Message
+from smsinbox.models import Contact, Conversation, Device, Direction, Message, MessageStatus
 from smsinbox.services import Services
 
 log = logging.getLogger("smsinbox.mysms")
@@ -58,8 +58,11 @@ ERROR_CODES: list[tuple[type[DomainError], int]] = [
 CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("mysms_caller", default=INTERNAL)
 
 ORIGINS = {"sim": 0, "platform": 1, "app": 2}
-STATUSES = {"received": 0, "retrieved": 0, "pending": 1, "scheduled": 1, "complete": 2,
-            "failed": 3, "sending": 4, "unsent": 5}  # fmt: skip
+STATUSES = {
+    MessageStatus.RECEIVED: 0, MessageStatus.RETRIEVED: 0, MessageStatus.PENDING: 1,
+    MessageStatus.SCHEDULED: 1, MessageStatus.COMPLETE: 2, MessageStatus.FAILED: 3,
+    MessageStatus.SENDING: 4,
+}  # fmt: skip
 
 
 def error_code(error: DomainError) -> int:

@@ -15,14 +15,20 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from smsinbox.models import Encoding
+from smsinbox.models import Encoding, MessageStatus
 from smsinbox.store.push import DueDelivery
 
 FORMATS = ("standard", "mc5", "eapi")
 EVENTS = ("mo", "status")
 
 # The MC5 platform's outgoing message status codes.
-MC5_STATUS = {"complete": 2, "pending": 16, "sending": 11, "scheduled": 10, "failed": 5}
+MC5_STATUS = {
+    MessageStatus.COMPLETE: 2,
+    MessageStatus.PENDING: 16,
+    MessageStatus.SENDING: 11,
+    MessageStatus.SCHEDULED: 10,
+    MessageStatus.FAILED: 5,
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from smsinbox.models import Direction, Encoding, PolledMessage
+from smsinbox.models import Direction, Encoding, MessageStatus, PolledMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.driver import Driver
@@ -58,6 +58,7 @@ _TIME_ORDER = " ORDER BY received_at, id"
 
 _DIRECTIONS = {direction.value: direction for direction in Direction}
 _ENCODINGS = {encoding.value: encoding for encoding in Encoding}
+_STATUSES = {status.value: status for status in MessageStatus}
 
 
 def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
@@ -66,7 +67,7 @@ def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
      received_at, status) = row  # fmt: skip
     return PolledMessage(
         message_id, _DIRECTIONS[direction], sender, recipient, text, _ENCODINGS[encoding],
-        body, reply_to_id, received_at, status,
+        body, reply_to_id, received_at, _STATUSES[status],
     )  # fmt: skip
 
 
@@ -132,7 +133,9 @@ class InboxStore(StoreBase):
             fresh = _unretrieved(page) if mark_retrieved else []
             if fresh:
                 await connection.execute(
-                    update(t.messages).where(t.messages.c.id.in_(fresh)).values(status="retrieved")
+                    update(t.messages)
+                    .where(t.messages.c.id.in_(fresh))
+                    .values(status=MessageStatus.RETRIEVED.value)
                 )
         return page
 
@@ -158,7 +161,7 @@ class InboxStore(StoreBase):
 
 
 def _unretrieved(page: TimePage) -> list[int]:
-    return [m.id for m in page.messages if m.status == "received"]
+    return [m.id for m in page.messages if m.status is MessageStatus.RECEIVED]
 
 
 async def _time_page(

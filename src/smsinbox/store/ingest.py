@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exc
 
 from smsinbox.errors import StoreUnavailable
-from smsinbox.models import InboundMessage, IngestOutcome, IngestResult
+from smsinbox.models import InboundMessage, IngestOutcome, IngestResult, MessageStatus
 from smsinbox.store.driver import Driver
 from smsinbox.store.tables import NOTIFY_CHANNEL, SNIPPET_CHARS
 
@@ -72,7 +72,7 @@ _INSERT_MESSAGE = (
     "(SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND id = ?),"
     " (SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
     " AND sender = ? AND received_at >= ? AND deleted = false ORDER BY id DESC LIMIT 1)),"
-    " ?, ?, ?, 'received', ?, false, false, false) RETURNING id"
+    " ?, ?, ?, ?, ?, false, false, false) RETURNING id"
 )
 _PUSHED = (
     "SELECT count(*) FROM push_endpoints WHERE account_id = ? AND enabled = true"
@@ -227,7 +227,7 @@ async def _append_to_account(
                     account_id, inbound.reply_ref,
                     account_id, inbound.sender, inbound.recipient, window_start,
                     inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
-                    inbound.origin,
+                    MessageStatus.RECEIVED.value, inbound.origin,
                 ),
             )
         )  # fmt: skip

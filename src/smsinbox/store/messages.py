@@ -22,12 +22,14 @@ from sqlalchemy import (
 
 from smsinbox.errors import AlreadyExists
 from smsinbox.models import (
+    UNSENT_STATUSES,
     Conversation,
     Direction,
     Encoding,
     InboundMessage,
     IngestResult,
     Message,
+    MessageStatus,
     UnroutedMessage,
 )
 from smsinbox.store import tables as t
@@ -38,9 +40,6 @@ from smsinbox.store.ingest import Arrival, store_batch
 from smsinbox.store.push import enqueue_deliveries
 
 SNIPPET_CHARS = t.SNIPPET_CHARS
-
-# Outgoing states that count towards a conversation's "unsent" figure.
-UNSENT_STATUSES = frozenset({"pending", "failed", "scheduled", "sending"})
 
 
 class MessageStore(StoreBase):
@@ -62,7 +61,7 @@ class MessageStore(StoreBase):
         recipient: str,
         text: str,
         encoding: Encoding,
-        status: str,
+        status: MessageStatus,
         now: int,
         send_at: int | None = None,
         origin: str = "platform",
@@ -141,7 +140,7 @@ class MessageStore(StoreBase):
                         upstream_id=None,
                         upstream_message_id=None,
                         sent_at=sent_at,
-                        status="received" if incoming else "complete",
+                        status=MessageStatus.RECEIVED if incoming else MessageStatus.COMPLETE,
                         origin="sim",
                         read=read or not incoming,
                         device_id=device_id,
@@ -164,12 +163,12 @@ class MessageStore(StoreBase):
                 .where(messages.id == seen.id)
                 .where(messages.status == seen.status)
                 .where(messages.status_at == seen.status_at)
-                .values(status="sending", status_at=now)
+                .values(status=MessageStatus.SENDING.value, status_at=now)
             )
             return bool(result.rowcount)
 
     async def set_outgoing_status(
-        self, account_id: int, message_id: int, status: str, *, now: int
+        self, account_id: int, message_id: int, status: MessageStatus, *, now: int
     ) -> None:
         messages = t.messages.c
         async with self.db.transaction("set_outgoing_status") as connection:
@@ -200,8 +199,14 @@ class MessageStore(StoreBase):
                 .where(text(t.OUTGOING_DUE))
                 .where(
                     or_(
-                        and_(messages.status == "scheduled", messages.send_at <= now),
-                        and_(messages.status == "sending", messages.status_at < stale_before),
+                        and_(
+                            messages.status == MessageStatus.SCHEDULED.value,
+                            messages.send_at <= now,
+                        ),
+                        and_(
+                            messages.status == MessageStatus.SENDING.value,
+                            messages.status_at < stale_before,
+                        ),
                     )
                 )
                 .where(messages.deleted.is_(False))
@@ -429,6 +434,8 @@ async def _bump_conversation(
 MESSAGE_COLUMNS = tuple(t.messages.c[name] for name in Message._fields)
 _DIRECTIONS = {direction.value: direction for direction in Direction}
 _ENCODINGS = {encoding.value: encoding for encoding in Encoding}
+_STATUSES = {status.value: status for status in MessageStatus}
+_STATUS_AT = Message._fields.index("status")
 _DIRECTION_AT = Message._fields.index("direction")
 _ENCODING_AT = Message._fields.index("encoding")
 
@@ -450,6 +457,7 @@ def message_from_row(row: Row[Any]) -> Message:
     fields = list(row)
     fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
     fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
+    fields[_STATUS_AT] = _STATUSES[fields[_STATUS_AT]]
     return Message._make(fields)
 
 
@@ -460,7 +468,9 @@ async def recount_conversations(
     messages = t.messages.c
     conversations = t.conversations.c
     incoming = messages.direction == Direction.INCOMING.value
-    unsent = and_(~incoming, messages.status.in_(sorted(UNSENT_STATUSES)))
+    unsent = and_(
+        ~incoming, messages.status.in_(sorted(status.value for status in UNSENT_STATUSES))
+    )
     for counterpart in counterparts:
         in_conversation = and_(
             messages.account_id == account_id,

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from smsinbox.errors import NotFound
-from smsinbox.models import Direction, Encoding
+from smsinbox.models import Direction, Encoding, MessageStatus
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
@@ -73,7 +73,7 @@ class DueDelivery:
     body: bytes | None
     reply_to_id: int | None
     received_at: int
-    status: str
+    status: MessageStatus
     status_at: int | None
 
 
@@ -530,4 +530,5 @@ def _due_from_row(row: Any) -> DueDelivery:
     values = list(row)
     values[12] = Direction(values[12])
     values[16] = Encoding(values[16])
+    values[20] = MessageStatus(values[20])
     return DueDelivery(*values)

@@ -21,6 +21,8 @@ from sqlalchemy import (
     text,
 )
 
+from smsinbox.models import MessageStatus
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -39,7 +41,7 @@ MSISDN = 32  # E.164 is at most 15 digits; short codes and alphanumeric senders 
 
 # Conditions of the partial indexes. SQLite uses a partial index only for a query condition
 # written exactly like the index's own, so queries use these same texts.
-OUTGOING_DUE = "status IN ('scheduled', 'sending')"
+OUTGOING_DUE = f"status IN ('{MessageStatus.SCHEDULED}', '{MessageStatus.SENDING}')"
 PENDING = "state = 'pending'"
 # Deleted messages kept as sync tombstones; few at any time, so their index stays small.
 TOMBSTONE = "deleted = true"
