@@ -76,9 +76,6 @@ def log_to_stderr(settings: Settings) -> None:
     """Logging for the long-running commands (serve, worker)."""
     logging.disable(logging.NOTSET)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # httpx logs every push request at info, query string and all: message text and
-    # numbers, perhaps a secret in the customer's URL. Its warnings are enough.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:

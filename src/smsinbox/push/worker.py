@@ -242,8 +242,8 @@ class PushWorker:
         retry_after: float | None = None
         ok = False
         try:
-            # One deadline for the whole attempt: httpx's timeout bounds each read, and a
-            # receiver that trickles its answer a byte at a time would never hit it.
+            # One deadline for the whole attempt: a timeout per read would never end an
+            # attempt to a receiver that trickles its answer a byte at a time.
             async with asyncio.timeout(self.timeout_s):
                 request = formats.build(delivery, now=dt.datetime.now(dt.UTC))
                 await self.addresses.check(request.url)
