@@ -23,9 +23,8 @@ class StoreBase:
         # Called after a commit that may have queued push deliveries: wakes the worker in
         # this process without waiting for its next poll (PostgreSQL also NOTIFYs others).
         self.outbox_listeners: list[Callable[[], None]] = []
-        # One writer on SQLite; on PostgreSQL, batches of different accounts side by side.
         self.ingest_queue = IngestQueue(
-            db, on_stored=self.outbox_changed, concurrency=1 if db.kind == "sqlite" else 4
+            db, on_stored=self.outbox_changed, concurrency=db.engine.concurrent_writes
         )
 
     def outbox_changed(self) -> None:

@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypeVar
 
-from sqlalchemy import Table, exc, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import exc, text
 from sqlalchemy.engine import URL, make_url
 
 from smsinbox.errors import StoreUnavailable
@@ -141,10 +140,6 @@ class Database:
     def _observe(self, name: str, started: float, ok: bool) -> None:
         if self._observer is not None:
             self._observer(name, time.perf_counter() - started, ok)
-
-    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        """An INSERT that supports ON CONFLICT on this engine."""
-        return self.engine.insert(table)
 
     async def listen(
         self, channel: str, callback: Callable[[], None]

@@ -17,8 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Select, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
 from sqlalchemy.sql import ColumnElement, Executable
 
@@ -51,6 +50,8 @@ class StorageEngine(abc.ABC):
     timeout: float
     # Appended to a driver-level SELECT that must lock the rows it reads (see for_update).
     lock_rows_clause: str
+    # Write transactions worth running side by side (ingest batches, for one).
+    concurrent_writes: int
 
     @abc.abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Connection]:
@@ -69,10 +70,6 @@ class StorageEngine(abc.ABC):
     @abc.abstractmethod
     async def driver(self, connection: Connection) -> Driver:
         """The driver connection under `connection`, in the same transaction."""
-
-    @abc.abstractmethod
-    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
-        """An INSERT that supports ON CONFLICT."""
 
     @abc.abstractmethod
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
@@ -106,9 +103,3 @@ class StorageEngine(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-
-def like_pattern(query: str) -> str:
-    """A LIKE pattern that matches `query` literally anywhere (escape character `\\`)."""
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"

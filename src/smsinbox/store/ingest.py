@@ -84,14 +84,16 @@ _ENQUEUE = (
     " 0, CAST(? AS BIGINT), CAST(? AS BIGINT) FROM push_endpoints WHERE account_id = ?"
     " AND enabled = true AND events LIKE '%mo%'"
 )
-# A conversation's new messages of this batch: counted in, the last one shown.
-_BUMP_CONVERSATION = (
+# A conversation's new messages (of a batch, or one): counted in, the last one shown. Every
+# path that adds a message to a conversation uses it (store/messages.py too).
+BUMP_CONVERSATION = (
     "INSERT INTO conversations (account_id, counterpart, message_count, unread_count,"
     " unsent_count, last_message_id, last_message_at, snippet)"
-    " VALUES (?, ?, ?, ?, 0, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (account_id, counterpart) DO UPDATE SET"
     " message_count = conversations.message_count + excluded.message_count,"
     " unread_count = conversations.unread_count + excluded.unread_count,"
+    " unsent_count = conversations.unsent_count + excluded.unsent_count,"
     " last_message_id = excluded.last_message_id,"
     " last_message_at = excluded.last_message_at,"
     " snippet = excluded.snippet"
@@ -243,10 +245,11 @@ async def _append_to_account(
             conversation.count += 1
             conversation.last_id, conversation.snippet = message_id, snippet
     await driver.executemany(
-        _BUMP_CONVERSATION,
+        BUMP_CONVERSATION,
         [
-            # Incoming messages are unread: each counts towards the unread figure too.
-            (account_id, counterpart, c.count, c.count, c.last_id, c.last_at, c.snippet)
+            # Incoming messages are unread (each counts towards the unread figure too), and
+            # none is unsent.
+            (account_id, counterpart, c.count, c.count, 0, c.last_id, c.last_at, c.snippet)
             for counterpart, c in conversations.items()
         ],
     )
@@ -301,7 +304,9 @@ class IngestQueue:
             del self._waiting[:MAX_BATCH]
             await self._write(batch)
 
-    async def _write(self, batch: list[tuple[Arrival, asyncio.Future[IngestResult]]]) -> None:
+    async def _write(
+        self, batch: list[tuple[Arrival, asyncio.Future[IngestResult]]], *, retry: bool = True
+    ) -> None:
         arrivals = [arrival for arrival, _ in batch]
         try:
             results, queued = await self._store(arrivals)
@@ -317,29 +322,15 @@ class IngestQueue:
                 # fail the others: each again in a transaction of its own.
                 for one in batch:
                     await self._write([one])
-            elif is_conflict(error):
-                await self._write_retried(batch)
+            elif retry and is_conflict(error):
+                # A copy a concurrent delivery stored first: the retry finds it.
+                await self._write(batch, retry=False)
             else:
                 _fail(batch, error)
             return
         for (_, outcome), result in zip(batch, results, strict=True):
             if not outcome.done():
                 outcome.set_result(result)
-        if queued:
-            self.on_stored()
-
-    async def _write_retried(
-        self, batch: list[tuple[Arrival, asyncio.Future[IngestResult]]]
-    ) -> None:
-        """A message a concurrent delivery stored first: the retry finds that copy."""
-        try:
-            results, queued = await self._store([arrival for arrival, _ in batch])
-        except Exception as error:
-            _fail(batch, error)
-            return
-        [(_, outcome)], [result] = batch, results
-        if not outcome.done():
-            outcome.set_result(result)
         if queued:
             self.on_stored()
 

@@ -36,7 +36,7 @@ from smsinbox.store import tables as t
 from smsinbox.store.base import NUMBER_OWNER, StoreBase, account_id_for, claim_number
 from smsinbox.store.database import Connection
 from smsinbox.store.engine import StorageEngine
-from smsinbox.store.ingest import Arrival, store_batch
+from smsinbox.store.ingest import BUMP_CONVERSATION, Arrival, store_batch
 from smsinbox.store.push import enqueue_deliveries
 
 SNIPPET_CHARS = t.SNIPPET_CHARS
@@ -347,23 +347,6 @@ _NEXT_POSITION = (
 _INSERT_MESSAGE = insert(t.messages).returning(t.messages.c.id)
 
 
-# Start a conversation with one message, or count one more in it. Written out because
-# SQLAlchemy compiles its ON CONFLICT construct anew for every execution; both engines
-# speak this form.
-_BUMP_CONVERSATION = text(
-    "INSERT INTO conversations (account_id, counterpart, message_count, unread_count,"
-    " unsent_count, last_message_id, last_message_at, snippet)"
-    " VALUES (:account_id, :counterpart, 1, :unread, :unsent, :message_id, :at, :snippet)"
-    " ON CONFLICT (account_id, counterpart) DO UPDATE SET"
-    " message_count = conversations.message_count + 1,"
-    " unread_count = conversations.unread_count + excluded.unread_count,"
-    " unsent_count = conversations.unsent_count + excluded.unsent_count,"
-    " last_message_id = excluded.last_message_id,"
-    " last_message_at = excluded.last_message_at,"
-    " snippet = excluded.snippet"
-)
-
-
 async def _append_message(
     engine: StorageEngine, connection: Connection, account_id: int, now: int, **fields: Any
 ) -> int:
@@ -392,42 +375,15 @@ async def _append_message(
         await enqueue_deliveries(engine, connection, account_id, int(message_id), "mo", now)
     unread = incoming and not fields.get("read", False)
     unsent = not incoming and fields["status"] in UNSENT_STATUSES
-    await _bump_conversation(
-        connection,
-        account_id,
-        counterpart=fields["counterpart"],
-        message_id=int(message_id),
-        at=position.last_received_at,
-        snippet=fields["text"][:SNIPPET_CHARS],
-        unread=1 if unread else 0,
-        unsent=1 if unsent else 0,
-    )
+    driver = await engine.driver(connection)
+    await driver.execute(
+        BUMP_CONVERSATION,
+        (
+            account_id, fields["counterpart"], 1, int(unread), int(unsent), int(message_id),
+            position.last_received_at, fields["text"][:SNIPPET_CHARS],
+        ),
+    )  # fmt: skip
     return int(message_id)
-
-
-async def _bump_conversation(
-    connection: Connection,
-    account_id: int,
-    *,
-    counterpart: str,
-    message_id: int,
-    at: int,
-    snippet: str,
-    unread: int,
-    unsent: int,
-) -> None:
-    await connection.execute(
-        _BUMP_CONVERSATION,
-        {
-            "account_id": account_id,
-            "counterpart": counterpart,
-            "unread": unread,
-            "unsent": unsent,
-            "message_id": message_id,
-            "at": at,
-            "snippet": snippet,
-        },
-    )
 
 
 # The columns of `messages` in Message's field order, so a row unpacks straight into one.

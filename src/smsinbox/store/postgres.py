@@ -11,15 +11,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import Table, or_, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import or_, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql import ColumnElement, func
 
 from smsinbox.store import tables as t
 from smsinbox.store.driver import AsyncpgDriver, Driver
-from smsinbox.store.engine import Connection, SelectT, StorageEngine, like_pattern
+from smsinbox.store.engine import Connection, SelectT, StorageEngine
 
 log = logging.getLogger("smsinbox.store")
 
@@ -34,6 +33,8 @@ _MIGRATION_LOCK = 0x5D51B0C5
 class PostgresEngine(StorageEngine):
     name = "postgresql"
     lock_rows_clause = " FOR UPDATE"
+    # Batches of different accounts commit side by side; a few keep the pool free for reads.
+    concurrent_writes = 4
 
     def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
         self.url = url
@@ -74,9 +75,6 @@ class PostgresEngine(StorageEngine):
         if not adapted._started:
             await adapted._start_transaction()
         return AsyncpgDriver(adapted.driver_connection)
-
-    def insert(self, table: Table) -> postgresql.Insert:
-        return postgresql.insert(table)
 
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
         return statement.with_for_update(skip_locked=skip_locked)
@@ -176,3 +174,9 @@ async def _first_of(*events: asyncio.Event, seconds: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def like_pattern(query: str) -> str:
+    """A LIKE pattern that matches `query` literally anywhere (escape character `\\`)."""
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

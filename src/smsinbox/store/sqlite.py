@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import RootTransaction, Table, column, create_engine, event, exc, literal_column
+from sqlalchemy import RootTransaction, column, create_engine, event, exc, literal_column
 from sqlalchemy import table as table_clause
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
 from sqlalchemy.sql import ColumnElement, Executable, func
 
@@ -165,6 +164,7 @@ class LoopConnection:
 class SqliteEngine(StorageEngine):
     name = "sqlite"
     lock_rows_clause = ""  # one writer at a time holds the whole database
+    concurrent_writes = 1  # the one writer
 
     def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
         self.url = url
@@ -294,9 +294,6 @@ class SqliteEngine(StorageEngine):
     async def driver(self, connection: Connection) -> Driver:
         assert isinstance(connection, LoopConnection)
         return SqliteDriver(connection.dbapi_connection)
-
-    def insert(self, table: Table) -> sqlite.Insert:
-        return sqlite.insert(table)
 
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
         return statement  # one writer at a time: whoever writes holds the whole database
