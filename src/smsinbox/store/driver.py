@@ -24,6 +24,10 @@ Row = tuple[Any, ...]
 class Driver(Protocol):
     """The driver connection of an open transaction or snapshot."""
 
+    # Each statement is a round trip to a database server: worth sending a batch's rows as
+    # arrays in one statement rather than a statement per row.
+    remote: bool
+
     async def fetch(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]: ...
 
     async def fetchrow(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None: ...
@@ -40,6 +44,7 @@ class SqliteDriver:
     and reads never wait for writers)."""
 
     __slots__ = ("_connection",)
+    remote = False
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -79,6 +84,7 @@ class AsyncpgDriver:
     """An asyncpg connection; asyncpg prepares each statement once per connection."""
 
     __slots__ = ("_connection",)
+    remote = True
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import exc
 
@@ -117,72 +117,69 @@ class Arrival:
     reply_window_ms: int
 
 
+UpstreamKey = tuple[int | None, str]  # (upstream, its id for the message)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Position:
+    """Where an account's messages of a batch go: the last of the sequence numbers and
+    modseqs the batch took, and their receive time."""
+
+    last_seq: int
+    last_modseq: int
+    received_at: int
+
+
 async def store_batch(
     driver: Driver, arrivals: Sequence[Arrival]
 ) -> tuple[list[IngestResult], bool]:
     """Store `arrivals` in the open transaction: their outcomes, in order, and whether any
     push delivery was queued (then the caller wakes the workers of other processes)."""
+    statements: _BatchStatements = _SetBased() if driver.remote else _RowByRow()
     results: list[IngestResult | None] = [None] * len(arrivals)
-    queued = False
-    seen: dict[tuple[int | None, str], IngestResult] = {}
-    owners: dict[str, int | None] = {}
+    keys = {
+        (a.inbound.upstream_id, a.inbound.upstream_message_id)
+        for a in arrivals
+        if a.inbound.upstream_message_id is not None
+    }
+    earlier = await statements.earlier_copies(driver, sorted(keys, key=_key_order)) if keys else {}
+    owners = await statements.owners(driver, sorted({a.inbound.recipient for a in arrivals}))
+    firsts: dict[UpstreamKey, int] = {}  # a message's first copy in this batch: its index
     routed: dict[int, list[int]] = {}  # account -> indexes of its messages, in order
     for index, arrival in enumerate(arrivals):
         inbound = arrival.inbound
         key = None
         if inbound.upstream_message_id is not None:
             key = (inbound.upstream_id, inbound.upstream_message_id)
-            earlier = seen.get(key) or await _earlier_copy(driver, inbound)
-            if earlier is not None:
-                results[index] = dataclasses.replace(earlier, outcome=IngestOutcome.DUPLICATE)
-                seen[key] = results[index]  # type: ignore[assignment]
+            if key in earlier:
+                results[index] = dataclasses.replace(earlier[key], outcome=IngestOutcome.DUPLICATE)
                 continue
-        if inbound.recipient not in owners:
-            owners[inbound.recipient] = await driver.fetchval(_OWNER, (inbound.recipient,))
-        owner = owners[inbound.recipient]
+            if key in firsts:
+                continue  # given its first copy's id below
+            firsts[key] = index
+        owner = owners.get(inbound.recipient)
         if owner is None:
             unrouted_id = await driver.fetchval(_UNROUTED, _unrouted_row(inbound, arrival.now))
             results[index] = IngestResult(IngestOutcome.UNROUTED, int(unrouted_id), unrouted=True)
-            if key is not None:
-                seen[key] = results[index]  # type: ignore[assignment]
-            continue
-        routed.setdefault(int(owner), []).append(index)
-        if key is not None:
-            # Its id is known once inserted; a later copy in this batch waits for it.
-            seen[key] = IngestResult(IngestOutcome.STORED, -1 - index, unrouted=False)
-    # Accounts in id order: concurrent batches on PostgreSQL take their counter locks in
-    # one order and never deadlock.
-    for account_id in sorted(routed):
-        indexes = routed[account_id]
-        stored, pushed = await _append_to_account(
-            driver, account_id, [arrivals[i] for i in indexes]
-        )
-        queued = queued or pushed
-        for index, message_id in zip(indexes, stored, strict=True):
+        else:
+            routed.setdefault(owner, []).append(index)
+    queued = False
+    if routed:
+        ids, queued = await _append(driver, statements, arrivals, routed)
+        for index, message_id in ids.items():
             results[index] = IngestResult(IngestOutcome.STORED, message_id, unrouted=False)
-    # Copies of a message stored in this very batch: the id it got.
-    for index, result in enumerate(results):
-        if result is not None and result.outcome is IngestOutcome.DUPLICATE and result.id < 0:
-            first = results[-1 - result.id]
+    # Copies of a message stored in this very batch: the id its first copy got.
+    for index, arrival in enumerate(arrivals):
+        if results[index] is None:
+            inbound = arrival.inbound
+            first = results[firsts[(inbound.upstream_id, inbound.upstream_message_id)]]  # type: ignore[index]
             assert first is not None
             results[index] = dataclasses.replace(first, outcome=IngestOutcome.DUPLICATE)
-    assert all(result is not None for result in results)
     return results, queued  # type: ignore[return-value]
 
 
-async def _earlier_copy(driver: Driver, inbound: InboundMessage) -> IngestResult | None:
-    """The earlier copy of this upstream message, routed or not, if there is one."""
-    if inbound.upstream_id is None:
-        earlier = await driver.fetchrow(
-            _EARLIER_COPY["upstream_id IS NULL"],
-            (inbound.upstream_message_id, inbound.upstream_message_id),
-        )
-    else:
-        scope = (inbound.upstream_id, inbound.upstream_message_id)
-        earlier = await driver.fetchrow(_EARLIER_COPY["upstream_id = ?"], scope + scope)
-    if earlier is None:
-        return None
-    return IngestResult(IngestOutcome.DUPLICATE, int(earlier[0]), unrouted=bool(earlier[1]))
+def _key_order(key: UpstreamKey) -> tuple[int, str]:
+    return (-1 if key[0] is None else key[0], key[1])
 
 
 def _unrouted_row(inbound: InboundMessage, now: int) -> tuple[Any, ...]:
@@ -200,47 +197,54 @@ def _unrouted_row(inbound: InboundMessage, now: int) -> tuple[Any, ...]:
     )
 
 
-async def _append_to_account(
-    driver: Driver, account_id: int, arrivals: Sequence[Arrival]
-) -> tuple[list[int], bool]:
-    """Insert the account's messages of this batch in its commit order: their ids, and
-    whether push deliveries were queued for them."""
-    count = len(arrivals)
-    now = max(arrival.now for arrival in arrivals)
-    position = await driver.fetchrow(_TAKE_POSITIONS, (count, count, now, now, account_id))
-    assert position is not None
-    last_seq, last_modseq, received_at = (int(value) for value in position)
-    pushed = bool(await driver.fetchval(_PUSHED, (account_id,)))
-    conversations: dict[str, _Conversation] = {}
-    ids = []
+async def _append(
+    driver: Driver,
+    statements: _BatchStatements,
+    arrivals: Sequence[Arrival],
+    routed: dict[int, list[int]],
+) -> tuple[dict[int, int], bool]:
+    """Insert the routed messages, each account's in its commit order: their ids by index
+    in `arrivals`, and whether push deliveries were queued for them."""
+    # Accounts in id order: concurrent batches on PostgreSQL take their counter locks in
+    # one order and never deadlock.
+    accounts = sorted(routed)
+    positions = await statements.take_positions(
+        driver,
+        [
+            (account, len(routed[account]), max(arrivals[i].now for i in routed[account]))
+            for account in accounts
+        ],
+    )
+    pushed = await statements.pushed_accounts(driver, accounts)
+    rows: list[_MessageRow] = []
+    for account in accounts:
+        indexes = routed[account]
+        position = positions[account]
+        first_seq = position.last_seq - len(indexes) + 1
+        first_modseq = position.last_modseq - len(indexes) + 1
+        for offset, index in enumerate(indexes):
+            arrival = arrivals[index]
+            inbound = arrival.inbound
+            rows.append(
+                _MessageRow(
+                    index, account, first_seq + offset, first_modseq + offset,
+                    position.received_at, arrival.now - arrival.reply_window_ms, inbound,
+                )
+            )  # fmt: skip
+    ids = await statements.insert_messages(driver, rows)
+    conversations: dict[tuple[int, str], _Conversation] = {}
     deliveries = []
-    for offset, arrival in enumerate(arrivals):
-        inbound = arrival.inbound
-        seq = last_seq - count + 1 + offset
-        modseq = last_modseq - count + 1 + offset
-        window_start = arrival.now - arrival.reply_window_ms
-        message_id = int(
-            await driver.fetchval(
-                _INSERT_MESSAGE,
-                (
-                    account_id, seq, modseq, modseq, received_at, received_at,
-                    inbound.sender, inbound.recipient, inbound.sender, inbound.text,
-                    inbound.encoding.value, inbound.body,
-                    account_id, inbound.reply_ref,
-                    account_id, inbound.sender, inbound.recipient, window_start,
-                    inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
-                    MessageStatus.RECEIVED.value, inbound.origin,
-                ),
-            )
-        )  # fmt: skip
-        ids.append(message_id)
-        if pushed and inbound.origin != "sim":
+    for row, message_id in zip(rows, ids, strict=True):
+        inbound = row.inbound
+        if row.account_id in pushed and inbound.origin != "sim":
             # Messages the user's own device reported are theirs already; the rest is pushed.
-            deliveries.append((message_id, arrival.now, arrival.now, account_id))
+            deliveries.append((row.account_id, message_id, arrivals[row.index].now))
         snippet = inbound.text[:SNIPPET_CHARS]
-        conversation = conversations.get(inbound.sender)
+        conversation = conversations.get((row.account_id, inbound.sender))
         if conversation is None:
-            conversations[inbound.sender] = _Conversation(1, message_id, received_at, snippet)
+            conversations[row.account_id, inbound.sender] = _Conversation(
+                1, message_id, row.received_at, snippet
+            )
         else:
             conversation.count += 1
             conversation.last_id, conversation.snippet = message_id, snippet
@@ -249,13 +253,253 @@ async def _append_to_account(
         [
             # Incoming messages are unread (each counts towards the unread figure too), and
             # none is unsent.
-            (account_id, counterpart, c.count, c.count, 0, c.last_id, c.last_at, c.snippet)
-            for counterpart, c in conversations.items()
+            (account, counterpart, c.count, c.count, 0, c.last_id, c.last_at, c.snippet)
+            for (account, counterpart), c in conversations.items()
         ],
     )
     if deliveries:
-        await driver.executemany(_ENQUEUE, deliveries)
-    return ids, bool(deliveries)
+        await statements.enqueue(driver, deliveries)
+    return {row.index: message_id for row, message_id in zip(rows, ids, strict=True)}, bool(
+        deliveries
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _MessageRow:
+    index: int  # in the batch's arrivals
+    account_id: int
+    seq: int
+    modseq: int
+    received_at: int
+    window_start: int  # the oldest outgoing message it may answer
+    inbound: InboundMessage
+
+
+class _BatchStatements(Protocol):
+    """The statements of a batch, each over all of the batch's rows at once."""
+
+    async def earlier_copies(
+        self, driver: Driver, keys: list[UpstreamKey]
+    ) -> dict[UpstreamKey, IngestResult]: ...
+
+    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]: ...
+
+    async def take_positions(
+        self,
+        driver: Driver,
+        wants: list[tuple[int, int, int]],  # (account, count, now)
+    ) -> dict[int, _Position]: ...
+
+    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]: ...
+
+    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]: ...
+
+    async def enqueue(
+        self,
+        driver: Driver,
+        deliveries: list[tuple[int, int, int]],  # (account, message, now)
+    ) -> None: ...
+
+
+class _RowByRow:
+    """One statement per row: where a statement costs microseconds (SQLite, in process),
+    the simple statements are the fast ones."""
+
+    async def earlier_copies(
+        self, driver: Driver, keys: list[UpstreamKey]
+    ) -> dict[UpstreamKey, IngestResult]:
+        found = {}
+        for upstream_id, upstream_message_id in keys:
+            if upstream_id is None:
+                sql = _EARLIER_COPY["upstream_id IS NULL"]
+                row = await driver.fetchrow(sql, (upstream_message_id, upstream_message_id))
+            else:
+                scope = (upstream_id, upstream_message_id)
+                row = await driver.fetchrow(_EARLIER_COPY["upstream_id = ?"], scope + scope)
+            if row is not None:
+                found[upstream_id, upstream_message_id] = IngestResult(
+                    IngestOutcome.DUPLICATE, int(row[0]), unrouted=bool(row[1])
+                )
+        return found
+
+    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]:
+        found = {}
+        for recipient in recipients:
+            owner = await driver.fetchval(_OWNER, (recipient,))
+            if owner is not None:
+                found[recipient] = int(owner)
+        return found
+
+    async def take_positions(
+        self, driver: Driver, wants: list[tuple[int, int, int]]
+    ) -> dict[int, _Position]:
+        positions = {}
+        for account, count, now in wants:
+            row = await driver.fetchrow(_TAKE_POSITIONS, (count, count, now, now, account))
+            assert row is not None
+            positions[account] = _Position(int(row[0]), int(row[1]), int(row[2]))
+        return positions
+
+    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]:
+        return {account for account in accounts if await driver.fetchval(_PUSHED, (account,))}
+
+    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]:
+        ids = []
+        for row in rows:
+            inbound = row.inbound
+            ids.append(
+                int(
+                    await driver.fetchval(
+                        _INSERT_MESSAGE,
+                        (
+                            row.account_id, row.seq, row.modseq, row.modseq, row.received_at,
+                            row.received_at, inbound.sender, inbound.recipient, inbound.sender,
+                            inbound.text, inbound.encoding.value, inbound.body,
+                            row.account_id, inbound.reply_ref,
+                            row.account_id, inbound.sender, inbound.recipient, row.window_start,
+                            inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
+                            MessageStatus.RECEIVED.value, inbound.origin,
+                        ),
+                    )
+                )
+            )  # fmt: skip
+        return ids
+
+    async def enqueue(self, driver: Driver, deliveries: list[tuple[int, int, int]]) -> None:
+        await driver.executemany(
+            _ENQUEUE,
+            [(message, now, now, account) for account, message, now in deliveries],
+        )
+
+
+class _SetBased:
+    """One statement per step over arrays of the batch's rows: where each statement is a
+    round trip to a server (PostgreSQL), a batch costs a handful of them, not several per
+    message. PostgreSQL's own SQL (`unnest`, `ANY`, array casts)."""
+
+    async def earlier_copies(
+        self, driver: Driver, keys: list[UpstreamKey]
+    ) -> dict[UpstreamKey, IngestResult]:
+        rows = await driver.fetch(
+            _SET_EARLIER_COPIES, ([key[0] for key in keys], [key[1] for key in keys])
+        )
+        return {
+            (row[0], row[1]): IngestResult(IngestOutcome.DUPLICATE, int(row[2]), bool(row[3]))
+            for row in rows
+        }
+
+    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]:
+        return {row[0]: int(row[1]) for row in await driver.fetch(_SET_OWNERS, (recipients,))}
+
+    async def take_positions(
+        self, driver: Driver, wants: list[tuple[int, int, int]]
+    ) -> dict[int, _Position]:
+        accounts = [want[0] for want in wants]
+        if len(accounts) > 1:
+            # The counter rows locked in account order first (the update alone would lock
+            # them in whatever order its join reads them, and two batches could deadlock).
+            await driver.fetch(_SET_LOCK_COUNTERS, (accounts,))
+        rows = await driver.fetch(
+            _SET_TAKE_POSITIONS, (accounts, [w[1] for w in wants], [w[2] for w in wants])
+        )
+        return {int(row[0]): _Position(int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]:
+        return {int(row[0]) for row in await driver.fetch(_SET_PUSHED, (accounts,))}
+
+    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]:
+        columns: list[list[Any]] = [[] for _ in range(15)]
+        for row in rows:
+            inbound = row.inbound
+            for column, value in zip(
+                columns,
+                (
+                    row.account_id, row.seq, row.modseq, row.received_at, inbound.sender,
+                    inbound.recipient, inbound.text, inbound.encoding.value, inbound.body,
+                    inbound.reply_ref, row.window_start, inbound.upstream_id,
+                    inbound.upstream_message_id, inbound.sent_at, inbound.origin,
+                ),
+                strict=True,
+            ):  # fmt: skip
+                column.append(value)
+        inserted = await driver.fetch(
+            _SET_INSERT_MESSAGES, [MessageStatus.RECEIVED.value, *columns]
+        )
+        ids = {(int(account), int(seq)): int(id_) for id_, account, seq in inserted}
+        return [ids[row.account_id, row.seq] for row in rows]
+
+    async def enqueue(self, driver: Driver, deliveries: list[tuple[int, int, int]]) -> None:
+        await driver.execute(
+            _SET_ENQUEUE,
+            (
+                [d[0] for d in deliveries],
+                [d[1] for d in deliveries],
+                [d[2] for d in deliveries],
+            ),
+        )
+
+
+# The earlier copies, routed (0) or not (1), of a batch's upstream messages. Messages given
+# to `smsinbox inject` (no upstream) form their own scope, matched by IS NULL.
+_SET_EARLIER_COPIES = (
+    "WITH k AS (SELECT * FROM unnest(?::bigint[], ?::text[])"
+    " AS k(upstream_id, upstream_message_id))"
+    " SELECT k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
+    " ON m.upstream_id = k.upstream_id AND m.upstream_message_id = k.upstream_message_id"
+    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
+    " ON m.upstream_id IS NULL AND m.upstream_message_id = k.upstream_message_id"
+    " WHERE k.upstream_id IS NULL"
+    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
+    " ON u.upstream_id = k.upstream_id AND u.upstream_message_id = k.upstream_message_id"
+    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
+    " ON u.upstream_id IS NULL AND u.upstream_message_id = k.upstream_message_id"
+    " WHERE k.upstream_id IS NULL"
+)
+_SET_OWNERS = "SELECT msisdn, account_id FROM numbers WHERE msisdn = ANY(?::text[])"
+_SET_LOCK_COUNTERS = (
+    "SELECT account_id FROM account_counters WHERE account_id = ANY(?::bigint[])"
+    " ORDER BY account_id FOR UPDATE"
+)
+_SET_TAKE_POSITIONS = (
+    "UPDATE account_counters c SET last_seq = c.last_seq + w.n, last_modseq = c.last_modseq + w.n,"
+    " last_received_at = GREATEST(c.last_received_at, w.now)"
+    " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[]) AS w(account_id, n, now)"
+    " WHERE c.account_id = w.account_id"
+    " RETURNING c.account_id, c.last_seq, c.last_modseq, c.last_received_at"
+)
+_SET_PUSHED = (
+    "SELECT DISTINCT account_id FROM push_endpoints WHERE account_id = ANY(?::bigint[])"
+    " AND enabled = true AND events LIKE '%mo%'"
+)
+# Threaded as _INSERT_MESSAGE threads one; rows go in in the accounts' commit order.
+_SET_INSERT_MESSAGES = (
+    "INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at, status_at,"
+    " direction, sender, recipient, counterpart, text, encoding, body, reply_to_id,"
+    " upstream_id, upstream_message_id, sent_at, status, origin, read, locked, deleted)"
+    " SELECT r.account_id, r.seq, r.modseq, r.modseq, r.received_at, r.received_at, 'in',"
+    " r.sender, r.recipient, r.sender, r.text, r.encoding, r.body, COALESCE("
+    "(SELECT o.id FROM messages o WHERE o.account_id = r.account_id AND o.direction = 'out'"
+    " AND o.id = r.reply_ref),"
+    " (SELECT o.id FROM messages o WHERE o.account_id = r.account_id AND o.direction = 'out'"
+    " AND o.counterpart = r.sender AND o.sender = r.recipient"
+    " AND o.received_at >= r.window_start"
+    " AND o.deleted = false ORDER BY o.id DESC LIMIT 1)),"
+    " r.upstream_id, r.upstream_message_id, r.sent_at, ?::text,"
+    " r.origin, false, false, false"
+    " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[],"
+    " ?::text[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[],"
+    " ?::bigint[], ?::text[]) AS r(account_id, seq, modseq, received_at, sender, recipient,"
+    " text, encoding, body, reply_ref, window_start, upstream_id, upstream_message_id,"
+    " sent_at, origin)"
+    " ORDER BY r.account_id, r.seq RETURNING id, account_id, seq"
+)
+_SET_ENQUEUE = (
+    "INSERT INTO deliveries (endpoint_id, account_id, message_id, event, state, attempts,"
+    " next_attempt_at, created_at) SELECT e.id, e.account_id, m.message_id, 'mo', 'pending',"
+    " 0, m.now, m.now FROM unnest(?::bigint[], ?::bigint[], ?::bigint[])"
+    " AS m(account_id, message_id, now) JOIN push_endpoints e ON e.account_id = m.account_id"
+    " WHERE e.enabled = true AND e.events LIKE '%mo%' ORDER BY m.message_id, e.id"
+)
 
 
 def is_conflict(error: BaseException) -> bool:
