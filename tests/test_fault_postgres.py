@@ -301,3 +301,37 @@ def test_driver_errors_of_a_server_shutting_down_mean_unavailable() -> None:
     assert _is_unavailable(asyncpg.exceptions.DiskFullError("could not extend file"))
     assert not _is_unavailable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
     assert not _is_unavailable(RuntimeError("a bug"))
+
+
+async def test_connections_closed_by_a_restart_are_replaced_not_lent_out(
+    postgres: PrivatePostgres,
+) -> None:
+    """Pooled connections used a moment ago and closed by a restart of the database: the next
+    requests get fresh ones at once, without the idle check's round trip; one closed while
+    a request uses it fails that request as unavailable (never as an unknown error), and the
+    request after it works."""
+    from smsinbox.errors import StoreUnavailable
+
+    services = Services.build(Settings(database_url=postgres.url, db_timeout=DB_TIMEOUT_S))
+    await services.start()
+    database = services.store.db
+    try:
+        await services.accounts.add("alice", PASSWORD, msisdns=(NUMBER,))
+        readers = [services.store.get_account("alice") for _ in range(6)]
+        assert all(await asyncio.gather(*readers))  # several connections in the pool
+        postgres.stop("immediate")
+        postgres.start()
+        await asyncio.sleep(0.1)  # the event loop sees the sockets close
+        for _ in range(6):
+            assert await services.store.get_account("alice") is not None
+
+        with pytest.raises(StoreUnavailable):
+            async with database.driver_snapshot("restarted while in use") as driver:
+                await driver.fetchval("SELECT 1")
+                postgres.stop("immediate")
+                postgres.start()
+                await asyncio.sleep(0.1)
+                await driver.fetchval("SELECT 1")
+        assert await services.store.get_account("alice") is not None
+    finally:
+        await services.close()

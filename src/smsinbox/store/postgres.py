@@ -56,12 +56,20 @@ class PostgresEngine(StorageEngine):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        async with self._engine.begin() as connection:
+        async with (
+            self._engine.connect() as connection,
+            _replaced_when_lost(connection),
+            connection.begin(),
+        ):
             yield connection
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Connection]:
-        async with self._engine.connect() as connection, connection.begin():
+        async with (
+            self._engine.connect() as connection,
+            _replaced_when_lost(connection),
+            connection.begin(),
+        ):
             yield connection
 
     @asynccontextmanager
@@ -69,7 +77,7 @@ class PostgresEngine(StorageEngine):
         # No BEGIN and COMMIT: under READ COMMITTED each statement reads a snapshot of its
         # own whether or not a transaction is open, and on the hot read paths the two extra
         # round trips cost more than the read.
-        async with self._engine.connect() as connection:
+        async with self._engine.connect() as connection, _replaced_when_lost(connection):
             driver_connection: Any = (await connection.get_raw_connection()).driver_connection
             yield AsyncpgDriver(driver_connection)
 
@@ -163,6 +171,21 @@ class PostgresEngine(StorageEngine):
         await self._engine.dispose()
 
 
+@asynccontextmanager
+async def _replaced_when_lost(connection: AsyncConnection) -> AsyncIterator[None]:
+    """A statement run on the driver itself bypasses SQLAlchemy, which would otherwise
+    notice a lost connection and drop it: without this, a connection closed by a restart of
+    the database went back to the pool and failed every request it was lent to."""
+    driver_connection: Any = (await connection.get_raw_connection()).driver_connection
+    try:
+        yield
+    except Exception as error:
+        if not driver_connection.is_closed():
+            raise
+        await connection.invalidate()
+        raise ConnectionError(f"connection to the database lost: {_describe(error)}") from error
+
+
 def _check_when_idle(pool: Any) -> None:
     """A connection that sat in the pool is checked (a round trip) before it is handed out,
     so one left broken by a restart of the database is replaced unseen; one in steady use
@@ -176,6 +199,8 @@ def _check_when_idle(pool: Any) -> None:
 
     @event.listens_for(pool, "checkout")
     def handed_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise exc.DisconnectionError()  # the driver saw it close: no round trip needed
         returned_at = record.info.get("returned_at")
         if returned_at is None or time.monotonic() - returned_at < IDLE_CHECK_S:
             return
