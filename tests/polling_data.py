@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from smsinbox.core import records
 from smsinbox.core.ingest import RawInbound
-from smsinbox.models import AccountStatus, Encoding
+from smsinbox.models import AccountStatus, MessageStatus
 from smsinbox.services import Services
 
 NUMBER = "447700900001"
@@ -22,15 +23,10 @@ async def load_inbox(services: Services) -> None:
     account = await services.accounts.add(
         "alice", PASSWORD, msisdns=(NUMBER,), time_zone="Europe/London"
     )
-    await services.store.record_outgoing(
-        account.id,
-        sender=NUMBER,
-        recipient="4412312345",
-        text="question?",
-        encoding=Encoding.GSM7,
-        status="complete",
-        now=T0 - 60_000,
+    sent = records.outgoing(
+        NUMBER, "4412312345", "question?", status=MessageStatus.COMPLETE, now=T0 - 60_000
     )
+    await services.store.add_message(account.id, sent, now=T0 - 60_000)
     await _at(services, T0, RawInbound("4412312345", NUMBER, text=b"Hi there"))
     await _at(
         services,

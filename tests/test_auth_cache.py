@@ -8,7 +8,7 @@ import pytest
 
 from smsinbox.config import Settings
 from smsinbox.core import auth
-from smsinbox.core.bruteforce import Caller
+from smsinbox.core.caller import Caller
 from smsinbox.services import Services
 
 

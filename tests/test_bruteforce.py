@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from smsinbox.config import Settings
-from smsinbox.core.bruteforce import Caller, LoginGuard
+from smsinbox.core.bruteforce import LoginGuard
+from smsinbox.core.caller import Caller
 from smsinbox.core.ratelimit import MovingWindows
 from smsinbox.errors import LoginLockedOut
 from smsinbox.services import Services

@@ -8,9 +8,10 @@ import dataclasses
 import pytest
 from sqlalchemy import delete
 
+from smsinbox.core import records
 from smsinbox.core.ingest import RawInbound
 from smsinbox.errors import AlreadyExists, InvalidInput
-from smsinbox.models import Direction, Encoding, IngestOutcome
+from smsinbox.models import Direction, Encoding, IngestOutcome, MessageStatus
 from smsinbox.services import Services
 from smsinbox.store import tables as t
 
@@ -236,13 +237,9 @@ async def test_ids_are_never_reused(services: Services, alice: int) -> None:
 
 
 async def _send(services: Services, account_id: int, to: str, *, now: int) -> int:
-    return await services.store.record_outgoing(
+    return await services.store.add_message(
         account_id,
-        sender=ALICE_NUMBER,
-        recipient=to,
-        text="question?",
-        encoding=Encoding.GSM7,
-        status="complete",
+        records.outgoing(ALICE_NUMBER, to, "question?", status=MessageStatus.COMPLETE, now=now),
         now=now,
     )
 
@@ -274,13 +271,11 @@ async def test_explicit_reference_wins_but_only_to_own_outgoing_messages(
     older = await _send(services, alice, "447700900123", now=now)
     latest = await _send(services, alice, "447700900123", now=now)
     bob = await services.accounts.add("bob", "pw", msisdns=("447700900002",))
-    bobs = await services.store.record_outgoing(
+    bobs = await services.store.add_message(
         bob.id,
-        sender="447700900002",
-        recipient="447700900123",
-        text="x",
-        encoding=Encoding.GSM7,
-        status="complete",
+        records.outgoing(
+            "447700900002", "447700900123", "x", status=MessageStatus.COMPLETE, now=now
+        ),
         now=now,
     )
     explicit = await services.ingestor.accept(sms(ref=str(older)), upstream_id=None)
@@ -298,13 +293,15 @@ async def test_explicit_reference_wins_but_only_to_own_outgoing_messages(
 async def test_conversation_counts_follow_each_message(services: Services, alice: int) -> None:
     await services.ingestor.accept(sms("one"), upstream_id=None)
     await services.ingestor.accept(sms("two"), upstream_id=None)
-    last = await services.store.record_outgoing(
+    last = await services.store.add_message(
         alice,
-        sender=ALICE_NUMBER,
-        recipient="447700900123",
-        text="three",
-        encoding=Encoding.GSM7,
-        status="pending",
+        records.outgoing(
+            ALICE_NUMBER,
+            "447700900123",
+            "three",
+            status=MessageStatus.PENDING,
+            now=services.ingestor.clock(),
+        ),
         now=services.ingestor.clock(),
     )
     await services.ingestor.accept(sms("other", sender="447700900555"), upstream_id=None)

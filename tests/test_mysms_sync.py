@@ -223,3 +223,25 @@ async def test_a_paged_initial_listing_sends_every_message_as_an_insert(
             operations += [(c["messageId"], c["operation"]) for c in answer["syncs"]]
             state, more = answer["syncState"], answer["syncMore"]
     assert sorted(operations) == [(first, 1), (first + 1, 1)]
+
+
+async def test_a_sync_with_an_unknown_operation_applies_none_of_its_changes(
+    services: Services, live_server: LiveServer
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    _, key = await services.api_keys.create("app")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        client = Mysms(http, key)
+        await client.login(ALICE, "pw")
+        device = (await client.call("/user/device/register", name="phone"))["deviceId"]
+        inserted = {"operation": 1, "deviceMessageId": "d-1", "address": FRIEND,
+                    "message": "kept?", "incoming": True}  # fmt: skip
+        answer = await client.call(
+            "/user/message/sync", deviceId=device, syncs=[inserted, {"operation": 7}]
+        )
+        assert answer == {"errorCode": 2}
+        assert await server_state(services) == {}
+        # The same insert on its own is applied.
+        answer = await client.call("/user/message/sync", deviceId=device, syncs=[inserted])
+        assert answer["errorCode"] == 0 and len(answer["syncAcks"]) == 1
+        assert [text for _, text, _, _ in (await server_state(services)).values()] == ["kept?"]

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from smsinbox.app import create_app
 from smsinbox.config import Settings
 from smsinbox.dialects import mysms
-from smsinbox.web.openapi import MYSMS_ANSWERS, document
+from smsinbox.dialects.openapi import MYSMS_ANSWERS, document
 from tests.conftest import LiveServer
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}

@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 
 from smsinbox.config import Settings
 from smsinbox.core.ingest import RawInbound
+from smsinbox.dialects.openapi import document
 from smsinbox.services import Services
-from smsinbox.web.openapi import document
 from tests.conftest import ENGINES, PG_URL, REQUIRE_PG, LiveServer, _reset_postgres
 
 NUMBER = "447700900001"

@@ -12,10 +12,10 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from smsinbox.config import Settings
-from smsinbox.dialects import eapi, mc5, mysms
+from smsinbox.dialects import eapi, mc5, mysms, openapi
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
-from smsinbox.web import admin, openapi, ops
+from smsinbox.web import admin, ops
 from smsinbox.web.front import Front
 from smsinbox.web.requestlog import RequestLog
 

@@ -69,7 +69,9 @@ def main_options(
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     elif ctx.invoked_subcommand != "serve":
         # Administrative commands answer in one line; store warnings would only add noise.
+        # Only while the command runs: the CLI is also called in-process (by tests, tools).
         logging.disable(logging.WARNING)
+        ctx.call_on_close(lambda: logging.disable(logging.NOTSET))
 
 
 def log_to_stderr(settings: Settings) -> None:

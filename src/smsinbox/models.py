@@ -39,6 +39,15 @@ class MessageStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class DeliveryState(enum.StrEnum):
+    """Where a push delivery stands: pending (due at its next attempt), delivered, or dead
+    (given up: out of attempts, its endpoint disabled, or its message pruned)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
 # Outgoing messages not (yet) sent: they count towards a conversation's "unsent" figure.
 UNSENT_STATUSES = frozenset(
     {MessageStatus.PENDING, MessageStatus.FAILED, MessageStatus.SCHEDULED, MessageStatus.SENDING}
@@ -137,6 +146,29 @@ class Message(NamedTuple):
     status_at: int | None
     send_at: int | None
     device_message_id: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message an account adds itself: one it sends, or one its own device reports.
+
+    The core decides every field (core/records.py); the store writes it as it is, in the
+    account's commit order.
+    """
+
+    direction: Direction
+    sender: str
+    recipient: str
+    counterpart: str
+    text: str
+    encoding: Encoding
+    status: MessageStatus
+    origin: str
+    read: bool
+    sent_at: int | None
+    send_at: int | None = None
+    device_id: int | None = None
+    device_message_id: str | None = None
 
 
 class PolledMessage(NamedTuple):

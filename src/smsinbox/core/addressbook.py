@@ -46,7 +46,7 @@ class Contacts:
         msisdns: Sequence[str] | None,
     ) -> Contact:
         if contact_id is None:
-            raise MissingParameter("contactId")
+            raise MissingParameter("contact_id")
         updated = await self.store.update_contact(
             who.account_id,
             contact_id,
@@ -60,7 +60,7 @@ class Contacts:
 
     async def delete(self, who: Principal, contact_id: int | None) -> None:
         if contact_id is None:
-            raise MissingParameter("contactId")
+            raise MissingParameter("contact_id")
         if not await self.store.delete_contact(who.account_id, contact_id):
             raise NotFound("no such contact")
 

@@ -18,7 +18,8 @@ import os
 import time
 from collections import OrderedDict
 
-from smsinbox.core.bruteforce import Caller, LoginGuard
+from smsinbox.core.bruteforce import LoginGuard
+from smsinbox.core.caller import Caller
 from smsinbox.core.passwords import verify_password
 from smsinbox.errors import (
     AccountBlocked,

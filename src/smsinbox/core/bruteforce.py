@@ -37,33 +37,13 @@ from collections.abc import Awaitable, Callable
 
 import limits
 
+from smsinbox.core.caller import Caller
 from smsinbox.core.ratelimit import MovingWindows
 from smsinbox.errors import LoginLockedOut, StoreUnavailable
 
 log = logging.getLogger("smsinbox.bruteforce")
 
 WARN_EVERY_S = 60.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Caller:
-    """Where a login attempt comes from.
-
-    `entry` names the door (mc5, eapi, mysms, inbound, admin) for metrics only; `address` is
-    the client's IP as the server saw it, None when unknown (then only accounts count).
-    """
-
-    entry: str
-    address: str | None = None
-
-    @classmethod
-    def of(cls, entry: str, client: tuple[str, int] | None) -> Caller:
-        """The caller of an ASGI request, from its scope's `client` (host, port)."""
-        return cls(entry, client[0] if client else None)
-
-
-# Calls from inside the process (tests, tools) have no client address.
-INTERNAL = Caller("internal")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from smsinbox.core.auth import PasswordAuthenticator
-from smsinbox.core.bruteforce import INTERNAL, Caller
+from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.errors import InvalidInput
 from smsinbox.models import Account, Direction, PolledMessage

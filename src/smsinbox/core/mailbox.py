@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from smsinbox.core import records
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.encodings import encoding_for
 from smsinbox.core.ingest import Ingestor
@@ -46,9 +47,9 @@ def _address(address: str | None) -> str:
 
 def _text(text: str | None, max_chars: int) -> str:
     if text is None or text == "":
-        raise MissingParameter("message")
+        raise MissingParameter("text")
     if len(text) > max_chars:
-        raise InvalidInput(f"message is longer than {max_chars} characters", "message")
+        raise InvalidInput(f"text is longer than {max_chars} characters", "text")
     return text.replace("\x00", "\ufffd")
 
 
@@ -84,7 +85,7 @@ class Mailbox:
 
     async def delete_conversations(self, who: Principal, addresses: Sequence[str]) -> Deletion:
         if not addresses:
-            raise MissingParameter("addresses")
+            raise MissingParameter("counterparts")
         deleted, kept = await self.store.delete_messages(
             who.account_id, counterparts=[_address(a) for a in addresses], now=self.clock()
         )
@@ -92,7 +93,7 @@ class Mailbox:
 
     async def delete_messages(self, who: Principal, message_ids: Sequence[int]) -> Deletion:
         if not message_ids:
-            raise MissingParameter("messageIds")
+            raise MissingParameter("message_ids")
         deleted, kept = await self.store.delete_messages(
             who.account_id, message_ids=message_ids, now=self.clock()
         )
@@ -100,7 +101,7 @@ class Mailbox:
 
     async def lock(self, who: Principal, message_ids: Sequence[int], locked: bool) -> int:
         if not message_ids:
-            raise MissingParameter("messageIds")
+            raise MissingParameter("message_ids")
         return await self.store.set_locked(who.account_id, message_ids, locked)
 
     async def update(
@@ -112,7 +113,7 @@ class Mailbox:
         locked: bool | None,
     ) -> Message:
         if message_id is None:
-            raise MissingParameter("messageId")
+            raise MissingParameter("message_id")
         values = {
             name: value for name, value in (("read", read), ("locked", locked)) if value is not None
         }
@@ -163,23 +164,21 @@ class Mailbox:
             len(device_message_id) > MAX_DEVICE_MESSAGE_ID or not device_message_id.isprintable()
         ):
             raise InvalidInput(
-                f"deviceMessageId must be at most {MAX_DEVICE_MESSAGE_ID} printable characters",
-                "deviceMessageId",
+                f"device_message_id must be at most {MAX_DEVICE_MESSAGE_ID} printable characters",
+                "device_message_id",
             )
         body = _text(text, self.max_chars)
-        return await self.store.record_device_message(
-            who.account_id,
+        message = records.reported_by_device(
+            who.numbers[0] if who.numbers else "",
+            _address(address),
+            body,
             incoming=incoming,
-            own_number=who.numbers[0] if who.numbers else "",
-            address=_address(address),
-            text=body,
-            encoding=encoding_for(body),
             sent_at=date_sent,
             read=read,
             device_id=device_id,
             device_message_id=device_message_id,
-            now=self.clock(),
         )
+        return await self.store.add_device_message(who.account_id, message, now=self.clock())
 
     async def send(
         self,
@@ -204,18 +203,17 @@ class Mailbox:
         body = _text(text, self.max_chars)
         now = self.clock()
         scheduled = send_on is not None and send_on > now
-        message_id = await self.store.record_outgoing(
-            who.account_id,
-            sender=who.numbers[0],
-            recipient=number,
-            text=body,
-            encoding=encoding_for(body),
+        message = records.outgoing(
+            who.numbers[0],
+            number,
+            body,
             status=MessageStatus.SCHEDULED if scheduled else MessageStatus.SENDING,
             now=now,
             send_at=send_on if scheduled else None,
             origin="app",
             device_id=device_id,
         )
+        message_id = await self.store.add_message(who.account_id, message, now=now)
         if not scheduled:
             await self.deliver(who.account_id, message_id, who.numbers[0], number, body)
         return message_id

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from smsinbox.core.auth import PasswordAuthenticator
-from smsinbox.core.bruteforce import INTERNAL, Caller, LoginGuard
+from smsinbox.core.bruteforce import LoginGuard
+from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.credentials import Credentials
 from smsinbox.core.numbers import normalize_msisdn

@@ -1,41 +1,79 @@
-"""mysms device sync, modelled on JMAP `/changes`.
+"""Device sync (mysms `sync` in its dialect), modelled on JMAP `/changes`.
 
 Every change to an account's messages gets the next number of the account's modification
 sequence (modseq). A device's state is the modseq it has acknowledged: a sync returns the
-changes after it, in order, at most `syncLimit` at a time, with the state to acknowledge
+changes after it, in order, at most a limit at a time, with the state to acknowledge
 next. Deletes travel as tombstones, kept for `sync_tombstone_days`; a device whose state is
 older than the oldest purged tombstone is told to resync from scratch. The device's own
-changes are applied first and idempotently: the same `deviceMessageId` inserts once.
+changes are applied first and idempotently: the same device message id inserts once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+import enum
 
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.sessions import Principal
-from smsinbox.errors import InvalidInput, MissingParameter, NotFound, UnknownDevice
+from smsinbox.errors import MissingParameter, NotFound, UnknownDevice
 from smsinbox.models import Message
 from smsinbox.store import Store
 
-UPDATE, INSERT, DELETE = 0, 1, 2
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
+class ChangeKind(enum.Enum):
+    """What happened to a message since the device's state."""
+
+    UPDATED = "updated"
+    CREATED = "created"
+    DELETED = "deleted"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Change:
-    operation: int
+    kind: ChangeKind
     message: Message
+
+
+# The device's own changes, applied before its changes are listed. A message the device
+# stored itself is named by the device's id for it where the server's is not known yet.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceInsert:
+    device_message_id: str | None
+    counterpart: str | None
+    text: str | None
+    incoming: bool = True
+    sent_at: int | None = None
+    read: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    message_id: int | None
+    device_message_id: str | None = None
+    read: bool | None = None
+    locked: bool | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceDelete:
+    message_id: int | None
+    device_message_id: str | None = None
+
+
+DeviceChange = DeviceInsert | DeviceUpdate | DeviceDelete
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SyncResult:
     changes: list[Change]
-    acks: list[tuple[str, int]]  # (deviceMessageId, messageId) for the device's inserts
+    acks: list[tuple[str, int]]  # (device message id, message id) for the device's inserts
     state: int
     more: bool
     resync: bool
@@ -52,23 +90,23 @@ class Sync:
         who: Principal,
         device_id: int | None,
         *,
-        syncs: list[dict[str, Any]],
+        device_changes: list[DeviceChange],
         acks: list[int],
         limit: int | None,
         initial: bool,
     ) -> SyncResult:
         if device_id is None:
-            raise MissingParameter("deviceId")
+            raise MissingParameter("device_id")
         if not await self.store.device_exists(who.account_id, device_id):
             raise UnknownDevice("the device id is invalid")
         count = DEFAULT_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
-        applied = [await self._apply(who, device_id, entry) for entry in syncs]
+        applied = [await self._apply(who, device_id, change) for change in device_changes]
         device_acks = [ack for ack in applied if ack is not None]
         acknowledged = max(acks, default=0)
         if initial:
             # The current messages from scratch, page by page: the device keeps asking with
-            # syncInitial and the state it got until syncMore is false. Everything arrives
-            # as an insert; deletes before the listing are simply absent.
+            # an initial sync and the state it got until there is no more. Everything
+            # arrives as created; deletes before the listing are simply absent.
             after = acknowledged
         else:
             after = await self.store.acknowledge_sync(
@@ -81,13 +119,7 @@ class Sync:
             return SyncResult([], device_acks, after, more=False, resync=True)
         more = len(changed) > count
         changed = changed[:count]
-        changes = [
-            Change(
-                DELETE if m.deleted else INSERT if initial or m.created_modseq > after else UPDATE,
-                m,
-            )
-            for m in changed
-        ]
+        changes = [Change(_kind(m, after, initial), m) for m in changed]
         if more:
             next_state = changed[-1].modseq
         else:
@@ -96,39 +128,41 @@ class Sync:
         return SyncResult(changes, device_acks, next_state, more, resync=False)
 
     async def _apply(
-        self, who: Principal, device_id: int, entry: dict[str, Any]
+        self, who: Principal, device_id: int, change: DeviceChange
     ) -> tuple[str, int] | None:
-        operation = entry.get("operation")
-        device_message_id = entry.get("deviceMessageId")
-        if operation == INSERT:
-            if not device_message_id:
-                raise MissingParameter("deviceMessageId")
+        if isinstance(change, DeviceInsert):
+            if not change.device_message_id:
+                raise MissingParameter("device_message_id")
             inserted, _ = await self.mailbox.insert(
                 who,
-                entry.get("address"),
-                entry.get("message"),
-                incoming=entry.get("incoming", True),
-                date_sent=entry.get("dateSent"),
-                read=entry.get("read", False),
+                change.counterpart,
+                change.text,
+                incoming=change.incoming,
+                date_sent=change.sent_at,
+                read=change.read,
                 device_id=device_id,
-                device_message_id=device_message_id,
+                device_message_id=change.device_message_id,
             )
-            return device_message_id, inserted
-        message_id: int | None = entry.get("messageId")
-        if message_id is None and device_message_id:
+            return change.device_message_id, inserted
+        message_id = change.message_id
+        if message_id is None and change.device_message_id:
             message_id = await self.store.find_device_message(
-                who.account_id, device_id, device_message_id
+                who.account_id, device_id, change.device_message_id
             )
         if message_id is None:
-            raise MissingParameter("messageId")
-        if operation == UPDATE:
+            raise MissingParameter("message_id")
+        if isinstance(change, DeviceUpdate):
             # Deleted meanwhile (perhaps by another device)? Then the delete wins.
             with contextlib.suppress(NotFound):
-                await self.mailbox.update(
-                    who, message_id, read=entry.get("read"), locked=entry.get("locked")
-                )
-        elif operation == DELETE:
-            await self.mailbox.delete_messages(who, [message_id])
+                await self.mailbox.update(who, message_id, read=change.read, locked=change.locked)
         else:
-            raise InvalidInput("operation must be 0 (update), 1 (insert) or 2 (delete)")
+            await self.mailbox.delete_messages(who, [message_id])
         return None
+
+
+def _kind(message: Message, after: int, initial: bool) -> ChangeKind:
+    if message.deleted:
+        return ChangeKind.DELETED
+    if initial or message.created_modseq > after:
+        return ChangeKind.CREATED
+    return ChangeKind.UPDATED

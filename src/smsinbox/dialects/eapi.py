@@ -13,10 +13,12 @@ import zoneinfo
 from starlette.requests import Request
 from starlette.responses import Response
 
-from smsinbox.core.bruteforce import Caller
+from smsinbox.core.api import Core
+from smsinbox.core.caller import Caller
 from smsinbox.core.inbox import IdPage
 from smsinbox.core.values import parse_count
 from smsinbox.dialects import pipe
+from smsinbox.dialects.params import UnsupportedMediaType, WireParams
 from smsinbox.errors import (
     AccountBlocked,
     AccountNeedsActivation,
@@ -28,8 +30,6 @@ from smsinbox.errors import (
     UnknownAccount,
 )
 from smsinbox.models import Encoding, PolledMessage
-from smsinbox.services import Services
-from smsinbox.web.params import UnsupportedMediaType, WireParams
 
 log = logging.getLogger("smsinbox.eapi")
 
@@ -100,7 +100,7 @@ def render_page(page: IdPage, *, with_encoding: bool) -> str:
 
 
 async def _get_inbox(request: Request, *, with_encoding: bool) -> Response:
-    services: Services = request.app.state.services
+    services: Core = request.app.state.services
     try:
         try:
             params = await WireParams.read(request)

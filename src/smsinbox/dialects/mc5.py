@@ -12,9 +12,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from smsinbox.core.bruteforce import Caller
+from smsinbox.core.api import Core
+from smsinbox.core.caller import Caller
 from smsinbox.core.inbox import SincePage
 from smsinbox.core.values import parse_count
+from smsinbox.dialects.params import UnsupportedMediaType, WireParams
 from smsinbox.errors import (
     AccountBlocked,
     AccountNeedsActivation,
@@ -26,8 +28,6 @@ from smsinbox.errors import (
     UnknownAccount,
 )
 from smsinbox.models import Direction, PolledMessage
-from smsinbox.services import Services
-from smsinbox.web.params import UnsupportedMediaType, WireParams
 
 log = logging.getLogger("smsinbox.mc5")
 
@@ -90,7 +90,7 @@ def render_page(page: SincePage) -> dict[str, Any]:
 
 
 async def _check(request: Request, *, outgoing: bool) -> Response:
-    services: Services = request.app.state.services
+    services: Core = request.app.state.services
     try:
         try:
             params = await WireParams.read(request)

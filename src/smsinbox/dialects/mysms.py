@@ -16,9 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from smsinbox.core.bruteforce import INTERNAL, Caller
+from smsinbox.core.api import Core
+from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.sessions import Principal
-from smsinbox.core.sync import Change
+from smsinbox.core.sync import (
+    Change,
+    ChangeKind,
+    DeviceChange,
+    DeviceDelete,
+    DeviceInsert,
+    DeviceUpdate,
+)
 from smsinbox.dialects.mysms_codec import CodecError, ListOf, Schema, decode, encode
 from smsinbox.errors import (
     AccessDenied,
@@ -33,7 +41,6 @@ from smsinbox.errors import (
     UnknownDevice,
 )
 from smsinbox.models import Contact, Conversation, Device, Direction, Message, MessageStatus
-from smsinbox.services import Services
 
 log = logging.getLogger("smsinbox.mysms")
 
@@ -113,7 +120,7 @@ def render_device(device: Device) -> dict[str, Any]:
 
 # --- resources -----------------------------------------------------------------------------
 
-Handler = Callable[[Services, Principal | None, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[Core, Principal | None, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +152,7 @@ def _principal(who: Principal | None) -> Principal:
 
 @resource("/user/login", Schema("userLoginRequest", msisdn="int", password="str"),  # noqa: S106
           "userLoginResponse", needs_session=False)  # fmt: skip
-async def login(services: Services, _: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def login(services: Core, _: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     msisdn = body.get("msisdn")
     token = await services.sessions.login(
         body.get("apiKey"),
@@ -157,7 +164,7 @@ async def login(services: Services, _: Principal | None, body: dict[str, Any]) -
 
 
 @resource("/user/logout", Schema("userLogoutRequest"), "userLogoutResponse", needs_session=False)
-async def logout(services: Services, _: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def logout(services: Core, _: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     await services.sessions.logout(body.get("apiKey"), body.get("authToken"))
     return {}
 
@@ -165,9 +172,7 @@ async def logout(services: Services, _: Principal | None, body: dict[str, Any]) 
 @resource("/user/message/conversations/get",
           Schema("userMessageGetConversationsRequest", offset="int", limit="int"),
           "userMessageGetConversationsResponse")  # fmt: skip
-async def conversations_get(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def conversations_get(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     found = await s.mailbox.conversations(
         _principal(who), offset=body.get("offset"), limit=body.get("limit")
     )
@@ -178,7 +183,7 @@ async def conversations_get(
           Schema("userMessageReadConversationRequest", address="str"),
           "userMessageReadConversationResponse")  # fmt: skip
 async def conversations_read(
-    s: Services, who: Principal | None, body: dict[str, Any]
+    s: Core, who: Principal | None, body: dict[str, Any]
 ) -> dict[str, Any]:
     await s.mailbox.read_conversation(_principal(who), body.get("address"))
     return {}
@@ -192,7 +197,7 @@ def _deletion(deleted: int, kept: list[int]) -> dict[str, Any]:
           Schema("userMessageDeleteConversationRequest", address="str"),
           "userMessageDeleteConversationResponse")  # fmt: skip
 async def conversations_delete(
-    s: Services, who: Principal | None, body: dict[str, Any]
+    s: Core, who: Principal | None, body: dict[str, Any]
 ) -> dict[str, Any]:
     address = body.get("address")
     result = await s.mailbox.delete_conversations(_principal(who), [address] if address else [])
@@ -203,7 +208,7 @@ async def conversations_delete(
           Schema("userMessageDeleteConversationListRequest", addresses=ListOf("str")),
           "userMessageDeleteConversationListResponse")  # fmt: skip
 async def conversations_delete_list(
-    s: Services, who: Principal | None, body: dict[str, Any]
+    s: Core, who: Principal | None, body: dict[str, Any]
 ) -> dict[str, Any]:
     result = await s.mailbox.delete_conversations(_principal(who), body.get("addresses", []))
     return _deletion(result.deleted, result.kept_locked)
@@ -211,9 +216,7 @@ async def conversations_delete_list(
 
 @resource("/user/message/delete", Schema("userMessageDeleteRequest", messageId="int"),
           "userMessageDeleteResponse")  # fmt: skip
-async def message_delete(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def message_delete(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     ids = [body["messageId"]] if "messageId" in body else []
     result = await s.mailbox.delete_messages(_principal(who), ids)
     return _deletion(result.deleted, result.kept_locked)
@@ -223,7 +226,7 @@ async def message_delete(
           Schema("userMessageDeleteListRequest", messageIds=ListOf("int")),
           "userMessageDeleteListResponse")  # fmt: skip
 async def message_delete_list(
-    s: Services, who: Principal | None, body: dict[str, Any]
+    s: Core, who: Principal | None, body: dict[str, Any]
 ) -> dict[str, Any]:
     result = await s.mailbox.delete_messages(_principal(who), body.get("messageIds", []))
     return _deletion(result.deleted, result.kept_locked)
@@ -233,7 +236,7 @@ async def message_delete_list(
           Schema("userMessageGetMessagesRequest", address="str", offset="int", limit="int"),
           "userMessageGetMessagesResponse")  # fmt: skip
 async def get_by_conversation(
-    s: Services, who: Principal | None, body: dict[str, Any]
+    s: Core, who: Principal | None, body: dict[str, Any]
 ) -> dict[str, Any]:
     found = await s.mailbox.conversation_messages(
         _principal(who), body.get("address"), offset=body.get("offset"), limit=body.get("limit")
@@ -245,9 +248,7 @@ async def get_by_conversation(
           Schema("userMessageInsertRequest", address="str", message="str", incoming="bool",
                  read="bool", dateSent="int", deviceId="int", deviceMessageId="str"),
           "userMessageInsertResponse")  # fmt: skip
-async def message_insert(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def message_insert(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     message_id, _ = await s.mailbox.insert(
         _principal(who),
         body.get("address"),
@@ -262,7 +263,7 @@ async def message_insert(
 
 
 async def _lock(
-    s: Services, who: Principal | None, body: dict[str, Any], locked: bool
+    s: Core, who: Principal | None, body: dict[str, Any], locked: bool
 ) -> dict[str, Any]:
     changed = await s.mailbox.lock(_principal(who), body.get("messageIds", []), locked)
     return {"messagesChanged": changed}
@@ -270,14 +271,14 @@ async def _lock(
 
 @resource("/user/message/lock/list", Schema("userMessageLockListRequest", messageIds=ListOf("int")),
           "userMessageLockListResponse")  # fmt: skip
-async def lock_list(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def lock_list(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     return await _lock(s, who, body, True)
 
 
 @resource("/user/message/unlock/list",
           Schema("userMessageUnlockListRequest", messageIds=ListOf("int")),
           "userMessageUnlockListResponse")  # fmt: skip
-async def unlock_list(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def unlock_list(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     return await _lock(s, who, body, False)
 
 
@@ -285,7 +286,7 @@ async def unlock_list(s: Services, who: Principal | None, body: dict[str, Any]) 
           Schema("userMessageSearchRequest", query="str", address="str", locked="bool",
                  limit="int"),
           "userMessageSearchResponse")  # fmt: skip
-async def search(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def search(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     found = await s.mailbox.search(
         _principal(who),
         body.get("query"),
@@ -300,7 +301,7 @@ async def search(s: Services, who: Principal | None, body: dict[str, Any]) -> di
           Schema("userMessageSendRequest", recipient="int", message="str", dateSendOn="int",
                  instantOnly="bool", deviceId="int"),
           "userMessageSendResponse")  # fmt: skip
-async def send(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def send(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     message_id = await s.mailbox.send(
         _principal(who),
         body.get("recipient"),
@@ -314,7 +315,7 @@ async def send(s: Services, who: Principal | None, body: dict[str, Any]) -> dict
 @resource("/user/message/update",
           Schema("userMessageUpdateRequest", messageId="int", read="bool", locked="bool"),
           "userMessageUpdateResponse")  # fmt: skip
-async def update(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def update(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     message = await s.mailbox.update(
         _principal(who), body.get("messageId"), read=body.get("read"), locked=body.get("locked")
     )
@@ -326,12 +327,42 @@ SYNC_ENTRY = Schema("userMessageSync", operation="int", messageId="int", deviceM
                     origin="int", status="int", dateSent="int", dateStatus="int")  # fmt: skip
 
 
+# The wire's operation numbers.
+UPDATE, INSERT, DELETE = 0, 1, 2
+OPERATIONS = {ChangeKind.UPDATED: UPDATE, ChangeKind.CREATED: INSERT, ChangeKind.DELETED: DELETE}
+
+
 def render_change(change: Change) -> dict[str, Any]:
     return {
-        "operation": change.operation,
+        "operation": OPERATIONS[change.kind],
         **render_message(change.message),
         "deviceMessageId": change.message.device_message_id,
     }
+
+
+def device_change(entry: dict[str, Any]) -> DeviceChange:
+    """One entry of a request's `syncs`: a change the device made."""
+    operation = entry.get("operation")
+    device_message_id = entry.get("deviceMessageId")
+    if operation == INSERT:
+        return DeviceInsert(
+            device_message_id,
+            entry.get("address"),
+            entry.get("message"),
+            incoming=entry.get("incoming", True),
+            sent_at=entry.get("dateSent"),
+            read=entry.get("read", False),
+        )
+    if operation == UPDATE:
+        return DeviceUpdate(
+            entry.get("messageId"),
+            device_message_id,
+            read=entry.get("read"),
+            locked=entry.get("locked"),
+        )
+    if operation == DELETE:
+        return DeviceDelete(entry.get("messageId"), device_message_id)
+    raise InvalidInput("operation must be 0 (update), 1 (insert) or 2 (delete)", "operation")
 
 
 @resource("/user/message/sync",
@@ -339,11 +370,11 @@ def render_change(change: Change) -> dict[str, Any]:
                  syncAcks=ListOf("int"), syncLimit="int", syncUnreliable="bool",
                  syncInitial="bool"),
           "userMessageSyncResponse")  # fmt: skip
-async def sync(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def sync(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     result = await s.sync.sync(
         _principal(who),
         body.get("deviceId"),
-        syncs=body.get("syncs", []),
+        device_changes=[device_change(entry) for entry in body.get("syncs", [])],
         acks=body.get("syncAcks", []),
         limit=body.get("syncLimit"),
         initial=body.get("syncInitial", False),
@@ -359,16 +390,14 @@ async def sync(s: Services, who: Principal | None, body: dict[str, Any]) -> dict
 
 @resource("/user/contact/contacts/get", Schema("userContactGetContactsRequest"),
           "userContactGetContactsResponse")  # fmt: skip
-async def contacts_get(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def contacts_get(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     return {"contacts": [render_contact(c) for c in await s.contacts.list(_principal(who))]}
 
 
 @resource("/user/contact/create",
           Schema("userContactCreateRequest", name="str", msisdns=ListOf("str")),
           "userContactCreateResponse")  # fmt: skip
-async def contact_create(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def contact_create(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     contact = await s.contacts.create(_principal(who), body.get("name"), body.get("msisdns", []))
     return {"contact": render_contact(contact)}
 
@@ -376,9 +405,7 @@ async def contact_create(
 @resource("/user/contact/update",
           Schema("userContactUpdateRequest", contactId="int", name="str", msisdns=ListOf("str")),
           "userContactUpdateResponse")  # fmt: skip
-async def contact_update(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def contact_update(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     contact = await s.contacts.update(
         _principal(who), body.get("contactId"), name=body.get("name"), msisdns=body.get("msisdns")
     )
@@ -387,25 +414,21 @@ async def contact_update(
 
 @resource("/user/contact/delete", Schema("userContactDeleteRequest", contactId="int"),
           "userContactDeleteResponse")  # fmt: skip
-async def contact_delete(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def contact_delete(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     await s.contacts.delete(_principal(who), body.get("contactId"))
     return {}
 
 
 @resource("/user/device/register", Schema("userDeviceRegisterRequest", name="str"),
           "userDeviceRegisterResponse")  # fmt: skip
-async def device_register(
-    s: Services, who: Principal | None, body: dict[str, Any]
-) -> dict[str, Any]:
+async def device_register(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     device = await s.devices.register(_principal(who), body.get("name"))
     return {"deviceId": device.id}
 
 
 @resource("/user/device/devices/get", Schema("userDeviceGetDevicesRequest"),
           "userDeviceGetDevicesResponse")  # fmt: skip
-async def devices_get(s: Services, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
+async def devices_get(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str, Any]:
     return {"devices": [render_device(d) for d in await s.devices.list(_principal(who))]}
 
 
@@ -433,7 +456,7 @@ def _negotiate(request: Request, body: bytes, *, rest: bool) -> tuple[bool, bool
 
 def endpoint(spec: Resource, *, rest: bool) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
-        services: Services = request.app.state.services
+        services: Core = request.app.state.services
         raw = await request.body()
         xml_in, xml_out = _negotiate(request, raw, rest=rest)
         CALLER.set(Caller.of("mysms", request.client))

@@ -31,6 +31,7 @@ from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.values import parse_count
 from smsinbox.errors import StoreUnavailable
 from smsinbox.metrics import Metrics
+from smsinbox.models import DeliveryState
 from smsinbox.push import formats
 from smsinbox.push.addresses import AddressPolicy, RefusedAddress
 from smsinbox.store import Store
@@ -295,18 +296,18 @@ class PushWorker:
         now = self.clock()
         disable = "receiver answered 410 Gone" if status == 410 else None
         if ok:
-            state, next_at, verdict = "delivered", now, "delivered"
+            state, next_at, verdict = DeliveryState.DELIVERED, now, "delivered"
         elif disable is not None:
-            state, next_at, verdict = "dead", now, "disabled"
+            state, next_at, verdict = DeliveryState.DEAD, now, "disabled"
         elif delivery.attempts + 1 >= len(self.schedule_s):
-            state, next_at, verdict = "dead", now, "dead"
+            state, next_at, verdict = DeliveryState.DEAD, now, "dead"
         else:
             delay = self.schedule_s[delivery.attempts + 1]
             delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
             if retry_after is not None:
                 # Never sooner than the receiver asked for.
                 delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
-            state, next_at, verdict = "pending", now + int(delay * 1000), "retry"
+            state, next_at, verdict = DeliveryState.PENDING, now + int(delay * 1000), "retry"
         outcome = AttemptOutcome(
             delivery_id=delivery.id,
             endpoint_id=delivery.endpoint_id,

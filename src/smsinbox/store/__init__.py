@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from smsinbox.store.accounts import AccountStore
 from smsinbox.store.contacts import ContactStore
+from smsinbox.store.conversations import ConversationStore
 from smsinbox.store.credentials import CredentialStore
 from smsinbox.store.database import Database, TransactionObserver
 from smsinbox.store.devices import DeviceStore
 from smsinbox.store.inbox import InboxStore
 from smsinbox.store.mailbox import MailboxStore
 from smsinbox.store.messages import MessageStore
+from smsinbox.store.outgoing import OutgoingStore
 from smsinbox.store.push import PushStore
 from smsinbox.store.retention import RetentionStore
 from smsinbox.store.sessions import SessionStore
 from smsinbox.store.sync import SyncStore
+from smsinbox.store.unrouted import UnroutedStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
@@ -26,6 +29,9 @@ class Store(
     AccountStore,
     CredentialStore,
     MessageStore,
+    OutgoingStore,
+    UnroutedStore,
+    ConversationStore,
     InboxStore,
     RetentionStore,
     MailboxStore,

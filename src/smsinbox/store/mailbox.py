@@ -15,14 +15,10 @@ from sqlalchemy import ColumnElement, or_, select
 from smsinbox.models import Conversation, Direction, Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.conversations import recount_conversations
 from smsinbox.store.database import Connection
-from smsinbox.store.messages import (
-    MESSAGE_COLUMNS,
-    change_messages,
-    conversation_from_row,
-    message_from_row,
-    recount_conversations,
-)
+from smsinbox.store.messages import change_messages
+from smsinbox.store.rows import MESSAGE_COLUMNS, conversation_from_row, message_from_row
 
 
 class MailboxStore(StoreBase):

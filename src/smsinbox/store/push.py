@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from smsinbox.errors import NotFound
-from smsinbox.models import Direction, Encoding, MessageStatus
+from smsinbox.models import DeliveryState, Direction, Encoding, MessageStatus
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
@@ -83,7 +83,7 @@ class AttemptOutcome:
 
     delivery_id: int
     endpoint_id: int
-    state: str  # pending (a retry at next_attempt_at) | delivered | dead
+    state: DeliveryState  # pending: a retry at next_attempt_at
     next_attempt_at: int
     http_status: int | None
     latency_ms: int
@@ -129,7 +129,7 @@ _ENQUEUE = insert(t.deliveries).from_select(
         # Typed: PostgreSQL cannot infer a parameter's type in a select list.
         bindparam("for_message", type_=BigInteger),
         bindparam("for_event", type_=String),
-        literal("pending"),
+        literal(DeliveryState.PENDING.value),
         literal(0),
         bindparam("at", type_=BigInteger),
         bindparam("at", type_=BigInteger),
@@ -266,7 +266,7 @@ class PushStore(StoreBase):
                 await connection.execute(
                     update(t.deliveries)
                     .where(deliveries.id.in_(sorted(gone)))
-                    .values(state="dead", last_error="message no longer stored")
+                    .values(state=DeliveryState.DEAD, last_error="message no longer stored")
                 )
         return [_due_from_row(row) for row in rows]
 
@@ -339,7 +339,7 @@ class PushStore(StoreBase):
                 endpoint = outcome.endpoint_id
                 if endpoint in disabled:
                     continue
-                if outcome.state == "delivered":
+                if outcome.state is DeliveryState.DELIVERED:
                     failing_since[endpoint] = None
                 elif outcome.disable_reason is not None:
                     disabled[endpoint] = outcome.disable_reason
@@ -357,7 +357,7 @@ class PushStore(StoreBase):
                 _MOVE_ON,
                 [
                     (o.state, o.next_attempt_at, o.http_status, o.error,
-                     now if o.state == "delivered" else None, o.delivery_id)
+                     now if o.state is DeliveryState.DELIVERED else None, o.delivery_id)
                     for o in outcomes
                 ],
             )  # fmt: skip
@@ -431,7 +431,7 @@ class PushStore(StoreBase):
                 .where(deliveries.account_id == account_id)
                 .where(deliveries.endpoint_id.in_(enabled))
                 .where(deliveries.message_id.in_(recent))
-                .values(state="pending", attempts=0, next_attempt_at=now)
+                .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=now)
             )
             missing = (
                 select(
@@ -439,7 +439,7 @@ class PushStore(StoreBase):
                     literal(account_id),
                     messages.id,
                     literal("mo"),
-                    literal("pending"),
+                    literal(DeliveryState.PENDING.value),
                     literal(0),
                     literal(now),
                     literal(now),

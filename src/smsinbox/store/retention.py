@@ -6,8 +6,8 @@ from sqlalchemy import ColumnElement, delete, select
 
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.conversations import recount_conversations
 from smsinbox.store.database import Connection
-from smsinbox.store.messages import recount_conversations
 
 
 class RetentionStore(StoreBase):

@@ -7,7 +7,7 @@ from sqlalchemy import select, text, update
 from smsinbox.models import Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.messages import MESSAGE_COLUMNS, message_from_row
+from smsinbox.store.rows import MESSAGE_COLUMNS, message_from_row
 
 
 class SyncStore(StoreBase):

@@ -15,11 +15,11 @@ import logging
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from smsinbox.core.bruteforce import Caller
+from smsinbox.core.api import Core
+from smsinbox.core.caller import Caller
 from smsinbox.core.ingest import RawInbound
+from smsinbox.dialects.params import UnsupportedMediaType, WireParams
 from smsinbox.errors import InvalidInput, LoginLockedOut, StoreUnavailable
-from smsinbox.services import Services
-from smsinbox.web.params import UnsupportedMediaType, WireParams
 
 log = logging.getLogger("smsinbox.inbound")
 
@@ -37,7 +37,7 @@ def _bearer(request: Request) -> str | None:
 
 async def inbound_sms(request: Request) -> Response:
     """GET|POST /inbound/sms — upstream (HTTP, Kannel) delivery of one incoming SMS."""
-    services: Services = request.app.state.services
+    services: Core = request.app.state.services
     try:
         params = await WireParams.read(request)
         token = _bearer(request) or params.text("token")

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from smsinbox.core.bruteforce import Caller
+from smsinbox.core.caller import Caller
 from smsinbox.core.values import parse_count
 from smsinbox.errors import (
     AlreadyExists,

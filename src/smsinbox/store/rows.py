@@ -1,0 +1,40 @@
+"""Rows of `messages` and `conversations` as the model's values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row
+
+from smsinbox.models import Conversation, Direction, Encoding, Message, MessageStatus
+from smsinbox.store import tables as t
+
+# The columns of `messages` in Message's field order, so a row unpacks straight into one.
+MESSAGE_COLUMNS = tuple(t.messages.c[name] for name in Message._fields)
+_DIRECTIONS = {direction.value: direction for direction in Direction}
+_ENCODINGS = {encoding.value: encoding for encoding in Encoding}
+_STATUSES = {status.value: status for status in MessageStatus}
+_STATUS_AT = Message._fields.index("status")
+_DIRECTION_AT = Message._fields.index("direction")
+_ENCODING_AT = Message._fields.index("encoding")
+
+
+def conversation_from_row(row: Row[Any]) -> Conversation:
+    return Conversation(
+        counterpart=row.counterpart,
+        message_count=row.message_count,
+        unread_count=row.unread_count,
+        unsent_count=row.unsent_count,
+        last_message_id=row.last_message_id,
+        last_message_at=row.last_message_at,
+        snippet=row.snippet,
+    )
+
+
+def message_from_row(row: Row[Any]) -> Message:
+    """A Message from a row selected with MESSAGE_COLUMNS."""
+    fields = list(row)
+    fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
+    fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
+    fields[_STATUS_AT] = _STATUSES[fields[_STATUS_AT]]
+    return Message._make(fields)
