@@ -53,6 +53,8 @@ MAX_ANSWER_BYTES = 64 * 1024
 MAX_RETRY_AFTER_S = 24 * 3600
 # The most of the worker's attempts (and claims) one endpoint may have: a quarter.
 ENDPOINT_SHARE = 4
+# Deliveries claimed ahead of the attempts in flight, as a multiple of them.
+PREFETCH = 2
 
 
 @dataclasses.dataclass(slots=True)
@@ -90,6 +92,9 @@ class PushWorker:
         # Never more than a quarter of the worker's attempts: receivers that hang take up
         # their own lanes, and the worker still has room for the rest.
         self.endpoint_concurrency = max(1, min(endpoint_concurrency, concurrency // ENDPOINT_SHARE))
+        # Lanes hold the next turns' deliveries as well, so they keep sending while the
+        # claim that refills them is still on its way back from the database.
+        self._lane_holds = PREFETCH * self.endpoint_concurrency
         self.lease_ms = max(MIN_LEASE_MS, int(2 * timeout_s * 1000))
         # Every delivery this worker holds, from its claim until its outcome is recorded
         # (their leases are renewed), and the lanes they wait and are sent in.
@@ -160,7 +165,7 @@ class PushWorker:
         return [
             endpoint
             for endpoint, lane in self._lanes.items()
-            if lane.sending + len(lane.waiting) >= self.endpoint_concurrency
+            if lane.sending + len(lane.waiting) >= self._lane_holds
         ]
 
     async def _claim_while_running(self, stop: asyncio.Event) -> None:
@@ -168,13 +173,13 @@ class PushWorker:
         failures = 0
         while not stop.is_set():
             self._wake.clear()
-            # A lane counts up to its limit: the deliveries one claim gave it beyond that wait
-            # their turn there and take no room from other endpoints.
+            # A lane counts up to what it may hold: the deliveries one claim gave it beyond
+            # that wait their turn there and take no room from other endpoints.
             taken = sum(
-                min(lane.sending + len(lane.waiting), self.endpoint_concurrency)
+                min(lane.sending + len(lane.waiting), self._lane_holds)
                 for lane in self._lanes.values()
             )
-            room = min(BATCH, self.concurrency - taken)
+            room = min(BATCH, PREFETCH * self.concurrency - taken)
             if room <= 0:
                 await self._sleep(stop, 5.0)  # an attempt ending or an outcome recorded wakes it
                 continue
@@ -183,6 +188,7 @@ class PushWorker:
                     now=self.clock(),
                     lease_ms=self.lease_ms,
                     limit=room,
+                    per_endpoint=self.endpoint_concurrency,
                     skip_endpoints=self._full_lanes(),
                 )
                 failures = 0

@@ -118,6 +118,10 @@ class Database:
         sees."""
         return self._named("read", name, self.engine.driver_snapshot())
 
+    def driver_write(self, name: str) -> AbstractAsyncContextManager[Driver]:
+        """A named write of one driver-level statement (see StorageEngine.driver_write)."""
+        return self._named("transaction", name, self.engine.driver_write())
+
     @asynccontextmanager
     async def _named(
         self, what: str, name: str, opened: AbstractAsyncContextManager[T]

@@ -68,8 +68,21 @@ class StorageEngine(abc.ABC):
         committed, as in any of its transactions), with less around it."""
 
     @abc.abstractmethod
+    def driver_write(self) -> AbstractAsyncContextManager[Driver]:
+        """A driver connection for a write done in one statement where the database is a
+        server (`Driver.remote`): there each statement commits on its own, atomically, with
+        no BEGIN and COMMIT round trips around it. SQLite runs the block in a write
+        transaction of its one writer, where statements cost no round trip at all."""
+
+    @abc.abstractmethod
     async def driver(self, connection: Connection) -> Driver:
         """The driver connection under `connection`, in the same transaction."""
+
+    @abc.abstractmethod
+    def each_with_its_rows(self, groups: str, table: str, per_group: str) -> str:
+        """A FROM clause: each row of `groups` (a table and its alias) joined to the rows of
+        `table`, as `d`, whose ids `per_group` selects for it (a SELECT correlated to the
+        group's alias, usually ending in a LIMIT: the first few rows of each group)."""
 
     @abc.abstractmethod
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:

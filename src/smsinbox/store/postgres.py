@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
@@ -81,6 +81,10 @@ class PostgresEngine(StorageEngine):
             driver_connection: Any = (await connection.get_raw_connection()).driver_connection
             yield AsyncpgDriver(driver_connection)
 
+    def driver_write(self) -> AbstractAsyncContextManager[Driver]:
+        # Outside a transaction, as driver_snapshot: each statement commits on its own.
+        return self.driver_snapshot()
+
     async def driver(self, connection: Connection) -> Driver:
         assert isinstance(connection, AsyncConnection)
         adapted: Any = (await connection.get_raw_connection()).dbapi_connection
@@ -89,6 +93,10 @@ class PostgresEngine(StorageEngine):
         if not adapted._started:
             await adapted._start_transaction()
         return AsyncpgDriver(adapted.driver_connection)
+
+    def each_with_its_rows(self, groups: str, table: str, per_group: str) -> str:
+        # A correlated IN list here is planned as a filter over the whole of `table`.
+        return f"{groups} CROSS JOIN LATERAL ({per_group}) AS due JOIN {table} d ON d.id = due.id"
 
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
         return statement.with_for_update(skip_locked=skip_locked)

@@ -229,46 +229,44 @@ class PushStore(StoreBase):
                 raise NotFound(f"no push endpoint {endpoint_id}")
 
     async def claim_due_deliveries(
-        self, *, now: int, lease_ms: int, limit: int, skip_endpoints: Collection[int] = ()
+        self,
+        *,
+        now: int,
+        lease_ms: int,
+        limit: int,
+        per_endpoint: int,
+        skip_endpoints: Collection[int] = (),
     ) -> list[DueDelivery]:
-        """Take up to `limit` due deliveries for one attempt each.
+        """Take up to `limit` due deliveries, at most `per_endpoint` of any one endpoint and
+        none of `skip_endpoints` (whose lanes are full), earliest due first.
 
-        Claiming moves their next attempt `lease_ms` ahead, so no other worker (another
-        process on PostgreSQL, which skips rows locked by a concurrent claim) sends them
-        meanwhile; the attempt's outcome then sets the real next time.
+        Each endpoint's due deliveries are read from its own end of an index, so an endpoint
+        with a backlog and a full lane costs a claim nothing. Claiming moves their next
+        attempt `lease_ms` ahead, so no other worker (another process on PostgreSQL, which
+        skips rows locked by a concurrent claim) sends them meanwhile; the attempt's
+        outcome then sets the real next time.
         """
-        deliveries = t.deliveries.c
-        due = (
-            select(deliveries.id)
-            .where(text(t.PENDING))
-            .where(deliveries.next_attempt_at <= now)
-            .order_by(deliveries.next_attempt_at, deliveries.id)
-            .limit(limit)
-        )
-        if skip_endpoints:
-            # The worker has enough of theirs in flight already (a slow receiver's share).
-            due = due.where(deliveries.endpoint_id.not_in(sorted(skip_endpoints)))
-        # Rows another worker's claim holds are left to it.
-        due = self.db.engine.for_update(due, skip_locked=True)
-        async with self.db.transaction("claim_due_deliveries") as connection:
-            ids = [int(i) for i in await connection.scalars(due)]
-            if not ids:
-                return []
-            await connection.execute(
-                update(t.deliveries)
-                .where(deliveries.id.in_(ids))
-                .values(next_attempt_at=now + lease_ms)
-            )
-            rows = (await connection.execute(_due_details(ids))).all()
-            gone = set(ids) - {row[0] for row in rows}
+        skipped = sorted(skip_endpoints)
+        engine = self.db.engine
+        claim = _claim_statement(engine, len(skipped))
+        parameters = (now, per_endpoint, *skipped, limit)
+        async with self.db.driver_write("claim_due_deliveries") as driver:
+            if driver.remote:
+                # One statement, so one round trip: claim, lease, and read what to send.
+                rows = await driver.fetch(
+                    _CLAIM_AND_READ.format(claim=claim), (*parameters, now + lease_ms)
+                )
+            else:
+                leased = await driver.fetch(
+                    _LEASE.format(claim=claim), (now + lease_ms, *parameters)
+                )
+                ids = [row[0] for row in leased]
+                rows = await driver.fetch(_due_details(len(ids)), ids) if ids else []
+            gone = [row[0] for row in rows if row[10] is None]
             if gone:
                 # Retention pruned the message meanwhile: nothing is left to push.
-                await connection.execute(
-                    update(t.deliveries)
-                    .where(deliveries.id.in_(sorted(gone)))
-                    .values(state=DeliveryState.DEAD, last_error="message no longer stored")
-                )
-        return [_due_from_row(row) for row in rows]
+                await driver.execute(_dead_letter(len(gone)), gone)
+        return sorted((_due_from_row(row) for row in rows if row[10] is not None), key=_by_id)
 
     async def release_deliveries(self, delivery_ids: list[int], *, now: int) -> None:
         """Hand claimed deliveries back unattempted: due again at once, for any worker."""
@@ -489,41 +487,65 @@ class PushStore(StoreBase):
         return int(row[0]), None if row[1] is None else int(row[1])
 
 
-def _due_details(ids: list[int]) -> Any:
-    d, e, a, m = t.deliveries.c, t.push_endpoints.c, t.accounts.c, t.messages.c
+# The statements below are put together from constants and placeholders only: every value
+# travels as a parameter.
+_CLAIMS: dict[tuple[int, str], str] = {}
+
+
+def _claim_statement(engine: StorageEngine, skipped: int) -> str:
+    """The due deliveries of every endpoint but `skipped` ones, each endpoint's from its
+    end of ix_deliveries_pending_by_endpoint (the condition written as in the index, which
+    SQLite needs to use a partial index); rows another worker's claim holds are skipped."""
+    key = (skipped, engine.name)
+    found = _CLAIMS.get(key)
+    if found is None:
+        lock = f"{engine.lock_rows_clause} SKIP LOCKED" if engine.lock_rows_clause else ""
+        per_endpoint = (
+            f"SELECT x.id FROM deliveries x WHERE {t.PENDING.replace('state', 'x.state')}"  # noqa: S608
+            " AND x.endpoint_id = e.id AND x.next_attempt_at <= ?"
+            f" ORDER BY x.next_attempt_at, x.id LIMIT ?{lock}"
+        )
+        leave_out = f" WHERE e.id NOT IN ({', '.join('?' * skipped)})" if skipped else ""
+        found = (
+            "SELECT d.id FROM "  # noqa: S608
+            + engine.each_with_its_rows("push_endpoints e", "deliveries", per_endpoint)
+            + f"{leave_out} ORDER BY d.next_attempt_at, d.id LIMIT ?"
+        )
+        _CLAIMS[key] = found
+    return found
+
+
+# What a format needs of a claimed delivery, in DueDelivery's order; the message is missing
+# (NULL) if retention pruned it after the delivery was queued.
+_DETAILS = (
+    "SELECT d.id, d.attempts, d.event, e.id, e.url, e.format, e.secret, a.id, a.username,"
+    " a.time_zone, m.id, m.seq, m.direction, m.sender, m.recipient, m.text, m.encoding,"
+    " m.body, m.reply_to_id, m.received_at, m.status, m.status_at"
+    " FROM {deliveries} d JOIN push_endpoints e ON e.id = d.endpoint_id"
+    " JOIN accounts a ON a.id = d.account_id LEFT JOIN messages m ON m.id = d.message_id"
+)
+# The claimed deliveries leased until a time (the last parameter), then read.
+_CLAIM_AND_READ = (
+    "WITH due AS ({claim}), leased AS (UPDATE deliveries SET next_attempt_at = ?"  # noqa: S608
+    " FROM due WHERE deliveries.id = due.id RETURNING deliveries.*) "
+    + _DETAILS.format(deliveries="leased")
+)
+_LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id IN ({claim}) RETURNING id"
+
+
+def _due_details(count: int) -> str:
+    return _DETAILS.format(deliveries="deliveries") + f" WHERE d.id IN ({', '.join('?' * count)})"
+
+
+def _dead_letter(count: int) -> str:
     return (
-        select(
-            d.id,
-            d.attempts,
-            d.event,
-            e.id,
-            e.url,
-            e.format,
-            e.secret,
-            a.id,
-            a.username,
-            a.time_zone,
-            m.id,
-            m.seq,
-            m.direction,
-            m.sender,
-            m.recipient,
-            m.text,
-            m.encoding,
-            m.body,
-            m.reply_to_id,
-            m.received_at,
-            m.status,
-            m.status_at,
-        )
-        .select_from(
-            t.deliveries.join(t.push_endpoints, e.id == d.endpoint_id)
-            .join(t.accounts, a.id == d.account_id)
-            .join(t.messages, m.id == d.message_id)
-        )
-        .where(d.id.in_(ids))
-        .order_by(d.id)
+        "UPDATE deliveries SET state = 'dead', last_error = 'message no longer stored'"  # noqa: S608
+        f" WHERE id IN ({', '.join('?' * count)})"
     )
+
+
+def _by_id(delivery: DueDelivery) -> int:
+    return delivery.id
 
 
 def _due_from_row(row: Any) -> DueDelivery:

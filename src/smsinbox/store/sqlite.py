@@ -266,6 +266,11 @@ class SqliteEngine(StorageEngine):
             yield LoopConnection(connection)
 
     @asynccontextmanager
+    async def driver_write(self) -> AsyncIterator[Driver]:
+        async with self.transaction() as connection:
+            yield await self.driver(connection)
+
+    @asynccontextmanager
     async def driver_snapshot(self) -> AsyncIterator[Driver]:
         # Connections of its own, BEGIN and COMMIT on the driver too: SQLAlchemy's pool
         # checkout, begin event and transaction objects cost more than a short read.
@@ -294,6 +299,10 @@ class SqliteEngine(StorageEngine):
     async def driver(self, connection: Connection) -> Driver:
         assert isinstance(connection, LoopConnection)
         return SqliteDriver(connection.dbapi_connection)
+
+    def each_with_its_rows(self, groups: str, table: str, per_group: str) -> str:
+        # No LATERAL; a correlated IN list runs `per_group` once per group, from its index.
+        return f"{groups} JOIN {table} d ON d.id IN ({per_group})"
 
     def for_update(self, statement: SelectT, *, skip_locked: bool = False) -> SelectT:
         return statement  # one writer at a time: whoever writes holds the whole database

@@ -346,6 +346,18 @@ deliveries = Table(
         sqlite_where=text(PENDING),
         postgresql_where=text(PENDING),
     ),
+    # An endpoint's pending deliveries in the order they are due: the worker claims per
+    # endpoint, as many as its lane has room for (migration 0004).
+    Index(
+        "ix_deliveries_pending_by_endpoint",
+        "endpoint_id",
+        "next_attempt_at",
+        "id",
+        sqlite_where=text(PENDING),
+        postgresql_where=text(PENDING),
+    ),
+    # Whether a message has a delivery to an endpoint (replays), an endpoint's deliveries.
+    Index("ix_deliveries_endpoint_message", "endpoint_id", "message_id"),
     Index(None, "account_id", "id"),
     sqlite_autoincrement=True,
 )
