@@ -49,3 +49,12 @@ async def test_without_auto_migration_an_old_schema_is_refused_clearly(tmp_path:
         await services.start()
     finally:
         await services.close()
+
+
+def test_the_head_revision_is_the_newest_migration() -> None:
+    """HEAD_REVISION spares a server whose schema is current from loading Alembic."""
+    from alembic.script import ScriptDirectory
+
+    from smsinbox.store.migrate import alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == head_revision()
