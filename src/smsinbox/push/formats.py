@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import functools
 import zoneinfo
 from typing import Any
 
+import orjson
 from standardwebhooks import Webhook
 
 from smsinbox.models import Encoding, MessageStatus
@@ -69,17 +70,16 @@ def _standard(delivery: DueDelivery, now: dt.datetime) -> PushRequest:
     if delivery.event == "status":
         data["status"] = delivery.status
         data["statusAt"] = _iso(delivery.status_at or delivery.received_at)
-    payload = json.dumps(
+    # Compact JSON, non-ASCII as UTF-8, keys in the order written here.
+    payload = orjson.dumps(
         {
             "type": "message.received" if delivery.event == "mo" else "message.status",
             "timestamp": now.isoformat().replace("+00:00", "Z"),
             "data": data,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+        }
+    ).decode()
     identifier = webhook_id(delivery)
-    signature = Webhook(delivery.secret or "").sign(identifier, now, payload)
+    signature = _signer(delivery.secret or "").sign(identifier, now, payload)
     return PushRequest(
         "POST",
         delivery.url,
@@ -92,6 +92,12 @@ def _standard(delivery: DueDelivery, now: dt.datetime) -> PushRequest:
         },
         payload.encode(),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _signer(secret: str) -> Webhook:
+    """An endpoint's signer, its secret decoded once rather than on every push."""
+    return Webhook(secret)
 
 
 def _mc5(delivery: DueDelivery) -> PushRequest:

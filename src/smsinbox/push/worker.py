@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -257,8 +258,7 @@ class PushWorker:
                 assert self._client is not None
                 async with self._client.request(
                     request.method,
-                    # The operator's URL exactly as given: no re-quoting of its path.
-                    yarl.URL(request.url, encoded=True),
+                    _url(request.url),
                     params=request.params or None,
                     headers=request.headers,
                     data=request.content,
@@ -400,6 +400,12 @@ class PushWorker:
         await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(url: str) -> yarl.URL:
+    """The operator's URL exactly as given (no re-quoting of its path), parsed once."""
+    return yarl.URL(url, encoded=True)
 
 
 def _retry_after(value: str | None) -> float | None:
