@@ -42,7 +42,8 @@ def ingest_one(db: sqlite3.Connection, upstream_message_id: str, to: str, now: i
         ).fetchone()
     account = one("SELECT account_id FROM numbers WHERE msisdn = ?", (to,)).fetchone()[0]
     one(
-        "SELECT id FROM messages WHERE account_id = ? AND direction = 'out'"
+        "SELECT id FROM messages INDEXED BY ix_messages_outgoing_by_counterpart"
+        " WHERE account_id = ? AND direction = 'out'"
         " AND counterpart = ? AND sender = ? AND received_at >= ? AND deleted IS 0"
         " ORDER BY id DESC LIMIT 1",
         (account, SENDER, to, now - 3_600_000),

@@ -63,14 +63,18 @@ _TAKE_POSITIONS = (
 )
 # The message, threaded onto the outgoing message it answers: the one its upstream named,
 # if that is an outgoing message of this account; else the latest outgoing message from
-# the number it was sent to, to its sender, within the reply window.
+# the number it was sent to, to its sender, within the reply window. SQLite's (_RowByRow);
+# PostgreSQL threads a whole batch in _SET_INSERT_MESSAGES.
 _INSERT_MESSAGE = (
     "INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at, status_at,"
     " direction, sender, recipient, counterpart, text, encoding, body, reply_to_id,"
     " upstream_id, upstream_message_id, sent_at, status, origin, read, locked, deleted)"
     " VALUES (?, ?, ?, ?, ?, ?, 'in', ?, ?, ?, ?, ?, ?, COALESCE("
     "(SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND id = ?),"
-    " (SELECT id FROM messages WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
+    # Named: with statistics from ANALYZE (which leave an empty partial index out), SQLite
+    # walked the account's messages by time, or the whole conversation, instead.
+    " (SELECT id FROM messages INDEXED BY ix_messages_outgoing_by_counterpart"
+    " WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
     " AND sender = ? AND received_at >= ? AND deleted = false ORDER BY id DESC LIMIT 1)),"
     " ?, ?, ?, ?, ?, false, false, false) RETURNING id"
 )
