@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from smsinbox.config import Settings
 from smsinbox.dialects import eapi, mc5, mysms, openapi
+from smsinbox.heap import settle_heap
 from smsinbox.services import Services
 from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import admin, ops
@@ -30,6 +31,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        settle_heap()
         stop = asyncio.Event()
         workers = [
             asyncio.create_task(services.retention.run(stop), name="retention"),

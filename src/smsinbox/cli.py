@@ -161,6 +161,9 @@ def worker(ctx: typer.Context) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        from smsinbox.heap import settle_heap
+
+        settle_heap()
         await services.push_worker.run(stop)
 
     run(ctx, work)
