@@ -17,6 +17,9 @@ _STATUSES = {status.value: status for status in MessageStatus}
 _STATUS_AT = Message._fields.index("status")
 _DIRECTION_AT = Message._fields.index("direction")
 _ENCODING_AT = Message._fields.index("encoding")
+# The same columns written out, for driver-level statements (our own names, never input).
+MESSAGE_FIELDS = ", ".join(Message._fields)
+_FLAGS_AT = tuple(Message._fields.index(name) for name in ("read", "locked", "deleted"))
 
 
 def conversation_from_row(row: Row[Any]) -> Conversation:
@@ -37,4 +40,16 @@ def message_from_row(row: Row[Any]) -> Message:
     fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
     fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
     fields[_STATUS_AT] = _STATUSES[fields[_STATUS_AT]]
+    return Message._make(fields)
+
+
+def message_from_tuple(row: tuple[Any, ...]) -> Message:
+    """A Message from a driver row selected with MESSAGE_FIELDS (SQLite gives its booleans
+    as 0 and 1)."""
+    fields = list(row)
+    fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
+    fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
+    fields[_STATUS_AT] = _STATUSES[fields[_STATUS_AT]]
+    for at in _FLAGS_AT:
+        fields[at] = bool(fields[at])
     return Message._make(fields)
