@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -34,18 +35,9 @@ def conversation_from_row(row: Row[Any]) -> Conversation:
     )
 
 
-def message_from_row(row: Row[Any]) -> Message:
-    """A Message from a row selected with MESSAGE_COLUMNS."""
-    fields = list(row)
-    fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
-    fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]
-    fields[_STATUS_AT] = _STATUSES[fields[_STATUS_AT]]
-    return Message._make(fields)
-
-
-def message_from_tuple(row: tuple[Any, ...]) -> Message:
-    """A Message from a driver row selected with MESSAGE_FIELDS (SQLite gives its booleans
-    as 0 and 1)."""
+def message_from_row(row: Sequence[Any]) -> Message:
+    """A Message from a row selected with MESSAGE_COLUMNS (SQLAlchemy) or MESSAGE_FIELDS (a
+    driver row, where SQLite gives its booleans as 0 and 1)."""
     fields = list(row)
     fields[_DIRECTION_AT] = _DIRECTIONS[fields[_DIRECTION_AT]]
     fields[_ENCODING_AT] = _ENCODINGS[fields[_ENCODING_AT]]

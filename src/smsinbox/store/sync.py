@@ -7,7 +7,7 @@ from sqlalchemy import select, text, update
 from smsinbox.models import Message
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.rows import MESSAGE_FIELDS, message_from_tuple
+from smsinbox.store.rows import MESSAGE_FIELDS, message_from_row
 
 _COUNTERS = "SELECT purged_modseq, last_modseq FROM account_counters WHERE account_id = ?"
 _CHANGES = (
@@ -34,7 +34,7 @@ class SyncStore(StoreBase):
             assert counters is not None
             rows = await driver.fetch(changed, (account_id, after_modseq, limit))
         purged, newest = counters
-        return [message_from_tuple(row) for row in rows], int(purged), int(newest)
+        return [message_from_row(row) for row in rows], int(purged), int(newest)
 
     async def find_device_message(
         self, account_id: int, device_id: int, device_message_id: str
