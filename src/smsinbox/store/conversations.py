@@ -17,8 +17,6 @@ from smsinbox.store.base import StoreBase
 from smsinbox.store.database import Connection
 from smsinbox.store.rows import conversation_from_row
 
-SNIPPET_CHARS = t.SNIPPET_CHARS
-
 
 class ConversationStore(StoreBase):
     async def list_conversations(self, account_id: int) -> list[Conversation]:
@@ -81,6 +79,6 @@ async def recount_conversations(
                 unsent_count=totals[2],
                 last_message_id=last.id,
                 last_message_at=last.received_at,
-                snippet=last.text[:SNIPPET_CHARS],
+                snippet=last.text[: t.SNIPPET_CHARS],
             )
         )

@@ -67,6 +67,17 @@ class SqliteDriver:
         self._connection.executemany(sql, rows)
 
 
+def in_list(values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """The `?, ?, ...` of an IN list of `values` (at least one) and what to bind to it.
+
+    The list is padded to a power of two with its last value, which changes nothing an IN
+    list means: so a statement has a few texts, not one per length, and PostgreSQL's
+    connections prepare and keep a few statements rather than evict the hot ones.
+    """
+    size = 1 << (len(values) - 1).bit_length()
+    return ", ".join("?" * size), [*values, *[values[-1]] * (size - len(values))]
+
+
 _NUMBERED: dict[str, str] = {}
 
 

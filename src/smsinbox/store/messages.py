@@ -23,8 +23,6 @@ from smsinbox.store.engine import StorageEngine
 from smsinbox.store.ingest import BUMP_CONVERSATION, Arrival
 from smsinbox.store.rows import MESSAGE_COLUMNS, message_from_row
 
-SNIPPET_CHARS = t.SNIPPET_CHARS
-
 
 class MessageStore(StoreBase):
     async def ingest_incoming(
@@ -51,6 +49,7 @@ class MessageStore(StoreBase):
         Returns the message id and whether it was new.
         """
         messages = t.messages.c
+        engine = self.db.engine
         for attempt in (1, 2):
             try:
                 async with self.db.transaction("add_device_message") as connection:
@@ -63,7 +62,6 @@ class MessageStore(StoreBase):
                         )
                         if earlier is not None:
                             return int(earlier), False
-                    engine = self.db.engine
                     return await _append_message(engine, connection, account_id, message, now), True
             except exc.IntegrityError:
                 # The same report arrived twice at once; the second try finds the first.
@@ -164,7 +162,7 @@ async def _append_message(
         BUMP_CONVERSATION,
         (
             account_id, message.counterpart, 1, int(unread), int(unsent), int(message_id),
-            position.last_received_at, message.text[:SNIPPET_CHARS],
+            position.last_received_at, message.text[: t.SNIPPET_CHARS],
         ),
     )  # fmt: skip
     return int(message_id)

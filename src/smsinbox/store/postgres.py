@@ -77,8 +77,10 @@ class PostgresEngine(StorageEngine):
         # No BEGIN and COMMIT: under READ COMMITTED each statement reads a snapshot of its
         # own whether or not a transaction is open, and on the hot read paths the two extra
         # round trips cost more than the read.
-        async with self._engine.connect() as connection, _replaced_when_lost(connection):
-            driver_connection: Any = (await connection.get_raw_connection()).driver_connection
+        async with (
+            self._engine.connect() as connection,
+            _replaced_when_lost(connection) as driver_connection,
+        ):
             yield AsyncpgDriver(driver_connection)
 
     def driver_write(self) -> AbstractAsyncContextManager[Driver]:
@@ -180,13 +182,14 @@ class PostgresEngine(StorageEngine):
 
 
 @asynccontextmanager
-async def _replaced_when_lost(connection: AsyncConnection) -> AsyncIterator[None]:
-    """A statement run on the driver itself bypasses SQLAlchemy, which would otherwise
+async def _replaced_when_lost(connection: AsyncConnection) -> AsyncIterator[Any]:
+    """The asyncpg connection under `connection`, dropped from the pool if it is lost while
+    in use. A statement run on the driver itself bypasses SQLAlchemy, which would otherwise
     notice a lost connection and drop it: without this, a connection closed by a restart of
     the database went back to the pool and failed every request it was lent to."""
     driver_connection: Any = (await connection.get_raw_connection()).driver_connection
     try:
-        yield
+        yield driver_connection
     except Exception as error:
         if not driver_connection.is_closed():
             raise

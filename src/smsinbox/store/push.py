@@ -25,6 +25,7 @@ from smsinbox.models import DeliveryState, Direction, Encoding, MessageStatus
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
+from smsinbox.store.driver import in_list
 from smsinbox.store.engine import StorageEngine
 
 NOTIFY_CHANNEL = t.NOTIFY_CHANNEL
@@ -245,10 +246,9 @@ class PushStore(StoreBase):
         skips rows locked by a concurrent claim) sends them meanwhile; the attempt's
         outcome then sets the real next time.
         """
-        skipped = sorted(skip_endpoints)
-        engine = self.db.engine
-        claim = _claim_statement(engine, len(skipped))
-        parameters = (now, per_endpoint, *skipped, limit)
+        skipped, leave_out = in_list(sorted(skip_endpoints)) if skip_endpoints else ("", [])
+        claim = _claim_statement(self.db.engine, skipped)
+        parameters = (now, per_endpoint, *leave_out, limit)
         async with self.db.driver_write("claim_due_deliveries") as driver:
             if driver.remote:
                 # One statement, so one round trip: claim, lease, and read what to send.
@@ -259,13 +259,16 @@ class PushStore(StoreBase):
                 leased = await driver.fetch(
                     _LEASE.format(claim=claim), (now + lease_ms, *parameters)
                 )
-                ids = [row[0] for row in leased]
-                rows = await driver.fetch(_due_details(len(ids)), ids) if ids else []
+                rows = []
+                if leased:
+                    marks, ids = in_list([row[0] for row in leased])
+                    rows = await driver.fetch(_DUE_DETAILS.format(ids=marks), ids)
             gone = [row[0] for row in rows if row[10] is None]
             if gone:
                 # Retention pruned the message meanwhile: nothing is left to push.
-                await driver.execute(_dead_letter(len(gone)), gone)
-        return sorted((_due_from_row(row) for row in rows if row[10] is not None), key=_by_id)
+                marks, ids = in_list(gone)
+                await driver.execute(_DEAD_LETTER.format(ids=marks), ids)
+        return [_due_from_row(row) for row in rows if row[10] is not None]
 
     async def release_deliveries(self, delivery_ids: list[int], *, now: int) -> None:
         """Hand claimed deliveries back unattempted: due again at once, for any worker."""
@@ -325,7 +328,8 @@ class PushStore(StoreBase):
             # The endpoint rows first, in id order (locked as the sorted rows come out), in
             # every recording transaction: those of several workers take their locks in one
             # order and never deadlock. One statement: one round trip to a server.
-            rows = await driver.fetch(_failing_since(len(endpoint_ids)) + lock, endpoint_ids)
+            marks, ids = in_list(endpoint_ids)
+            rows = await driver.fetch(_FAILING_SINCE.format(ids=marks) + lock, ids)
             failing_since: dict[int, int | None] = {
                 int(row[0]): None if row[1] is None else int(row[1]) for row in rows
             }
@@ -488,13 +492,14 @@ class PushStore(StoreBase):
 
 # The statements below are put together from constants and placeholders only: every value
 # travels as a parameter.
-_CLAIMS: dict[tuple[int, str], str] = {}
+_CLAIMS: dict[tuple[str, str], str] = {}
 
 
-def _claim_statement(engine: StorageEngine, skipped: int) -> str:
-    """The due deliveries of every endpoint but `skipped` ones, each endpoint's from its
-    end of ix_deliveries_pending_by_endpoint (the condition written as in the index, which
-    SQLite needs to use a partial index); rows another worker's claim holds are skipped."""
+def _claim_statement(engine: StorageEngine, skipped: str) -> str:
+    """The due deliveries of every endpoint but the `skipped` ones (the marks of an IN list),
+    each endpoint's from its end of ix_deliveries_pending_by_endpoint (the condition written
+    as in the index, which SQLite needs to use a partial index); rows another worker's claim
+    holds are skipped."""
     key = (skipped, engine.name)
     found = _CLAIMS.get(key)
     if found is None:
@@ -504,7 +509,7 @@ def _claim_statement(engine: StorageEngine, skipped: int) -> str:
             " AND x.endpoint_id = e.id AND x.next_attempt_at <= ?"
             f" ORDER BY x.next_attempt_at, x.id LIMIT ?{lock}"
         )
-        leave_out = f" WHERE e.id NOT IN ({', '.join('?' * skipped)})" if skipped else ""
+        leave_out = f" WHERE e.id NOT IN ({skipped})" if skipped else ""
         found = (
             "SELECT d.id FROM "  # noqa: S608
             + engine.each_with_its_rows("push_endpoints e", "deliveries", per_endpoint)
@@ -528,30 +533,15 @@ _CLAIM_AND_READ = (
     "WITH due AS ({claim}), leased AS (UPDATE deliveries SET next_attempt_at = ?"  # noqa: S608
     " FROM due WHERE deliveries.id = due.id RETURNING deliveries.*) "
     + _DETAILS.format(deliveries="leased")
+    + " ORDER BY d.id"
 )
 _LEASE = "UPDATE deliveries SET next_attempt_at = ? WHERE id IN ({claim}) RETURNING id"
-
-
-def _due_details(count: int) -> str:
-    return _DETAILS.format(deliveries="deliveries") + f" WHERE d.id IN ({', '.join('?' * count)})"
-
-
-def _dead_letter(count: int) -> str:
-    return (
-        "UPDATE deliveries SET state = 'dead', last_error = 'message no longer stored'"  # noqa: S608
-        f" WHERE id IN ({', '.join('?' * count)})"
-    )
-
-
-def _failing_since(count: int) -> str:
-    return (
-        "SELECT id, failing_since FROM push_endpoints"  # noqa: S608
-        f" WHERE id IN ({', '.join('?' * count)}) ORDER BY id"
-    )
-
-
-def _by_id(delivery: DueDelivery) -> int:
-    return delivery.id
+_DUE_DETAILS = _DETAILS.format(deliveries="deliveries") + " WHERE d.id IN ({ids}) ORDER BY d.id"
+_DEAD_LETTER = (
+    "UPDATE deliveries SET state = 'dead', last_error = 'message no longer stored'"
+    " WHERE id IN ({ids})"
+)
+_FAILING_SINCE = "SELECT id, failing_since FROM push_endpoints WHERE id IN ({ids}) ORDER BY id"
 
 
 def _due_from_row(row: Any) -> DueDelivery:

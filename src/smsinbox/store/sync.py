@@ -9,12 +9,12 @@ from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.rows import MESSAGE_FIELDS, message_from_row
 
-_COUNTERS = "SELECT purged_modseq, last_modseq FROM account_counters WHERE account_id = ?"
-_CHANGES = (
-    f"SELECT {MESSAGE_FIELDS} FROM messages WHERE account_id = ? AND modseq > ?"  # noqa: S608
-    " ORDER BY modseq LIMIT ?"
-)
-_CHANGES_KEPT = _CHANGES.replace(" ORDER BY", " AND deleted = false ORDER BY")
+_NEWEST = "SELECT last_modseq FROM account_counters WHERE account_id = ?"
+_PURGED = "SELECT purged_modseq FROM account_counters WHERE account_id = ?"
+_CHANGED = f"SELECT {MESSAGE_FIELDS} FROM messages WHERE account_id = ? AND modseq > ?"  # noqa: S608
+_BY_MODSEQ = " ORDER BY modseq LIMIT ?"
+_CHANGES = _CHANGED + _BY_MODSEQ
+_CHANGES_KEPT = _CHANGED + " AND deleted = false" + _BY_MODSEQ
 
 
 class SyncStore(StoreBase):
@@ -28,12 +28,14 @@ class SyncStore(StoreBase):
         # Driver level: a sync of a thousand changes spent most of its time in SQLAlchemy's
         # handling of the rows.
         async with self.db.driver_snapshot("list_changes") as driver:
-            # Read the counters first: modseqs are taken under the account's counter lock,
-            # so every change up to `newest` has committed and the query below sees it.
-            counters = await driver.fetchrow(_COUNTERS, (account_id,))
-            assert counters is not None
+            # The newest modseq first: modseqs are taken under the account's counter lock, so
+            # every change up to it has committed and the query below sees it. How far
+            # tombstones are purged last: on PostgreSQL each statement reads a snapshot of its
+            # own, and a purge committed between them must not hide deletes from a device
+            # that is not told to resync.
+            newest = await driver.fetchval(_NEWEST, (account_id,))
             rows = await driver.fetch(changed, (account_id, after_modseq, limit))
-        purged, newest = counters
+            purged = await driver.fetchval(_PURGED, (account_id,))
         return [message_from_row(row) for row in rows], int(purged), int(newest)
 
     async def find_device_message(
