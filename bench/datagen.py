@@ -106,12 +106,7 @@ FROM messages GROUP BY account_id, counterpart
 def _fill_sqlite(path, account_rows, counter_rows, number_rows, messages, total, progress):  # type: ignore[no-untyped-def]
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous=OFF")
-    # Index the search table once at the end instead of row by row through the trigger.
-    (trigger,) = connection.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'messages_search_insert'"
-    ).fetchone()
     connection.execute("BEGIN")
-    connection.execute("DROP TRIGGER messages_search_insert")
     connection.executemany("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?)", account_rows)
     connection.executemany("INSERT INTO account_counters VALUES (?,?,?,?,?)", counter_rows)
     connection.executemany("INSERT INTO numbers VALUES (?,?,?)", number_rows)
@@ -126,11 +121,14 @@ def _fill_sqlite(path, account_rows, counter_rows, number_rows, messages, total,
         done += len(chunk)
         progress(done, total)
     connection.execute(CONVERSATIONS_FROM_MESSAGES)
+    # Indexed for search, all of it, and the index's segments merged: left as one bulk
+    # insert writes them, every later commit to the index paid for merging them (measured
+    # at 1M: 650-780 us of CPU per ingested message against 186-192 us after 'optimize').
     connection.execute(
         "INSERT INTO messages_search (rowid, owner, text, counterpart) "
         "SELECT id, 'a' || account_id || 'z', text, counterpart FROM messages"
     )
-    connection.execute(trigger)
+    connection.execute("INSERT INTO messages_search (messages_search) VALUES ('optimize')")
     connection.execute("COMMIT")
     connection.execute("ANALYZE")
     connection.close()

@@ -9,6 +9,7 @@ rather than a bug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -151,6 +152,11 @@ class Database:
         """Call `callback` on each notification on `channel`; returns how to stop, or None
         where the engine has none (SQLite's single process wakes its workers directly)."""
         return await self.engine.listen(channel, callback)
+
+    async def prepare_search(self) -> None:
+        """Make searches see every message committed before the call (store/fts.py)."""
+        async with self._named("transaction", "index_for_search", contextlib.nullcontext()):
+            await self.engine.prepare_search()
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query in time."""

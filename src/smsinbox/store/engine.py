@@ -111,6 +111,10 @@ class StorageEngine(abc.ABC):
         counterpart contains `query`, case-insensitively."""
 
     @abc.abstractmethod
+    async def prepare_search(self) -> None:
+        """Make `text_search` see every message committed before the call."""
+
+    @abc.abstractmethod
     def serialise_migrations(self, connection: SyncConnection) -> None:
         """Make concurrent migrations of several processes run one after another."""
 

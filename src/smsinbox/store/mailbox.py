@@ -196,6 +196,7 @@ class MailboxStore(StoreBase):
             statement = statement.where(messages.counterpart == counterpart)
         if locked is not None:
             statement = statement.where(messages.locked.is_(locked))
+        await self.db.prepare_search()
         async with self.db.snapshot("search_messages") as connection:
             rows = await connection.execute(statement.order_by(messages.id.desc()).limit(limit))
             return [message_from_row(row) for row in rows.all()]

@@ -162,6 +162,9 @@ class PostgresEngine(StorageEngine):
     def greatest(self, first: ColumnElement[Any], second: Any) -> ColumnElement[Any]:
         return func.greatest(first, second)
 
+    async def prepare_search(self) -> None:
+        return None  # GIN indexes are written with the rows they index
+
     def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
         # ILIKE over the account's messages, helped by the pg_trgm indexes.
         pattern = like_pattern(query)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,16 +24,19 @@ from sqlalchemy import table as table_clause
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
 from sqlalchemy.sql import ColumnElement, Executable, func
 
+from smsinbox.store import fts
 from smsinbox.store import tables as t
 from smsinbox.store.driver import Driver, SqliteDriver
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
 
 T = TypeVar("T")
 
+log = logging.getLogger("smsinbox.store")
+
 LOOP_READ_BUSY_MS = 250
 # Most writers whose work one commit makes durable.
 MAX_GROUP_COMMIT = 256
-# The full-text index (FTS5, trigram tokenizer), kept by triggers; see the migrations.
+# The full-text index (FTS5, trigram tokenizer), kept in chunks (store/fts.py).
 _FTS = table_clause("messages_search", column("rowid"), column("messages_search"))
 
 
@@ -123,6 +127,24 @@ class _WriterTurn:
         released, self._released = self._released, None
         if released is not None:
             released.set_result(None)
+
+
+def _keep_search_index(connection: SyncConnection) -> None:
+    """Index a chunk of messages for search if a chunk's worth is missing (store/fts.py),
+    in the batch's transaction; a failure leaves it to the next commit or search."""
+    dbapi_connection = connection.connection.dbapi_connection
+    assert isinstance(dbapi_connection, sqlite3.Connection)
+    try:
+        dbapi_connection.execute("SAVEPOINT search_index")
+        try:
+            fts.index_chunk(dbapi_connection, at_least=fts.CHUNK)
+        except sqlite3.Error:
+            dbapi_connection.execute("ROLLBACK TO search_index")
+            raise
+        finally:
+            dbapi_connection.execute("RELEASE search_index")
+    except sqlite3.Error as error:
+        log.warning("search index not brought up to date: %s", error)
 
 
 class LoopConnection:
@@ -256,9 +278,19 @@ class SqliteEngine(StorageEngine):
             return
         self._batch = None
         try:
+            _keep_search_index(batch.connection)
             await batch.commit()
         finally:
             turn.release()
+
+    async def prepare_search(self) -> None:
+        async with self.driver_snapshot() as reader:
+            newest, indexed = await reader.fetchrow(fts.BACKLOG) or (0, 0)
+        while indexed < newest:  # the messages committed before the search began
+            async with self.transaction() as connection:
+                assert isinstance(connection, LoopConnection)
+                if not fts.index_chunk(connection.dbapi_connection, at_least=1, up_to=newest):
+                    return
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Connection]:

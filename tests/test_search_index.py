@@ -1,0 +1,110 @@
+"""Search sees every message committed before it, while SQLite indexes in chunks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import Connection, delete, text
+
+from smsinbox.core.ingest import RawInbound
+from smsinbox.services import Services
+from smsinbox.store import fts
+from smsinbox.store import tables as t
+from smsinbox.store.migrate import alembic_config, head_revision
+
+ALICE_NUMBER = "447700900001"
+INDEXED = "SELECT rowid FROM messages_search ORDER BY rowid"
+
+
+def needle(n: int) -> RawInbound:
+    return RawInbound(sender="447700900123", recipient=ALICE_NUMBER, text=f"needle {n}".encode())
+
+
+@pytest.fixture
+async def alice(services: Services) -> int:
+    account = await services.accounts.add("alice", "pw", msisdns=(ALICE_NUMBER,))
+    return account.id
+
+
+async def found(services: Services, account_id: int, query: str = "needle") -> set[int]:
+    hits = await services.store.search_messages(
+        account_id, query, counterpart=None, locked=None, limit=100_000
+    )
+    return {message.id for message in hits}
+
+
+async def test_a_search_sees_every_message_stored_before_it_began(
+    services: Services, alice: int
+) -> None:
+    stored: list[int] = []
+    writing = True
+
+    async def writer(first: int) -> None:
+        for n in range(first, first + 265):
+            stored.append((await services.ingestor.accept(needle(n), upstream_id=None)).id)
+
+    async def searcher() -> None:
+        searches = 0
+        while writing or searches < 3:
+            before = set(stored)
+            assert before <= await found(services, alice)
+            searches += 1
+            await asyncio.sleep(0.01)
+
+    watching = asyncio.create_task(searcher())
+    await asyncio.gather(*(writer(w * 1000) for w in range(4)))
+    writing = False
+    await watching
+    assert await found(services, alice) == set(stored)
+    assert len(stored) > fts.CHUNK  # more than one chunk of SQLite's index
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_commits_index_chunks_and_a_search_indexes_the_rest(
+    services: Services, alice: int
+) -> None:
+    ids = [
+        (await services.ingestor.accept(needle(n), upstream_id=None)).id
+        for n in range(fts.CHUNK + 40)
+    ]
+    db = services.store.db
+
+    async def indexed() -> list[int]:
+        async with db.snapshot("test_read_index") as connection:
+            return list(await connection.scalars(text(INDEXED)))
+
+    # No search yet: the commits indexed whole chunks, in id order, and no more.
+    assert await indexed() == ids[: fts.CHUNK]
+    # Removed before and after they were indexed: neither kind is found, or left behind.
+    gone = {ids[3], ids[-1], ids[-2]}
+    async with db.transaction("test_remove") as connection:
+        await connection.execute(delete(t.messages).where(t.messages.c.id.in_(gone)))
+    assert await found(services, alice) == set(ids) - gone
+    assert await indexed() == sorted(set(ids) - gone)
+    # A message after the removed newest ones still goes in (ids only grow).
+    later = (await services.ingestor.accept(needle(9999), upstream_id=None)).id
+    assert later > ids[-1]
+    assert await found(services, alice, "needle 9999") == {later}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_downgrading_past_chunked_indexing_indexes_what_was_missing(
+    services: Services, alice: int
+) -> None:
+    from alembic import command
+
+    def migrate(connection: Connection, step: str, revision: str) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        getattr(command, step)(config, revision)
+
+    ids = [(await services.ingestor.accept(needle(n), upstream_id=None)).id for n in range(5)]
+    db = services.store.db
+    async with db.transaction("test_downgrade") as connection:
+        await connection.run_sync(migrate, "downgrade", "0004")
+    async with db.snapshot("test_read_index") as connection:
+        assert list(await connection.scalars(text(INDEXED))) == ids
+    async with db.transaction("test_upgrade") as connection:
+        await connection.run_sync(migrate, "upgrade", head_revision())
+    assert await found(services, alice) == set(ids)
