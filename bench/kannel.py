@@ -15,13 +15,14 @@ and logs in a temporary directory.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def carry(
     span: Callable[[], tuple[float, float]],
     free_port: Callable[[], int],
     limit_s: float,
+    far_end_pid: int,
 ) -> dict[str, Any]:
     """Send `messages` through fakesmsc → bearerbox → smsbox → `get_url` and time them.
 
@@ -124,7 +126,9 @@ def carry(
     messages smsinbox stored), to know when all are there; `span()` then gives the exact
     times of the first and the last arrival, as the far end recorded them (the receiver's
     clock, smsinbox's `received_at`). Kannel's start-up and the fakesmsc connection are
-    left out, on both sides alike.
+    left out, on both sides alike. The CPU time each process spent while the messages
+    went through (Kannel's three and `far_end_pid`, the receiver or the server) says how
+    much of the two cores each side took: on a shared machine, what bounds the rate.
     """
     bearerbox, smsbox, fakesmsc = binaries
     ports = {name: free_port() for name in ("admin", "smsbox", "smsc")}
@@ -138,6 +142,8 @@ def carry(
         processes.append(subprocess.Popen([smsbox, str(config)], stdout=log, stderr=log))
         _wait_for_smsbox(ports["admin"], processes)
         before = arrived()
+        cpu_before = {"kannel": _cpu_seconds(p.pid for p in processes),
+                      "far_end": _cpu_seconds([far_end_pid])}  # fmt: skip
         # Each message to one of the accounts' numbers (fakesmsc picks a template at random).
         templates = [f"{SENDER} {to} text kannel bench message" for to in recipients]
         processes.append(
@@ -156,6 +162,8 @@ def carry(
                 f"kannel delivered {count} of {messages} messages to {get_url.split('?')[0]} "
                 f"within {limit_s:.0f} s; see {workdir}"
             )
+        kannel_cpu = _cpu_seconds(p.pid for p in processes) - cpu_before["kannel"]
+        far_end_cpu = _cpu_seconds([far_end_pid]) - cpu_before["far_end"]
         first, last = span()
         seconds = max(last - first, 1e-3)
         return {
@@ -163,6 +171,9 @@ def carry(
             "messages": messages,
             "seconds": seconds,
             "max_pending": max_pending,
+            # CPU per message: fakesmsc, bearerbox and smsbox together; the far end.
+            "kannel_cpu_us": kannel_cpu * 1e6 / messages,
+            "far_end_cpu_us": far_end_cpu * 1e6 / messages,
         }
     finally:
         for process in reversed(processes):
@@ -173,6 +184,16 @@ def carry(
             except subprocess.TimeoutExpired:
                 process.kill()
         log.close()
+
+
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU time the processes have used so far (Linux's /proc)."""
+    ticks = 0
+    for pid in pids:
+        # The fields after the command name, which is in parentheses and may hold spaces.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

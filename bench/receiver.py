@@ -115,6 +115,11 @@ class Receiver:
             raise RuntimeError("the receiver did not start")
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def control(self, name: str) -> Any:
         return httpx.get(f"{self.url}/_bench/{name}", timeout=30).json()
 

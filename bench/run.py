@@ -71,6 +71,9 @@ PUSH_ENDPOINTS = 10
 NO_TOKEN = "-"
 
 
+CORES = os.cpu_count() or 1
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -147,6 +150,11 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise RuntimeError("server did not start; see server.log")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def rss_mb(self) -> float:
         assert self.process is not None
@@ -459,7 +467,7 @@ class Run:
             figures = kannel.carry(
                 binaries, self.workdir, get_url=trivial.url + KANNEL_QUERY.format(token=NO_TOKEN),
                 arrived=lambda: trivial.control("stats")["count"], span=receiver_span,
-                limit_s=600, **common,
+                limit_s=600, far_end_pid=trivial.pid, **common,
             )  # fmt: skip
             self.record("kannel_receiver", figures, started)
         settle(server.url)
@@ -469,7 +477,7 @@ class Run:
             binaries, self.workdir, get_url=inbound,
             arrived=server.stored,
             span=lambda: self.kannel_span(self.mode["kannel_messages"]),
-            limit_s=1200, **common,
+            limit_s=1200, far_end_pid=server.pid, **common,
         )  # fmt: skip
         self.record("kannel_smsinbox", figures, started)
 
@@ -602,6 +610,12 @@ def print_table(results: list[dict[str, Any]]) -> None:
                   f"{row['rps']:,.0f} messages/s, {row['ratio_to_kannel_receiver']:.3f} of "
                   f"Kannel's own {row['rps'] / row['ratio_to_kannel_receiver']:,.0f}/s "
                   f"({row['messages']:,} messages; smsbox {row['kannel']})")  # fmt: skip
+        if row["route"].startswith("kannel_") and "kannel_cpu_us" in row:
+            # What two cores could carry at the CPU each side spent on a message.
+            bound = CORES * 1e6 / (row["kannel_cpu_us"] + row["far_end_cpu_us"])
+            print(f"{row['engine']} {row['stored']:,}: {row['route']}: CPU per message "
+                  f"Kannel {row['kannel_cpu_us']:,.0f} us, far end {row['far_end_cpu_us']:,.0f} "
+                  f"us; {CORES} cores at that cost carry at most {bound:,.0f}/s")  # fmt: skip
         if row["route"].startswith("push_drain"):
             print(f"{row['engine']} {row['stored']:,}: push drained {row['deliveries']:,} "
                   f"deliveries to {row.get('endpoints', 1)} endpoint(s) in "

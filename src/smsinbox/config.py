@@ -61,6 +61,12 @@ class Settings:
         "Seconds to wait for the database (connect, lock or statement) before answering "
         "'temporarily unavailable' instead of hanging.",
     )
+    bulk_read_concurrency: int = setting(
+        4,
+        "Polls, syncs, searches and listings worked on at once per process; the rest wait "
+        "their turn, so a crowd of pollers never holds up ingest (each turn is given back "
+        "on the event loop's next round).",
+    )
     reply_window: int = setting(
         7 * 24 * 3600,
         "Seconds during which an incoming message without an explicit reference is taken "
@@ -234,6 +240,8 @@ class Settings:
             )
         if not 0 <= self.push_retry_jitter < 1 or self.push_timeout <= 0:
             problems.append("push_retry_jitter must be in [0, 1) and push_timeout positive")
+        if self.bulk_read_concurrency < 1:
+            problems.append("bulk_read_concurrency must be positive")
         if min(self.push_concurrency, self.push_endpoint_concurrency) < 1:
             problems.append("push_concurrency and push_endpoint_concurrency must be positive")
         if self.push_disable_after_days <= 0:

@@ -20,6 +20,7 @@ from smsinbox.core.ratelimit import MovingWindows, RateLimits
 from smsinbox.core.retention import Retention
 from smsinbox.core.sessions import Sessions
 from smsinbox.core.sync import Sync
+from smsinbox.core.turns import ReadTurns
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.push.addresses import AddressPolicy
@@ -81,7 +82,8 @@ class Services:
             on_outcome=metrics.count_ingest,
         )
         api_keys = Credentials(store, "api_key")
-        mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars)
+        turns = ReadTurns(settings.bulk_read_concurrency)
+        mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars, turns=turns)
         addresses = AddressPolicy(allow_private=settings.push_allow_private)
         return cls(
             settings=settings,
@@ -91,7 +93,7 @@ class Services:
             ingestor=ingestor,
             upstreams=Credentials(store, "upstream"),
             api_keys=api_keys,
-            inbox=Inbox(store, authenticator, id_page_size=settings.eapi_page_size),
+            inbox=Inbox(store, authenticator, id_page_size=settings.eapi_page_size, turns=turns),
             retention=Retention(
                 store,
                 max_messages=settings.retention_max_messages,

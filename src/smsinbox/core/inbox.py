@@ -7,6 +7,7 @@ import dataclasses
 from smsinbox.core.auth import PasswordAuthenticator
 from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
+from smsinbox.core.turns import ReadTurns
 from smsinbox.errors import InvalidInput
 from smsinbox.models import Account, Direction, PolledMessage
 from smsinbox.store import Store
@@ -40,9 +41,11 @@ class Inbox:
         authenticator: PasswordAuthenticator,
         *,
         id_page_size: int,
+        turns: ReadTurns,
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
+        self.turns = turns
         self.authenticator = authenticator
         self.id_page_size = id_page_size
         self.clock = clock
@@ -63,14 +66,15 @@ class Inbox:
         if not 0 <= since <= LATEST_SECOND:
             raise InvalidInput("since must be a non-negative epoch time in seconds", "since")
         account = await self.authenticator.authenticate(username, password, caller)
-        page = await self.store.page_by_time(
-            account.id,
-            after_ms=(since + 1) * 1000,
-            limit=TIME_PAGE_SIZE,
-            directions=BOTH_WAYS if outgoing else INCOMING,
-            clock=self.clock,
-            mark_retrieved=True,
-        )
+        async with self.turns.turn():
+            page = await self.store.page_by_time(
+                account.id,
+                after_ms=(since + 1) * 1000,
+                limit=TIME_PAGE_SIZE,
+                directions=BOTH_WAYS if outgoing else INCOMING,
+                clock=self.clock,
+                mark_retrieved=True,
+            )
         newest = page.messages[-1].received_at // 1000 if page.messages else since
         return SincePage(page.messages, newest, page.has_more)
 
@@ -86,7 +90,8 @@ class Inbox:
         if last_id < 0:
             raise InvalidInput("last_retrieved_id must not be negative", "last_retrieved_id")
         account = await self.authenticator.authenticate(username, password, caller)
-        messages = await self.store.page_by_id(
-            account.id, after_id=last_id, limit=self.id_page_size, directions=INCOMING
-        )
+        async with self.turns.turn():
+            messages = await self.store.page_by_id(
+                account.id, after_id=last_id, limit=self.id_page_size, directions=INCOMING
+            )
         return IdPage(account, messages)

@@ -11,6 +11,7 @@ from smsinbox.core.encodings import encoding_for
 from smsinbox.core.ingest import Ingestor
 from smsinbox.core.numbers import normalize_msisdn, normalize_sender
 from smsinbox.core.sessions import Principal
+from smsinbox.core.turns import ReadTurns
 from smsinbox.errors import (
     InvalidInput,
     MissingParameter,
@@ -55,9 +56,16 @@ def _text(text: str | None, max_chars: int) -> str:
 
 class Mailbox:
     def __init__(
-        self, store: Store, ingestor: Ingestor, *, max_chars: int, clock: Clock = now_ms
+        self,
+        store: Store,
+        ingestor: Ingestor,
+        *,
+        max_chars: int,
+        turns: ReadTurns,
+        clock: Clock = now_ms,
     ) -> None:
         self.store = store
+        self.turns = turns
         self.ingestor = ingestor
         self.max_chars = max_chars
         self.clock = clock
@@ -66,17 +74,19 @@ class Mailbox:
         self, who: Principal, *, offset: int | None, limit: int | None
     ) -> list[tuple[Conversation, str | None]]:
         first, count = _page(offset, limit)
-        return await self.store.list_conversations_with_names(
-            who.account_id, offset=first, limit=count
-        )
+        async with self.turns.turn():
+            return await self.store.list_conversations_with_names(
+                who.account_id, offset=first, limit=count
+            )
 
     async def conversation_messages(
         self, who: Principal, address: str | None, *, offset: int | None, limit: int | None
     ) -> list[Message]:
         first, count = _page(offset, limit)
-        return await self.store.list_conversation_messages(
-            who.account_id, _address(address), offset=first, limit=count
-        )
+        async with self.turns.turn():
+            return await self.store.list_conversation_messages(
+                who.account_id, _address(address), offset=first, limit=count
+            )
 
     async def read_conversation(self, who: Principal, address: str | None) -> int:
         return await self.store.mark_conversations_read(
@@ -138,13 +148,14 @@ class Mailbox:
         if len(query.strip()) < MIN_SEARCH:
             raise InvalidInput(f"query must have at least {MIN_SEARCH} characters", "query")
         _, count = _page(0, limit)
-        return await self.store.search_messages(
-            who.account_id,
-            query.strip(),
-            counterpart=None if address is None else _address(address),
-            locked=locked,
-            limit=count,
-        )
+        async with self.turns.turn():
+            return await self.store.search_messages(
+                who.account_id,
+                query.strip(),
+                counterpart=None if address is None else _address(address),
+                locked=locked,
+                limit=count,
+            )
 
     async def insert(
         self,

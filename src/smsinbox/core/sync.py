@@ -112,9 +112,11 @@ class Sync:
             after = await self.store.acknowledge_sync(
                 who.account_id, device_id, acknowledged, now=self.clock()
             )
-        changed, purged, newest = await self.store.list_changes(
-            who.account_id, after_modseq=after, limit=count + 1, include_deleted=not initial
-        )
+        # The turn covers the rendering too: it is given back on the loop's next turn.
+        async with self.mailbox.turns.turn():
+            changed, purged, newest = await self.store.list_changes(
+                who.account_id, after_modseq=after, limit=count + 1, include_deleted=not initial
+            )
         if not initial and after < purged:
             return SyncResult([], device_acks, after, more=False, resync=True)
         more = len(changed) > count
