@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -219,10 +220,13 @@ def mysms_sessions(server: Server, accounts: range) -> list[dict[str, str]]:
 
 
 def ingest_script(token: str, accounts: int) -> Path:
-    """Each request a new message (unique id per wrk thread) to one of the accounts."""
+    """Each request a new message to one of the accounts. The ids' tag is new for each
+    script: LuaJIT's math.random starts from the same seed in every wrk process, so a tag
+    drawn there repeats, and a second run would send the first run's ids again (duplicates,
+    which cost the server a fraction of a new message)."""
     return wrk_script(
         f"local token = '{token}'\nlocal accounts = {accounts}\nlocal n = 0\n"
-        "local tag = tostring(math.random(1, 1e9))\n"
+        f"local tag = '{secrets.token_hex(6)}'\n"
         "request = function()\n  n = n + 1\n"
         f"  local to = {number(0)} + (n % accounts) + 1\n"
         "  return wrk.format('GET', '/inbound/sms?token=' .. token .. '&from=447900000001"

@@ -65,8 +65,7 @@ class AccountStore(StoreBase):
 
     async def get_account(self, username: str) -> Account | None:
         # Every MC5 and EAPI poll looks its account up: driver level.
-        async with self.db.driver_snapshot("get_account") as driver:
-            row = await driver.fetchrow(_ACCOUNT_BY_NAME, (username,))
+        row = await self.db.read_row("get_account", _ACCOUNT_BY_NAME, (username,))
         if row is None:
             return None
         account_id, name, password_hash, status, time_zone, reseller, created, changed = row

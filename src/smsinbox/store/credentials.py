@@ -76,8 +76,7 @@ class CredentialStore(StoreBase):
 
     async def find_credential(self, kind: CredentialKind, secret_hash: str) -> Credential | None:
         """The active credential whose secret has this digest, if any."""
-        async with self.db.driver_snapshot(f"find_{kind}") as driver:
-            row = await driver.fetchrow(_ACTIVE_WITH_DIGEST[kind], (secret_hash,))
+        row = await self.db.read_row(f"find_{kind}", _ACTIVE_WITH_DIGEST[kind], (secret_hash,))
         if row is None:
             return None
         credential_id, name, created_at = row

@@ -12,15 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import exc, text
 from sqlalchemy.engine import URL, make_url
 
 from smsinbox.errors import StoreUnavailable
-from smsinbox.store.driver import Driver
+from smsinbox.store.driver import Driver, Row
 from smsinbox.store.engine import Connection, StorageEngine
 from smsinbox.store.postgres import PostgresEngine
 from smsinbox.store.sqlite import SqliteEngine
@@ -119,6 +119,21 @@ class Database:
         sees."""
         return self._named("read", name, self.engine.driver_snapshot())
 
+    async def read_row(self, name: str, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        """One named driver-level read (see StorageEngine.read_row), timed as `snapshot`
+        is, without a context manager around it."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            row = await self.engine.read_row(sql, parameters)
+            ok = True
+            return row
+        except BaseException as error:
+            _raise_if_unavailable("read", name, error)
+            raise
+        finally:
+            self._observe(name, started, ok)
+
     def driver_write(self, name: str) -> AbstractAsyncContextManager[Driver]:
         """A named write of one driver-level statement (see StorageEngine.driver_write)."""
         return self._named("transaction", name, self.engine.driver_write())
@@ -135,9 +150,7 @@ class Database:
                 yield connection
             ok = True
         except BaseException as error:
-            if _is_unavailable(error):
-                log.warning("%s %s: store unavailable: %s", what, name, _describe(error))
-                raise StoreUnavailable(f"store unavailable during {name}") from error
+            _raise_if_unavailable(what, name, error)
             raise
         finally:
             self._observe(name, started, ok)
@@ -165,6 +178,13 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.close()
+
+
+def _raise_if_unavailable(what: str, name: str, error: BaseException) -> None:
+    """An outage of the database during `name` as StoreUnavailable; other errors go on."""
+    if _is_unavailable(error):
+        log.warning("%s %s: store unavailable: %s", what, name, _describe(error))
+        raise StoreUnavailable(f"store unavailable during {name}") from error
 
 
 def _describe(error: BaseException) -> str:

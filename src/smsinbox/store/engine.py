@@ -12,7 +12,7 @@ what both share: names, metrics, and "store unavailable" for a database that is 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -21,7 +21,7 @@ from sqlalchemy import Select
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
 from sqlalchemy.sql import ColumnElement, Executable
 
-from smsinbox.store.driver import Driver
+from smsinbox.store.driver import Driver, Row
 
 T = TypeVar("T")
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -66,6 +66,13 @@ class StorageEngine(abc.ABC):
         """Reads on the driver alone, for the hot read paths: what `snapshot` gives (one
         snapshot for all on SQLite; a snapshot per statement under PostgreSQL's read
         committed, as in any of its transactions), with less around it."""
+
+    async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        """One driver-level statement read on its own (a snapshot of its own), for the
+        look-ups nearly every request makes (tokens, accounts): no more around it than the
+        engine needs."""
+        async with self.driver_snapshot() as driver:
+            return await driver.fetchrow(sql, parameters)
 
     @abc.abstractmethod
     def driver_write(self) -> AbstractAsyncContextManager[Driver]:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql import ColumnElement, func
 
 from smsinbox.store import tables as t
-from smsinbox.store.driver import AsyncpgDriver, Driver
+from smsinbox.store.driver import AsyncpgDriver, Driver, Row, numbered
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
+from smsinbox.store.pgconnections import DriverConnections
 
 log = logging.getLogger("smsinbox.store")
 
@@ -41,18 +42,32 @@ class PostgresEngine(StorageEngine):
 
     def __init__(self, url: URL, *, pool_size: int, timeout: float) -> None:
         self.url = url
-        self.timeout = timeout
+        self._timeout = timeout
         # All of the pool kept open once opened: connections opened "for bursts" and closed
         # as soon as they are returned (SQLAlchemy's overflow) meant, under steady load, a
         # new connection (a TLS handshake and a login) for many requests.
         self._engine = create_async_engine(
             url,
-            pool_size=2 * pool_size,
+            pool_size=pool_size,
             max_overflow=0,
             pool_timeout=timeout,
             connect_args={"timeout": timeout, "command_timeout": timeout},
         )
         _check_when_idle(self._engine.sync_engine.pool)
+        # As many again for driver-level statements outside transactions (the hot reads).
+        self._driver_connections = DriverConnections(
+            url.set(drivername="postgresql").render_as_string(hide_password=False),
+            size=pool_size,
+            timeout=timeout,
+        )
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._timeout = self._driver_connections.timeout = seconds
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -77,11 +92,13 @@ class PostgresEngine(StorageEngine):
         # No BEGIN and COMMIT: under READ COMMITTED each statement reads a snapshot of its
         # own whether or not a transaction is open, and on the hot read paths the two extra
         # round trips cost more than the read.
-        async with (
-            self._engine.connect() as connection,
-            _replaced_when_lost(connection) as driver_connection,
-        ):
-            yield AsyncpgDriver(driver_connection)
+        async with self._driver_connections.lend() as connection:
+            yield AsyncpgDriver(connection)
+
+    async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        async with self._driver_connections.lend() as connection:
+            row = await connection.fetchrow(numbered(sql), *parameters)
+        return None if row is None else tuple(row)
 
     def driver_write(self) -> AbstractAsyncContextManager[Driver]:
         # Outside a transaction, as driver_snapshot: each statement commits on its own.
@@ -181,6 +198,7 @@ class PostgresEngine(StorageEngine):
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
     async def close(self) -> None:
+        await self._driver_connections.close()
         await self._engine.dispose()
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +26,7 @@ from sqlalchemy.sql import ColumnElement, Executable, func
 
 from smsinbox.store import fts
 from smsinbox.store import tables as t
-from smsinbox.store.driver import Driver, SqliteDriver
+from smsinbox.store.driver import Driver, Row, SqliteDriver
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
 
 T = TypeVar("T")
@@ -320,6 +320,22 @@ class SqliteEngine(StorageEngine):
             self._idle_readers.append(reader)
         else:
             reader.close()
+
+    async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
+        # One statement in autocommit mode is a read transaction of its own: no BEGIN and
+        # COMMIT around it (two more statements), no context manager. Read to its end, so
+        # the statement is done and its snapshot released at once.
+        reader = self._idle_readers.pop() if self._idle_readers else self._open_reader()
+        try:
+            rows = reader.execute(sql, parameters).fetchall()
+        except BaseException:
+            reader.close()
+            raise
+        if len(self._idle_readers) < self._pool_size:
+            self._idle_readers.append(reader)
+        else:
+            reader.close()
+        return rows[0] if rows else None
 
     def _open_reader(self) -> sqlite3.Connection:
         reader = sqlite3.connect(
