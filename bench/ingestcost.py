@@ -1,6 +1,7 @@
-"""What SQLite itself spends on one ingested message, with no Python layers around it.
+"""What the database itself spends on one ingested message, with no server around it.
 
     python bench/ingestcost.py [--messages 3000]
+    python bench/ingestcost.py --engine postgresql [--messages 20000]
 
 Generates bench/run.py's 10k SQLite history, then runs the statements of smsinbox's ingest
 transaction straight through Python's sqlite3 (the two duplicate checks, routing, the reply
@@ -9,12 +10,21 @@ upsert), each message in a savepoint and 32 to a durable commit, as the server's
 commit does, and the full-text index's chunks (store/fts.py) as the server's commits take
 them. Prints messages per second and CPU per message:
 the most one core could ingest with this schema if every other cost were zero.
+
+With `--engine postgresql` it generates the same history in the benchmark database
+(bench/run.py's, dropped and recreated) and stores batches of 32 messages through
+smsinbox's own batch statements (`store_batch`: one statement per step over arrays of the
+batch's rows) on bare asyncpg connections, four batches at a time as the server writes
+them, each batch one transaction committed durably. Prints messages per second, this
+process's CPU per message, and PostgreSQL's (all of its processes, from /proc): two cores
+at the sum of both carry at most the figure it prints, whatever the server in front did.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +38,7 @@ from smsinbox.store import fts
 
 SENDER = "447900000001"
 BATCH = 32
+WRITERS = 4  # batches written at once on PostgreSQL, as the server does
 COLUMNS = (
     "account_id, seq, modseq, created_modseq, received_at, status_at, direction, sender,"
     " recipient, counterpart, text, encoding, body, reply_to_id, upstream_id,"
@@ -83,10 +94,69 @@ def ingest_one(db: sqlite3.Connection, upstream_message_id: str, to: str, now: i
     )
 
 
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL process (its backends and workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, tail = stat.read_text().rpartition(")")
+        except OSError:
+            continue  # gone meanwhile
+        if head.endswith(("(postgres", "(postmaster")):
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def postgres_cost(messages: int) -> None:
+    import asyncpg
+
+    from run import PG_URL, fresh_database
+    from smsinbox.models import Encoding, InboundMessage
+    from smsinbox.store.driver import AsyncpgDriver
+    from smsinbox.store.ingest import Arrival, store_batch
+
+    with tempfile.TemporaryDirectory(prefix="smsinbox-ingestcost-") as tmp:
+        url = fresh_database("postgresql", Path(tmp))
+    await generate(url, accounts=10, per_account=1000, progress=lambda *_: None)
+    connections = [await asyncpg.connect(PG_URL) for _ in range(WRITERS)]
+    batches = [range(first, min(messages, first + BATCH)) for first in range(0, messages, BATCH)]
+
+    async def write(connection: asyncpg.Connection) -> None:
+        driver = AsyncpgDriver(connection)
+        while batches:
+            now = int(time.time() * 1000)
+            arrivals = [
+                Arrival(InboundMessage(SENDER, number(i % 10 + 1), "bench message",
+                                       Encoding.GSM7, upstream_id=None,
+                                       upstream_message_id=f"cost-{i}"), now, 3_600_000)
+                for i in batches.pop(0)
+            ]  # fmt: skip
+            async with connection.transaction():
+                await store_batch(driver, arrivals)
+
+    started, cpu, server = time.perf_counter(), time.process_time(), postgres_cpu_s()
+    await asyncio.gather(*(write(connection) for connection in connections))
+    elapsed = time.perf_counter() - started
+    cpu, server = time.process_time() - cpu, postgres_cpu_s() - server
+    for connection in connections:
+        await connection.close()
+    client_us, server_us = cpu * 1e6 / messages, server * 1e6 / messages
+    cores = os.cpu_count() or 1
+    print(f"asyncpg and PostgreSQL alone: {messages / elapsed:,.0f} messages/s; CPU per message "
+          f"{client_us:.0f} us here, {server_us:.0f} us in PostgreSQL; {cores} cores at that "
+          f"cost carry at most {cores * 1e6 / (client_us + server_us):,.0f}/s")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
+    if args.engine == "postgresql":
+        asyncio.run(postgres_cost(args.messages or 20_000))
+        return
+    args.messages = args.messages or 3000
     with tempfile.TemporaryDirectory(prefix="smsinbox-ingestcost-") as tmp:
         path = Path(tmp) / "bench.db"
         asyncio.run(generate(f"sqlite:///{path}", accounts=10, per_account=1000,

@@ -148,6 +148,29 @@ async def test_concurrent_writers_get_ids_sequence_and_time_in_commit_order(
     assert times == sorted(times)
 
 
+async def test_a_burst_over_many_numbers_keeps_each_numbers_arrival_order(
+    services: Services, alice: int
+) -> None:
+    # Eight numbers, so on PostgreSQL they spread over the ingest lanes; alice owns two of
+    # them, which may be written by different lanes at once.
+    numbers = [f"4477009005{n:02d}" for n in range(8)]
+    await services.accounts.add_number(numbers[0], "alice")
+    await services.accounts.add_number(numbers[1], "alice")
+    for n, number in enumerate(numbers[2:]):
+        await services.accounts.add(f"user{n}", "pw", msisdns=(number,))
+    burst = [sms(f"{i // 8}", recipient=numbers[i % 8]) for i in range(160)]
+    results = await asyncio.gather(
+        *(services.ingestor.accept(raw, upstream_id=None) for raw in burst)
+    )
+    assert {r.outcome for r in results} == {IngestOutcome.STORED}
+    for number in numbers:
+        mine = [r.id for r, raw in zip(results, burst, strict=True) if raw.recipient == number]
+        assert mine == sorted(mine), f"{number}: ids out of arrival order"
+    for username, count in [("alice", 40), *((f"user{n}", 20) for n in range(6))]:
+        stored = await services.store.list_recent_messages(username, 100)
+        assert sorted(m.seq for m in stored) == list(range(1, count + 1)), username
+
+
 async def test_one_burst_over_accounts_numbers_and_duplicates_counts_each_exactly(
     services: Services, alice: int
 ) -> None:

@@ -24,7 +24,7 @@ class StoreBase:
         # this process without waiting for its next poll (PostgreSQL also NOTIFYs others).
         self.outbox_listeners: list[Callable[[], None]] = []
         self.ingest_queue = IngestQueue(
-            db, on_stored=self.outbox_changed, concurrency=db.engine.concurrent_writes
+            db, on_stored=self.outbox_changed, lanes=db.engine.concurrent_writes
         )
 
     def outbox_changed(self) -> None:
