@@ -540,17 +540,16 @@ class IngestQueue:
         self._lanes: list[list[tuple[Arrival, asyncio.Future[IngestResult]]]] = [
             [] for _ in range(lanes)
         ]
-        self._writing: set[int] = set()  # lanes whose writer task runs
-        self._writers: set[asyncio.Task[None]] = set()  # held, so none is collected early
+        # Each lane's writer task while it runs (held here, so none is collected early).
+        self._writers: dict[int, asyncio.Task[None]] = {}
 
     async def submit(self, arrival: Arrival) -> IngestResult:
         outcome = asyncio.get_running_loop().create_future()
         lane = zlib.crc32(arrival.inbound.recipient.encode()) % len(self._lanes)
         self._lanes[lane].append((arrival, outcome))
-        if lane not in self._writing:
-            self._writing.add(lane)
-            self._writers.add(
-                asyncio.create_task(self._write_while_waiting(lane), name="ingest batches")
+        if lane not in self._writers:
+            self._writers[lane] = asyncio.create_task(
+                self._write_while_waiting(lane), name="ingest batches"
             )
         # A caller that goes away (a client that hangs up) does not take its message out of
         # the batch: it is stored anyway, and a redelivery finds it.
@@ -566,8 +565,7 @@ class IngestQueue:
         finally:
             # Here, not in a done callback: one runs a loop round later, and a message
             # submitted meanwhile would find the lane "being written" and wait for good.
-            self._writing.discard(lane)
-            self._writers.discard(asyncio.current_task())
+            del self._writers[lane]
 
     async def _write(
         self, batch: list[tuple[Arrival, asyncio.Future[IngestResult]]], *, retry: bool = True

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql import ColumnElement, func
 
 from smsinbox.store import tables as t
-from smsinbox.store.driver import AsyncpgDriver, Driver, Row, numbered
+from smsinbox.store.driver import AsyncpgDriver, Driver, Row
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
 from smsinbox.store.pgconnections import DriverConnections
 
@@ -58,12 +58,10 @@ class PostgresEngine(StorageEngine):
             connect_args={"timeout": timeout, "command_timeout": timeout},
         )
         _check_when_idle(self._engine.sync_engine.pool)
+        # asyncpg's own connection string, for connections opened outside SQLAlchemy.
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         # As many again for driver-level statements outside transactions (the hot reads).
-        self._driver_connections = DriverConnections(
-            url.set(drivername="postgresql").render_as_string(hide_password=False),
-            size=pool_size,
-            timeout=timeout,
-        )
+        self._driver_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
 
     @property
     def timeout(self) -> float:
@@ -101,8 +99,7 @@ class PostgresEngine(StorageEngine):
 
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         async with self._driver_connections.lend() as connection:
-            row = await connection.fetchrow(numbered(sql), *parameters)
-        return None if row is None else tuple(row)
+            return await AsyncpgDriver(connection).fetchrow(sql, parameters)
 
     def driver_write(self) -> AbstractAsyncContextManager[Driver]:
         # Outside a transaction, as driver_snapshot: each statement commits on its own.
@@ -151,13 +148,12 @@ class PostgresEngine(StorageEngine):
     ) -> None:
         import asyncpg
 
-        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
         failures = 0
         while not stopping.is_set():
             connection: asyncpg.Connection | None = None
             lost = asyncio.Event()
             try:
-                connection = await asyncpg.connect(dsn, timeout=self.timeout)
+                connection = await asyncpg.connect(self._dsn, timeout=self.timeout)
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(channel, lambda *_: callback())
                 if failures:

@@ -306,7 +306,7 @@ class SqliteEngine(StorageEngine):
     async def driver_snapshot(self) -> AsyncIterator[Driver]:
         # Connections of its own, BEGIN and COMMIT on the driver too: SQLAlchemy's pool
         # checkout, begin event and transaction objects cost more than a short read.
-        reader = self._idle_readers.pop() if self._idle_readers else self._open_reader()
+        reader = self._borrow_reader()
         try:
             reader.execute("BEGIN")
             try:
@@ -316,26 +316,29 @@ class SqliteEngine(StorageEngine):
         except BaseException:
             reader.close()  # in an unknown state
             raise
-        if len(self._idle_readers) < self._pool_size:
-            self._idle_readers.append(reader)
-        else:
-            reader.close()
+        self._return_reader(reader)
 
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         # One statement in autocommit mode is a read transaction of its own: no BEGIN and
         # COMMIT around it (two more statements), no context manager. Read to its end, so
         # the statement is done and its snapshot released at once.
-        reader = self._idle_readers.pop() if self._idle_readers else self._open_reader()
+        reader = self._borrow_reader()
         try:
             rows = reader.execute(sql, parameters).fetchall()
         except BaseException:
             reader.close()
             raise
+        self._return_reader(reader)
+        return rows[0] if rows else None
+
+    def _borrow_reader(self) -> sqlite3.Connection:
+        return self._idle_readers.pop() if self._idle_readers else self._open_reader()
+
+    def _return_reader(self, reader: sqlite3.Connection) -> None:
         if len(self._idle_readers) < self._pool_size:
             self._idle_readers.append(reader)
         else:
             reader.close()
-        return rows[0] if rows else None
 
     def _open_reader(self) -> sqlite3.Connection:
         reader = sqlite3.connect(
