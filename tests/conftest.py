@@ -25,6 +25,7 @@ from smsinbox.services import Services
 from smsinbox.store import Database
 from smsinbox.store.migrate import upgrade
 from smsinbox.store.tables import metadata
+from smsinbox.web.protocol import JoinedWritesProtocol
 
 PG_URL = os.environ.get("SMSINBOX_TEST_DATABASE_URL", "")
 REQUIRE_PG = os.environ.get("SMSINBOX_TEST_REQUIRE_POSTGRES") == "1"
@@ -112,6 +113,7 @@ class LiveServer:
             log_level="warning",
             access_log=False,
             lifespan="on",
+            http=JoinedWritesProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -129,6 +129,7 @@ def serve(
     import uvicorn
 
     from smsinbox.app import create_app
+    from smsinbox.web.protocol import JoinedWritesProtocol
 
     settings = settings_of(ctx, host=host, port=port)
     log_to_stderr(settings)
@@ -145,6 +146,7 @@ def serve(
         # smsinbox logs each request itself without them.
         access_log=False,
         lifespan="on",
+        http=JoinedWritesProtocol,
     )
 
 

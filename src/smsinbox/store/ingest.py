@@ -91,10 +91,11 @@ _ENQUEUE = (
 )
 # A conversation's new messages (of a batch, or one): counted in, the last one shown. Every
 # path that adds a message to a conversation uses it (store/messages.py too).
-BUMP_CONVERSATION = (
+_CONVERSATION_COLUMNS = (
     "INSERT INTO conversations (account_id, counterpart, message_count, unread_count,"
     " unsent_count, last_message_id, last_message_at, snippet)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CONVERSATION_BUMPED = (
     " ON CONFLICT (account_id, counterpart) DO UPDATE SET"
     " message_count = conversations.message_count + excluded.message_count,"
     " unread_count = conversations.unread_count + excluded.unread_count,"
@@ -102,6 +103,9 @@ BUMP_CONVERSATION = (
     " last_message_id = excluded.last_message_id,"
     " last_message_at = excluded.last_message_at,"
     " snippet = excluded.snippet"
+)
+BUMP_CONVERSATION = (
+    _CONVERSATION_COLUMNS + " VALUES (?, ?, ?, ?, ?, ?, ?, ?)" + _CONVERSATION_BUMPED
 )
 
 
@@ -147,8 +151,9 @@ async def store_batch(
         for a in arrivals
         if a.inbound.upstream_message_id is not None
     }
-    earlier = await statements.earlier_copies(driver, sorted(keys, key=_key_order)) if keys else {}
-    owners = await statements.owners(driver, sorted({a.inbound.recipient for a in arrivals}))
+    earlier, owners = await statements.look_up(
+        driver, sorted(keys, key=_key_order), sorted({a.inbound.recipient for a in arrivals})
+    )
     firsts: dict[UpstreamKey, int] = {}  # a message's first copy in this batch: its index
     routed: dict[int, list[int]] = {}  # account -> indexes of its messages, in order
     for index, arrival in enumerate(arrivals):
@@ -220,7 +225,6 @@ async def _append(
             for account in accounts
         ],
     )
-    pushed = await statements.pushed_accounts(driver, accounts)
     rows: list[_MessageRow] = []
     for account in accounts:
         indexes = routed[account]
@@ -229,44 +233,15 @@ async def _append(
         first_modseq = position.last_modseq - len(indexes) + 1
         for offset, index in enumerate(indexes):
             arrival = arrivals[index]
-            inbound = arrival.inbound
             rows.append(
                 _MessageRow(
                     index, account, first_seq + offset, first_modseq + offset,
-                    position.received_at, arrival.now - arrival.reply_window_ms, inbound,
+                    position.received_at, arrival.now - arrival.reply_window_ms, arrival.now,
+                    arrival.inbound,
                 )
             )  # fmt: skip
-    ids = await statements.insert_messages(driver, rows)
-    conversations: dict[tuple[int, str], _Conversation] = {}
-    deliveries = []
-    for row, message_id in zip(rows, ids, strict=True):
-        inbound = row.inbound
-        if row.account_id in pushed and inbound.origin != "sim":
-            # Messages the user's own device reported are theirs already; the rest is pushed.
-            deliveries.append((row.account_id, message_id, arrivals[row.index].now))
-        snippet = inbound.text[:SNIPPET_CHARS]
-        conversation = conversations.get((row.account_id, inbound.sender))
-        if conversation is None:
-            conversations[row.account_id, inbound.sender] = _Conversation(
-                1, message_id, row.received_at, snippet
-            )
-        else:
-            conversation.count += 1
-            conversation.last_id, conversation.snippet = message_id, snippet
-    await driver.executemany(
-        BUMP_CONVERSATION,
-        [
-            # Incoming messages are unread (each counts towards the unread figure too), and
-            # none is unsent.
-            (account, counterpart, c.count, c.count, 0, c.last_id, c.last_at, c.snippet)
-            for (account, counterpart), c in conversations.items()
-        ],
-    )
-    if deliveries:
-        await statements.enqueue(driver, deliveries)
-    return {row.index: message_id for row, message_id in zip(rows, ids, strict=True)}, bool(
-        deliveries
-    )
+    ids, queued = await statements.insert_messages(driver, rows)
+    return {row.index: message_id for row, message_id in zip(rows, ids, strict=True)}, queued
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -277,17 +252,19 @@ class _MessageRow:
     modseq: int
     received_at: int
     window_start: int  # the oldest outgoing message it may answer
+    now: int  # when it arrived: when its push deliveries are due
     inbound: InboundMessage
 
 
 class _BatchStatements(Protocol):
     """The statements of a batch, each over all of the batch's rows at once."""
 
-    async def earlier_copies(
-        self, driver: Driver, keys: list[UpstreamKey]
-    ) -> dict[UpstreamKey, IngestResult]: ...
-
-    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]: ...
+    async def look_up(
+        self, driver: Driver, keys: list[UpstreamKey], recipients: list[str]
+    ) -> tuple[dict[UpstreamKey, IngestResult], dict[str, int]]:
+        """The earlier copies of the batch's upstream messages, and the owners of its
+        recipients (numbers nobody owns left out)."""
+        ...
 
     async def take_positions(
         self,
@@ -295,25 +272,22 @@ class _BatchStatements(Protocol):
         wants: list[tuple[int, int, int]],  # (account, count, now)
     ) -> dict[int, _Position]: ...
 
-    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]: ...
-
-    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]: ...
-
-    async def enqueue(
-        self,
-        driver: Driver,
-        deliveries: list[tuple[int, int, int]],  # (account, message, now)
-    ) -> None: ...
+    async def insert_messages(
+        self, driver: Driver, rows: list[_MessageRow]
+    ) -> tuple[list[int], bool]:
+        """Insert the messages, count them into their conversations and queue their push
+        deliveries: their ids, in order, and whether any delivery was queued."""
+        ...
 
 
 class _RowByRow:
     """One statement per row: where a statement costs microseconds (SQLite, in process),
     the simple statements are the fast ones."""
 
-    async def earlier_copies(
-        self, driver: Driver, keys: list[UpstreamKey]
-    ) -> dict[UpstreamKey, IngestResult]:
-        found = {}
+    async def look_up(
+        self, driver: Driver, keys: list[UpstreamKey], recipients: list[str]
+    ) -> tuple[dict[UpstreamKey, IngestResult], dict[str, int]]:
+        earlier = {}
         for upstream_id, upstream_message_id in keys:
             if upstream_id is None:
                 sql = _EARLIER_COPY["upstream_id IS NULL"]
@@ -322,18 +296,15 @@ class _RowByRow:
                 scope = (upstream_id, upstream_message_id)
                 row = await driver.fetchrow(_EARLIER_COPY["upstream_id = ?"], scope + scope)
             if row is not None:
-                found[upstream_id, upstream_message_id] = IngestResult(
+                earlier[upstream_id, upstream_message_id] = IngestResult(
                     IngestOutcome.DUPLICATE, int(row[0]), unrouted=bool(row[1])
                 )
-        return found
-
-    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]:
-        found = {}
+        owners = {}
         for recipient in recipients:
             owner = await driver.fetchval(_OWNER, (recipient,))
             if owner is not None:
-                found[recipient] = int(owner)
-        return found
+                owners[recipient] = int(owner)
+        return earlier, owners
 
     async def take_positions(
         self, driver: Driver, wants: list[tuple[int, int, int]]
@@ -345,10 +316,9 @@ class _RowByRow:
             positions[account] = _Position(int(row[0]), int(row[1]), int(row[2]))
         return positions
 
-    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]:
-        return {account for account in accounts if await driver.fetchval(_PUSHED, (account,))}
-
-    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]:
+    async def insert_messages(
+        self, driver: Driver, rows: list[_MessageRow]
+    ) -> tuple[list[int], bool]:
         ids = []
         for row in rows:
             inbound = row.inbound
@@ -368,52 +338,79 @@ class _RowByRow:
                     )
                 )
             )  # fmt: skip
-        return ids
-
-    async def enqueue(self, driver: Driver, deliveries: list[tuple[int, int, int]]) -> None:
+        conversations: dict[tuple[int, str], _Conversation] = {}
+        for row, message_id in zip(rows, ids, strict=True):
+            inbound = row.inbound
+            snippet = inbound.text[:SNIPPET_CHARS]
+            conversation = conversations.get((row.account_id, inbound.sender))
+            if conversation is None:
+                conversations[row.account_id, inbound.sender] = _Conversation(
+                    1, message_id, row.received_at, snippet
+                )
+            else:
+                conversation.count += 1
+                conversation.last_id, conversation.snippet = message_id, snippet
         await driver.executemany(
-            _ENQUEUE,
-            [(message, now, now, account) for account, message, now in deliveries],
+            BUMP_CONVERSATION,
+            [
+                # Incoming messages are unread (each counts towards the unread figure too),
+                # and none is unsent.
+                (account, counterpart, c.count, c.count, 0, c.last_id, c.last_at, c.snippet)
+                for (account, counterpart), c in conversations.items()
+            ],
         )
+        pushed = {
+            account
+            for account in {row.account_id for row in rows}
+            if await driver.fetchval(_PUSHED, (account,))
+        }
+        deliveries = [
+            (message_id, row.now, row.now, row.account_id)
+            for row, message_id in zip(rows, ids, strict=True)
+            # Messages the user's own device reported are theirs already; the rest is pushed.
+            if row.account_id in pushed and row.inbound.origin != "sim"
+        ]
+        if deliveries:
+            await driver.executemany(_ENQUEUE, deliveries)
+        return ids, bool(deliveries)
 
 
 class _SetBased:
-    """One statement per step over arrays of the batch's rows: where each statement is a
-    round trip to a server (PostgreSQL), a batch costs a handful of them, not several per
-    message. PostgreSQL's own SQL (`unnest`, `ANY`, array casts)."""
+    """A statement per step over arrays of the batch's rows: where each statement is a round
+    trip to a server (PostgreSQL), and under load a turn of the event loop before its answer
+    is read, a batch costs three of them (look-up, positions, insert), not several per
+    message. PostgreSQL's own SQL (`unnest`, `ANY`, array casts, data-modifying WITH)."""
 
-    async def earlier_copies(
-        self, driver: Driver, keys: list[UpstreamKey]
-    ) -> dict[UpstreamKey, IngestResult]:
-        rows = await driver.fetch(
-            _SET_EARLIER_COPIES, ([key[0] for key in keys], [key[1] for key in keys])
+    async def look_up(
+        self, driver: Driver, keys: list[UpstreamKey], recipients: list[str]
+    ) -> tuple[dict[UpstreamKey, IngestResult], dict[str, int]]:
+        earlier, owners = {}, {}
+        found = await driver.fetch(
+            _SET_LOOK_UP, ([key[0] for key in keys], [key[1] for key in keys], recipients)
         )
-        return {
-            (row[0], row[1]): IngestResult(IngestOutcome.DUPLICATE, int(row[2]), bool(row[3]))
-            for row in rows
-        }
-
-    async def owners(self, driver: Driver, recipients: list[str]) -> dict[str, int]:
-        return {row[0]: int(row[1]) for row in await driver.fetch(_SET_OWNERS, (recipients,))}
+        for kind, upstream_id, name, id_, unrouted in found:
+            if kind == 0:
+                earlier[upstream_id, name] = IngestResult(
+                    IngestOutcome.DUPLICATE, int(id_), unrouted=bool(unrouted)
+                )
+            else:
+                owners[name] = int(id_)
+        return earlier, owners
 
     async def take_positions(
         self, driver: Driver, wants: list[tuple[int, int, int]]
     ) -> dict[int, _Position]:
-        accounts = [want[0] for want in wants]
-        if len(accounts) > 1:
-            # The counter rows locked in account order first (the update alone would lock
-            # them in whatever order its join reads them, and two batches could deadlock).
-            await driver.fetch(_SET_LOCK_COUNTERS, (accounts,))
         rows = await driver.fetch(
-            _SET_TAKE_POSITIONS, (accounts, [w[1] for w in wants], [w[2] for w in wants])
-        )
+            _SET_TAKE_POSITIONS,
+            ([w[0] for w in wants], [w[0] for w in wants], [w[1] for w in wants],
+             [w[2] for w in wants]),
+        )  # fmt: skip
         return {int(row[0]): _Position(int(row[1]), int(row[2]), int(row[3])) for row in rows}
 
-    async def pushed_accounts(self, driver: Driver, accounts: list[int]) -> set[int]:
-        return {int(row[0]) for row in await driver.fetch(_SET_PUSHED, (accounts,))}
-
-    async def insert_messages(self, driver: Driver, rows: list[_MessageRow]) -> list[int]:
-        columns: list[list[Any]] = [[] for _ in range(15)]
+    async def insert_messages(
+        self, driver: Driver, rows: list[_MessageRow]
+    ) -> tuple[list[int], bool]:
+        columns: list[list[Any]] = [[] for _ in range(16)]
         for row in rows:
             inbound = row.inbound
             for column, value in zip(
@@ -422,65 +419,68 @@ class _SetBased:
                     row.account_id, row.seq, row.modseq, row.received_at, inbound.sender,
                     inbound.recipient, inbound.text, inbound.encoding.value, inbound.body,
                     inbound.reply_ref, row.window_start, inbound.upstream_id,
-                    inbound.upstream_message_id, inbound.sent_at, inbound.origin,
+                    inbound.upstream_message_id, inbound.sent_at, inbound.origin, row.now,
                 ),
                 strict=True,
             ):  # fmt: skip
                 column.append(value)
         inserted = await driver.fetch(
-            _SET_INSERT_MESSAGES, [MessageStatus.RECEIVED.value, *columns]
+            _SET_INSERT_MESSAGES, [*columns, MessageStatus.RECEIVED.value, SNIPPET_CHARS]
         )
-        ids = {(int(account), int(seq)): int(id_) for id_, account, seq in inserted}
-        return [ids[row.account_id, row.seq] for row in rows]
-
-    async def enqueue(self, driver: Driver, deliveries: list[tuple[int, int, int]]) -> None:
-        await driver.execute(
-            _SET_ENQUEUE,
-            (
-                [d[0] for d in deliveries],
-                [d[1] for d in deliveries],
-                [d[2] for d in deliveries],
-            ),
-        )
+        ids = {(int(account), int(seq)): int(id_) for id_, account, seq, _ in inserted}
+        queued = bool(inserted) and int(inserted[0][3]) > 0
+        return [ids[row.account_id, row.seq] for row in rows], queued
 
 
-# The earlier copies, routed (0) or not (1), of a batch's upstream messages. Messages given
-# to `smsinbox inject` (no upstream) form their own scope, matched by IS NULL.
-_SET_EARLIER_COPIES = (
+# The earlier copies, routed (0) or not (1), of a batch's upstream messages (kind 0), and
+# the owners of its recipients (kind 1), in one round trip. Messages given to `smsinbox
+# inject` (no upstream) form their own scope, matched by IS NULL.
+_SET_LOOK_UP = (
     "WITH k AS (SELECT * FROM unnest(?::bigint[], ?::text[])"
     " AS k(upstream_id, upstream_message_id))"
-    " SELECT k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
+    " SELECT 0, k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
     " ON m.upstream_id = k.upstream_id AND m.upstream_message_id = k.upstream_message_id"
-    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
+    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
     " ON m.upstream_id IS NULL AND m.upstream_message_id = k.upstream_message_id"
     " WHERE k.upstream_id IS NULL"
-    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
+    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
     " ON u.upstream_id = k.upstream_id AND u.upstream_message_id = k.upstream_message_id"
-    " UNION ALL SELECT k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
+    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
     " ON u.upstream_id IS NULL AND u.upstream_message_id = k.upstream_message_id"
     " WHERE k.upstream_id IS NULL"
+    " UNION ALL SELECT 1, NULL, n.msisdn, n.account_id, 0 FROM numbers n"
+    " WHERE n.msisdn = ANY(?::text[])"
 )
-_SET_OWNERS = "SELECT msisdn, account_id FROM numbers WHERE msisdn = ANY(?::text[])"
-_SET_LOCK_COUNTERS = (
-    "SELECT account_id FROM account_counters WHERE account_id = ANY(?::bigint[])"
-    " ORDER BY account_id FOR UPDATE"
-)
+# The accounts' counter rows are locked in account order first (`locked`, evaluated once
+# before the update reads a row: an uncorrelated sub-select is a one-time filter), so two
+# batches with accounts in common never deadlock; the update alone would lock them in
+# whatever order its join reads them.
 _SET_TAKE_POSITIONS = (
-    "UPDATE account_counters c SET last_seq = c.last_seq + w.n, last_modseq = c.last_modseq + w.n,"
+    "WITH locked AS MATERIALIZED (SELECT account_id FROM account_counters"
+    " WHERE account_id = ANY(?::bigint[]) ORDER BY account_id FOR UPDATE)"
+    " UPDATE account_counters c SET last_seq = c.last_seq + w.n,"
+    " last_modseq = c.last_modseq + w.n,"
     " last_received_at = GREATEST(c.last_received_at, w.now)"
     " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[]) AS w(account_id, n, now)"
-    " WHERE c.account_id = w.account_id"
+    " WHERE c.account_id = w.account_id AND (SELECT count(*) FROM locked) >= 0"
     " RETURNING c.account_id, c.last_seq, c.last_modseq, c.last_received_at"
 )
-_SET_PUSHED = (
-    "SELECT DISTINCT account_id FROM push_endpoints WHERE account_id = ANY(?::bigint[])"
-    " AND enabled = true AND events LIKE '%mo%'"
-)
-# Threaded as _INSERT_MESSAGE threads one; rows go in in the accounts' commit order.
+# The batch's messages, threaded as _INSERT_MESSAGE threads one and inserted in the
+# accounts' commit order; then, from what was inserted, each conversation counted once
+# (as BUMP_CONVERSATION does: incoming messages are unread, none is unsent; the last one
+# shown) and the push deliveries queued (none for messages the user's own device
+# reported). Each row returned carries how many deliveries were queued.
 _SET_INSERT_MESSAGES = (
-    "INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at, status_at,"
-    " direction, sender, recipient, counterpart, text, encoding, body, reply_to_id,"
-    " upstream_id, upstream_message_id, sent_at, status, origin, read, locked, deleted)"
+    "WITH r AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],"  # noqa: S608 (constants)
+    " ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[],"
+    " ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])"
+    " AS r(account_id, seq, modseq, received_at, sender, recipient, text, encoding, body,"
+    " reply_ref, window_start, upstream_id, upstream_message_id, sent_at, origin, now)),"
+    " fixed AS (SELECT ?::text AS received, ?::int AS snippet_chars),"
+    " ins AS (INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at,"
+    " status_at, direction, sender, recipient, counterpart, text, encoding, body,"
+    " reply_to_id, upstream_id, upstream_message_id, sent_at, status, origin, read, locked,"
+    " deleted)"
     " SELECT r.account_id, r.seq, r.modseq, r.modseq, r.received_at, r.received_at, 'in',"
     " r.sender, r.recipient, r.sender, r.text, r.encoding, r.body, COALESCE("
     "(SELECT o.id FROM messages o WHERE o.account_id = r.account_id AND o.direction = 'out'"
@@ -489,21 +489,22 @@ _SET_INSERT_MESSAGES = (
     " AND o.counterpart = r.sender AND o.sender = r.recipient"
     " AND o.received_at >= r.window_start"
     " AND o.deleted = false ORDER BY o.id DESC LIMIT 1)),"
-    " r.upstream_id, r.upstream_message_id, r.sent_at, ?::text,"
+    " r.upstream_id, r.upstream_message_id, r.sent_at, fixed.received,"
     " r.origin, false, false, false"
-    " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[],"
-    " ?::text[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[],"
-    " ?::bigint[], ?::text[]) AS r(account_id, seq, modseq, received_at, sender, recipient,"
-    " text, encoding, body, reply_ref, window_start, upstream_id, upstream_message_id,"
-    " sent_at, origin)"
-    " ORDER BY r.account_id, r.seq RETURNING id, account_id, seq"
-)
-_SET_ENQUEUE = (
-    "INSERT INTO deliveries (endpoint_id, account_id, message_id, event, state, attempts,"
-    " next_attempt_at, created_at) SELECT e.id, e.account_id, m.message_id, 'mo', 'pending',"
-    " 0, m.now, m.now FROM unnest(?::bigint[], ?::bigint[], ?::bigint[])"
-    " AS m(account_id, message_id, now) JOIN push_endpoints e ON e.account_id = m.account_id"
-    " WHERE e.enabled = true AND e.events LIKE '%mo%' ORDER BY m.message_id, e.id"
+    " FROM r CROSS JOIN fixed ORDER BY r.account_id, r.seq"
+    " RETURNING id, account_id, seq, counterpart, received_at, text, origin),"
+    " bumped AS (" + _CONVERSATION_COLUMNS + " SELECT i.account_id, i.counterpart,"
+    " count(*), count(*), 0, max(i.id), max(i.received_at),"
+    " (array_agg(left(i.text, fixed.snippet_chars) ORDER BY i.id DESC))[1]"
+    " FROM ins i CROSS JOIN fixed GROUP BY i.account_id, i.counterpart"
+    " ORDER BY i.account_id, i.counterpart" + _CONVERSATION_BUMPED + "),"
+    " queued AS (INSERT INTO deliveries (endpoint_id, account_id, message_id, event, state,"
+    " attempts, next_attempt_at, created_at) SELECT e.id, e.account_id, i.id, 'mo', 'pending',"
+    " 0, r.now, r.now FROM ins i JOIN r ON r.account_id = i.account_id AND r.seq = i.seq"
+    " JOIN push_endpoints e ON e.account_id = i.account_id"
+    " WHERE i.origin <> 'sim' AND e.enabled = true AND e.events LIKE '%mo%'"
+    " ORDER BY i.id, e.id RETURNING 1)"
+    " SELECT id, account_id, seq, (SELECT count(*) FROM queued) FROM ins"
 )
 
 
@@ -599,10 +600,10 @@ class IngestQueue:
 
     async def _store(self, arrivals: list[Arrival]) -> tuple[list[IngestResult], bool]:
         """Store a batch: the outcomes, and whether push deliveries were queued."""
-        async with self.db.transaction("ingest_incoming") as connection:
-            results, queued = await store_batch(await self.db.engine.driver(connection), arrivals)
+        async with self.db.driver_transaction("ingest_incoming") as driver:
+            results, queued = await store_batch(driver, arrivals)
             if queued:
-                await self.db.engine.notify(connection, NOTIFY_CHANNEL)
+                await self.db.engine.driver_notify(driver, NOTIFY_CHANNEL)
         return results, queued
 
 
