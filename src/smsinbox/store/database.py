@@ -134,10 +134,6 @@ class Database:
         finally:
             self._observe(name, started, ok)
 
-    def driver_transaction(self, name: str) -> AbstractAsyncContextManager[Driver]:
-        """A named write transaction on the driver (see StorageEngine.driver_transaction)."""
-        return self._named("transaction", name, self.engine.driver_transaction())
-
     def driver_write(self, name: str) -> AbstractAsyncContextManager[Driver]:
         """A named write of one driver-level statement (see StorageEngine.driver_write)."""
         return self._named("transaction", name, self.engine.driver_write())

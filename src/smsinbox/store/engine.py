@@ -82,15 +82,9 @@ class StorageEngine(abc.ABC):
         transaction of its one writer, where statements cost no round trip at all."""
 
     @abc.abstractmethod
-    def driver_transaction(self) -> AbstractAsyncContextManager[Driver]:
-        """A write transaction on the driver alone, for the hot write paths (ingest): it
-        commits (durably) when the block ends without error, as `transaction` does, with
-        less around it where the engine has less to do (no SQLAlchemy pool, events and
-        transaction objects on PostgreSQL)."""
-
-    @abc.abstractmethod
     async def driver_notify(self, driver: Driver, channel: str) -> None:
-        """`notify` in a `driver_transaction`."""
+        """`notify` on a `driver_write` connection: on its commit, or at once outside a
+        transaction."""
 
     @abc.abstractmethod
     async def driver(self, connection: Connection) -> Driver:

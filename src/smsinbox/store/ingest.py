@@ -139,11 +139,26 @@ class _Position:
     received_at: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Written:
+    """What a batch's write gave: the ids of its routed and unrouted messages by index in
+    the batch, and whether any push delivery was queued."""
+
+    stored: dict[int, int]
+    unrouted: dict[int, int]
+    queued: bool
+
+
 async def store_batch(
     driver: Driver, arrivals: Sequence[Arrival]
 ) -> tuple[list[IngestResult], bool]:
-    """Store `arrivals` in the open transaction: their outcomes, in order, and whether any
-    push delivery was queued (then the caller wakes the workers of other processes)."""
+    """Store `arrivals`: their outcomes, in order, and whether any push delivery was
+    queued (then the caller wakes the workers of other processes).
+
+    On SQLite this runs in the caller's write transaction. On PostgreSQL (`driver.remote`)
+    it needs none: a look-up, then one statement that writes the whole batch and commits
+    on its own. A copy of a message written by someone else between the two fails the
+    statement on a unique constraint (is_conflict), and the batch is stored again."""
     statements: _BatchStatements = _SetBased() if driver.remote else _RowByRow()
     results: list[IngestResult | None] = [None] * len(arrivals)
     keys = {
@@ -155,6 +170,7 @@ async def store_batch(
         driver, sorted(keys, key=_key_order), sorted({a.inbound.recipient for a in arrivals})
     )
     firsts: dict[UpstreamKey, int] = {}  # a message's first copy in this batch: its index
+    unrouted: list[int] = []  # indexes of messages to numbers nobody owns, in order
     routed: dict[int, list[int]] = {}  # account -> indexes of its messages, in order
     for index, arrival in enumerate(arrivals):
         inbound = arrival.inbound
@@ -169,15 +185,14 @@ async def store_batch(
             firsts[key] = index
         owner = owners.get(inbound.recipient)
         if owner is None:
-            unrouted_id = await driver.fetchval(_UNROUTED, _unrouted_row(inbound, arrival.now))
-            results[index] = IngestResult(IngestOutcome.UNROUTED, int(unrouted_id), unrouted=True)
+            unrouted.append(index)
         else:
             routed.setdefault(owner, []).append(index)
-    queued = False
-    if routed:
-        ids, queued = await _append(driver, statements, arrivals, routed)
-        for index, message_id in ids.items():
-            results[index] = IngestResult(IngestOutcome.STORED, message_id, unrouted=False)
+    written = await statements.write(driver, arrivals, unrouted, routed)
+    for index, message_id in written.stored.items():
+        results[index] = IngestResult(IngestOutcome.STORED, message_id, unrouted=False)
+    for index, unrouted_id in written.unrouted.items():
+        results[index] = IngestResult(IngestOutcome.UNROUTED, unrouted_id, unrouted=True)
     # Copies of a message stored in this very batch: the id its first copy got.
     for index, arrival in enumerate(arrivals):
         if results[index] is None:
@@ -185,7 +200,7 @@ async def store_batch(
             first = results[firsts[(inbound.upstream_id, inbound.upstream_message_id)]]  # type: ignore[index]
             assert first is not None
             results[index] = dataclasses.replace(first, outcome=IngestOutcome.DUPLICATE)
-    return results, queued  # type: ignore[return-value]
+    return results, written.queued  # type: ignore[return-value]
 
 
 def _key_order(key: UpstreamKey) -> tuple[int, str]:
@@ -207,57 +222,8 @@ def _unrouted_row(inbound: InboundMessage, now: int) -> tuple[Any, ...]:
     )
 
 
-async def _append(
-    driver: Driver,
-    statements: _BatchStatements,
-    arrivals: Sequence[Arrival],
-    routed: dict[int, list[int]],
-) -> tuple[dict[int, int], bool]:
-    """Insert the routed messages, each account's in its commit order: their ids by index
-    in `arrivals`, and whether push deliveries were queued for them."""
-    # Accounts in id order: concurrent batches on PostgreSQL take their counter locks in
-    # one order and never deadlock.
-    accounts = sorted(routed)
-    positions = await statements.take_positions(
-        driver,
-        [
-            (account, len(routed[account]), max(arrivals[i].now for i in routed[account]))
-            for account in accounts
-        ],
-    )
-    rows: list[_MessageRow] = []
-    for account in accounts:
-        indexes = routed[account]
-        position = positions[account]
-        first_seq = position.last_seq - len(indexes) + 1
-        first_modseq = position.last_modseq - len(indexes) + 1
-        for offset, index in enumerate(indexes):
-            arrival = arrivals[index]
-            rows.append(
-                _MessageRow(
-                    index, account, first_seq + offset, first_modseq + offset,
-                    position.received_at, arrival.now - arrival.reply_window_ms, arrival.now,
-                    arrival.inbound,
-                )
-            )  # fmt: skip
-    ids, queued = await statements.insert_messages(driver, rows)
-    return {row.index: message_id for row, message_id in zip(rows, ids, strict=True)}, queued
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _MessageRow:
-    index: int  # in the batch's arrivals
-    account_id: int
-    seq: int
-    modseq: int
-    received_at: int
-    window_start: int  # the oldest outgoing message it may answer
-    now: int  # when it arrived: when its push deliveries are due
-    inbound: InboundMessage
-
-
 class _BatchStatements(Protocol):
-    """The statements of a batch, each over all of the batch's rows at once."""
+    """The statements of a batch."""
 
     async def look_up(
         self, driver: Driver, keys: list[UpstreamKey], recipients: list[str]
@@ -266,17 +232,18 @@ class _BatchStatements(Protocol):
         recipients (numbers nobody owns left out)."""
         ...
 
-    async def take_positions(
+    async def write(
         self,
         driver: Driver,
-        wants: list[tuple[int, int, int]],  # (account, count, now)
-    ) -> dict[int, _Position]: ...
-
-    async def insert_messages(
-        self, driver: Driver, rows: list[_MessageRow]
-    ) -> tuple[list[int], bool]:
-        """Insert the messages, count them into their conversations and queue their push
-        deliveries: their ids, in order, and whether any delivery was queued."""
+        arrivals: Sequence[Arrival],
+        unrouted: list[int],
+        routed: dict[int, list[int]],
+    ) -> _Written:
+        """Keep the `unrouted` messages (indexes in `arrivals`); append the `routed` ones
+        to each account's messages in its commit order (positions taken from the account's
+        counter, in account order: concurrent batches on PostgreSQL take the counter locks
+        in one order and never deadlock), count them into their conversations and queue
+        their push deliveries."""
         ...
 
 
@@ -306,38 +273,70 @@ class _RowByRow:
                 owners[recipient] = int(owner)
         return earlier, owners
 
-    async def take_positions(
-        self, driver: Driver, wants: list[tuple[int, int, int]]
-    ) -> dict[int, _Position]:
-        positions = {}
-        for account, count, now in wants:
-            row = await driver.fetchrow(_TAKE_POSITIONS, (count, count, now, now, account))
-            assert row is not None
-            positions[account] = _Position(int(row[0]), int(row[1]), int(row[2]))
-        return positions
-
-    async def insert_messages(
-        self, driver: Driver, rows: list[_MessageRow]
-    ) -> tuple[list[int], bool]:
-        ids = []
-        for row in rows:
-            inbound = row.inbound
-            ids.append(
-                int(
-                    await driver.fetchval(
-                        _INSERT_MESSAGE,
-                        (
-                            row.account_id, row.seq, row.modseq, row.modseq, row.received_at,
-                            row.received_at, inbound.sender, inbound.recipient, inbound.sender,
-                            inbound.text, inbound.encoding.value, inbound.body,
-                            row.account_id, inbound.reply_ref,
-                            row.account_id, inbound.sender, inbound.recipient, row.window_start,
-                            inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
-                            MessageStatus.RECEIVED.value, inbound.origin,
-                        ),
+    async def write(
+        self,
+        driver: Driver,
+        arrivals: Sequence[Arrival],
+        unrouted: list[int],
+        routed: dict[int, list[int]],
+    ) -> _Written:
+        unrouted_ids = {}
+        for index in unrouted:
+            row = _unrouted_row(arrivals[index].inbound, arrivals[index].now)
+            unrouted_ids[index] = int(await driver.fetchval(_UNROUTED, row))
+        rows: list[_MessageRow] = []
+        for account in sorted(routed):
+            indexes = routed[account]
+            position = await self._take_positions(
+                driver, account, len(indexes), max(arrivals[i].now for i in indexes)
+            )
+            first_seq = position.last_seq - len(indexes) + 1
+            first_modseq = position.last_modseq - len(indexes) + 1
+            for offset, index in enumerate(indexes):
+                arrival = arrivals[index]
+                rows.append(
+                    _MessageRow(
+                        index, account, first_seq + offset, first_modseq + offset,
+                        position.received_at, arrival.now - arrival.reply_window_ms,
+                        arrival.now, arrival.inbound,
                     )
-                )
-            )  # fmt: skip
+                )  # fmt: skip
+        ids = [await self._insert(driver, row) for row in rows]
+        await self._bump_conversations(driver, rows, ids)
+        queued = await self._enqueue(driver, rows, ids)
+        return _Written(
+            {row.index: message_id for row, message_id in zip(rows, ids, strict=True)},
+            unrouted_ids,
+            queued,
+        )
+
+    async def _take_positions(
+        self, driver: Driver, account: int, count: int, now: int
+    ) -> _Position:
+        row = await driver.fetchrow(_TAKE_POSITIONS, (count, count, now, now, account))
+        assert row is not None
+        return _Position(int(row[0]), int(row[1]), int(row[2]))
+
+    async def _insert(self, driver: Driver, row: _MessageRow) -> int:
+        inbound = row.inbound
+        return int(
+            await driver.fetchval(
+                _INSERT_MESSAGE,
+                (
+                    row.account_id, row.seq, row.modseq, row.modseq, row.received_at,
+                    row.received_at, inbound.sender, inbound.recipient, inbound.sender,
+                    inbound.text, inbound.encoding.value, inbound.body,
+                    row.account_id, inbound.reply_ref,
+                    row.account_id, inbound.sender, inbound.recipient, row.window_start,
+                    inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
+                    MessageStatus.RECEIVED.value, inbound.origin,
+                ),
+            )
+        )  # fmt: skip
+
+    async def _bump_conversations(
+        self, driver: Driver, rows: list[_MessageRow], ids: list[int]
+    ) -> None:
         conversations: dict[tuple[int, str], _Conversation] = {}
         for row, message_id in zip(rows, ids, strict=True):
             inbound = row.inbound
@@ -359,6 +358,8 @@ class _RowByRow:
                 for (account, counterpart), c in conversations.items()
             ],
         )
+
+    async def _enqueue(self, driver: Driver, rows: list[_MessageRow], ids: list[int]) -> bool:
         pushed = {
             account
             for account in {row.account_id for row in rows}
@@ -372,14 +373,27 @@ class _RowByRow:
         ]
         if deliveries:
             await driver.executemany(_ENQUEUE, deliveries)
-        return ids, bool(deliveries)
+        return bool(deliveries)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _MessageRow:
+    index: int  # in the batch's arrivals
+    account_id: int
+    seq: int
+    modseq: int
+    received_at: int
+    window_start: int  # the oldest outgoing message it may answer
+    now: int  # when it arrived: when its push deliveries are due
+    inbound: InboundMessage
 
 
 class _SetBased:
-    """A statement per step over arrays of the batch's rows: where each statement is a round
-    trip to a server (PostgreSQL), and under load a turn of the event loop before its answer
-    is read, a batch costs three of them (look-up, positions, insert), not several per
-    message. PostgreSQL's own SQL (`unnest`, `ANY`, array casts, data-modifying WITH)."""
+    """Two statements a batch over arrays of its rows: where each statement is a round trip
+    to a server (PostgreSQL), and under load a turn of the event loop before its answer is
+    read, a batch costs a look-up and a write, not several statements per message, nor a
+    BEGIN and a COMMIT. PostgreSQL's own SQL (`unnest`, `ANY`, array casts, data-modifying
+    WITH)."""
 
     async def look_up(
         self, driver: Driver, keys: list[UpstreamKey], recipients: list[str]
@@ -397,39 +411,62 @@ class _SetBased:
                 owners[name] = int(id_)
         return earlier, owners
 
-    async def take_positions(
-        self, driver: Driver, wants: list[tuple[int, int, int]]
-    ) -> dict[int, _Position]:
-        rows = await driver.fetch(
-            _SET_TAKE_POSITIONS,
-            ([w[0] for w in wants], [w[0] for w in wants], [w[1] for w in wants],
-             [w[2] for w in wants]),
-        )  # fmt: skip
-        return {int(row[0]): _Position(int(row[1]), int(row[2]), int(row[3])) for row in rows}
-
-    async def insert_messages(
-        self, driver: Driver, rows: list[_MessageRow]
-    ) -> tuple[list[int], bool]:
-        columns: list[list[Any]] = [[] for _ in range(16)]
-        for row in rows:
-            inbound = row.inbound
-            for column, value in zip(
-                columns,
-                (
-                    row.account_id, row.seq, row.modseq, row.received_at, inbound.sender,
-                    inbound.recipient, inbound.text, inbound.encoding.value, inbound.body,
-                    inbound.reply_ref, row.window_start, inbound.upstream_id,
-                    inbound.upstream_message_id, inbound.sent_at, inbound.origin, row.now,
-                ),
-                strict=True,
-            ):  # fmt: skip
-                column.append(value)
-        inserted = await driver.fetch(
-            _SET_INSERT_MESSAGES, [*columns, MessageStatus.RECEIVED.value, SNIPPET_CHARS]
+    async def write(
+        self,
+        driver: Driver,
+        arrivals: Sequence[Arrival],
+        unrouted: list[int],
+        routed: dict[int, list[int]],
+    ) -> _Written:
+        accounts = sorted(routed)
+        wants = [
+            (account, len(routed[account]), max(arrivals[i].now for i in routed[account]))
+            for account in accounts
+        ]
+        messages = []
+        for account in accounts:
+            for ordinal, index in enumerate(routed[account], 1):
+                arrival = arrivals[index]
+                inbound = arrival.inbound
+                messages.append(
+                    (
+                        account, ordinal, inbound.sender, inbound.recipient, inbound.text,
+                        inbound.encoding.value, inbound.body, inbound.reply_ref,
+                        arrival.now - arrival.reply_window_ms, inbound.upstream_id,
+                        inbound.upstream_message_id, inbound.sent_at, inbound.origin,
+                        arrival.now,
+                    )
+                )  # fmt: skip
+        waiting = [_unrouted_row(arrivals[i].inbound, arrivals[i].now) for i in unrouted]
+        found = await driver.fetch(
+            _SET_WRITE,
+            [
+                *_as_columns(wants, 3),
+                *_as_columns(messages, 14),
+                *_as_columns(waiting, 10),
+                MessageStatus.RECEIVED.value,
+                SNIPPET_CHARS,
+            ],
         )
-        ids = {(int(account), int(seq)): int(id_) for id_, account, seq, _ in inserted}
-        queued = bool(inserted) and int(inserted[0][3]) > 0
-        return [ids[row.account_id, row.seq] for row in rows], queued
+        stored: dict[int, int] = {}
+        unrouted_ids: list[int] = []
+        queued = False
+        for kind, id_, account, ordinal in found:
+            if kind == 0:
+                stored[routed[account][ordinal - 1]] = int(id_)
+            elif kind == 1:
+                unrouted_ids.append(int(id_))
+            else:
+                queued = int(id_) > 0
+        # Inserted in the batch's order, so numbered in it by their ids.
+        return _Written(stored, dict(zip(unrouted, sorted(unrouted_ids), strict=True)), queued)
+
+
+def _as_columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """`rows` as the arrays `unnest` takes: one per column, empty ones for no rows."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 # The earlier copies, routed (0) or not (1), of a batch's upstream messages (kind 0), and
@@ -451,37 +488,49 @@ _SET_LOOK_UP = (
     " UNION ALL SELECT 1, NULL, n.msisdn, n.account_id, 0 FROM numbers n"
     " WHERE n.msisdn = ANY(?::text[])"
 )
-# The accounts' counter rows are locked in account order first (`locked`, evaluated once
-# before the update reads a row: an uncorrelated sub-select is a one-time filter), so two
-# batches with accounts in common never deadlock; the update alone would lock them in
-# whatever order its join reads them.
-_SET_TAKE_POSITIONS = (
-    "WITH locked AS MATERIALIZED (SELECT account_id FROM account_counters"
-    " WHERE account_id = ANY(?::bigint[]) ORDER BY account_id FOR UPDATE)"
-    " UPDATE account_counters c SET last_seq = c.last_seq + w.n,"
+# A whole batch in one statement, which commits on its own (one transaction: a poll sees
+# all of it or none):
+# - `w`: each account's count of new messages and their latest arrival;
+# - `locked`: the accounts' counter rows locked in account order first (evaluated once
+#   before `pos` reads a row: an uncorrelated sub-select is a one-time filter), so two
+#   batches with accounts in common never deadlock; the update alone would lock them in
+#   whatever order its join reads them;
+# - `pos`: the positions taken from each counter (sequence numbers and modseqs, a receive
+#   time that never goes backwards: DESIGN invariant 2);
+# - `ins`: the messages, numbered in each account's order (`r.ordinal`) and threaded as
+#   _INSERT_MESSAGE threads one, inserted in the accounts' commit order;
+# - `bumped`: each conversation counted once, as BUMP_CONVERSATION counts (incoming
+#   messages are unread, none is unsent, the last one shown);
+# - `queued`: the push deliveries (none for messages the user's own device reported);
+# - `kept`: the messages to numbers nobody owns, in the batch's order.
+# Rows returned: (0, message id, account, ordinal), (1, unrouted id, -, -), and
+# (2, deliveries queued, -, -).
+_SET_WRITE = (
+    "WITH w AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[])"  # noqa: S608 (constants)
+    " AS w(account_id, n, now)),"
+    " r AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[],"
+    " ?::text[], ?::bytea[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::bigint[],"
+    " ?::text[], ?::bigint[]) AS r(account_id, ordinal, sender, recipient, text, encoding,"
+    " body, reply_ref, window_start, upstream_id, upstream_message_id, sent_at, origin, now)),"
+    " u AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[],"
+    " ?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::bigint[]) WITH ORDINALITY"
+    " AS u(sender, recipient, text, encoding, body, reply_ref, upstream_id,"
+    " upstream_message_id, received_at, sent_at, ordinal)),"
+    " fixed AS (SELECT ?::text AS received, ?::int AS snippet_chars),"
+    " locked AS MATERIALIZED (SELECT account_id FROM account_counters"
+    " WHERE account_id IN (SELECT account_id FROM w) ORDER BY account_id FOR UPDATE),"
+    " pos AS (UPDATE account_counters c SET last_seq = c.last_seq + w.n,"
     " last_modseq = c.last_modseq + w.n,"
     " last_received_at = GREATEST(c.last_received_at, w.now)"
-    " FROM unnest(?::bigint[], ?::bigint[], ?::bigint[]) AS w(account_id, n, now)"
-    " WHERE c.account_id = w.account_id AND (SELECT count(*) FROM locked) >= 0"
-    " RETURNING c.account_id, c.last_seq, c.last_modseq, c.last_received_at"
-)
-# The batch's messages, threaded as _INSERT_MESSAGE threads one and inserted in the
-# accounts' commit order; then, from what was inserted, each conversation counted once
-# (as BUMP_CONVERSATION does: incoming messages are unread, none is unsent; the last one
-# shown) and the push deliveries queued (none for messages the user's own device
-# reported). Each row returned carries how many deliveries were queued.
-_SET_INSERT_MESSAGES = (
-    "WITH r AS (SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::bigint[],"  # noqa: S608 (constants)
-    " ?::text[], ?::text[], ?::text[], ?::text[], ?::bytea[], ?::bigint[], ?::bigint[],"
-    " ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::bigint[])"
-    " AS r(account_id, seq, modseq, received_at, sender, recipient, text, encoding, body,"
-    " reply_ref, window_start, upstream_id, upstream_message_id, sent_at, origin, now)),"
-    " fixed AS (SELECT ?::text AS received, ?::int AS snippet_chars),"
+    " FROM w WHERE c.account_id = w.account_id AND (SELECT count(*) FROM locked) >= 0"
+    " RETURNING c.account_id, c.last_seq - w.n AS seq_before,"
+    " c.last_modseq - w.n AS modseq_before, c.last_received_at AS received_at),"
     " ins AS (INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at,"
     " status_at, direction, sender, recipient, counterpart, text, encoding, body,"
     " reply_to_id, upstream_id, upstream_message_id, sent_at, status, origin, read, locked,"
     " deleted)"
-    " SELECT r.account_id, r.seq, r.modseq, r.modseq, r.received_at, r.received_at, 'in',"
+    " SELECT r.account_id, p.seq_before + r.ordinal, p.modseq_before + r.ordinal,"
+    " p.modseq_before + r.ordinal, p.received_at, p.received_at, 'in',"
     " r.sender, r.recipient, r.sender, r.text, r.encoding, r.body, COALESCE("
     "(SELECT o.id FROM messages o WHERE o.account_id = r.account_id AND o.direction = 'out'"
     " AND o.id = r.reply_ref),"
@@ -491,8 +540,11 @@ _SET_INSERT_MESSAGES = (
     " AND o.deleted = false ORDER BY o.id DESC LIMIT 1)),"
     " r.upstream_id, r.upstream_message_id, r.sent_at, fixed.received,"
     " r.origin, false, false, false"
-    " FROM r CROSS JOIN fixed ORDER BY r.account_id, r.seq"
+    " FROM r JOIN pos p ON p.account_id = r.account_id CROSS JOIN fixed"
+    " ORDER BY r.account_id, r.ordinal"
     " RETURNING id, account_id, seq, counterpart, received_at, text, origin),"
+    " numbered AS (SELECT i.*, i.seq - p.seq_before AS ordinal FROM ins i"
+    " JOIN pos p ON p.account_id = i.account_id),"
     " bumped AS (" + _CONVERSATION_COLUMNS + " SELECT i.account_id, i.counterpart,"
     " count(*), count(*), 0, max(i.id), max(i.received_at),"
     " (array_agg(left(i.text, fixed.snippet_chars) ORDER BY i.id DESC))[1]"
@@ -500,11 +552,18 @@ _SET_INSERT_MESSAGES = (
     " ORDER BY i.account_id, i.counterpart" + _CONVERSATION_BUMPED + "),"
     " queued AS (INSERT INTO deliveries (endpoint_id, account_id, message_id, event, state,"
     " attempts, next_attempt_at, created_at) SELECT e.id, e.account_id, i.id, 'mo', 'pending',"
-    " 0, r.now, r.now FROM ins i JOIN r ON r.account_id = i.account_id AND r.seq = i.seq"
+    " 0, r.now, r.now FROM numbered i"
+    " JOIN r ON r.account_id = i.account_id AND r.ordinal = i.ordinal"
     " JOIN push_endpoints e ON e.account_id = i.account_id"
     " WHERE i.origin <> 'sim' AND e.enabled = true AND e.events LIKE '%mo%'"
-    " ORDER BY i.id, e.id RETURNING 1)"
-    " SELECT id, account_id, seq, (SELECT count(*) FROM queued) FROM ins"
+    " ORDER BY i.id, e.id RETURNING 1),"
+    " kept AS (INSERT INTO unrouted (sender, recipient, text, encoding, body, reply_ref,"
+    " upstream_id, upstream_message_id, received_at, sent_at) SELECT sender, recipient, text,"
+    " encoding, body, reply_ref, upstream_id, upstream_message_id, received_at, sent_at"
+    " FROM u ORDER BY ordinal RETURNING id)"
+    " SELECT 0, id, account_id, ordinal FROM numbered"
+    " UNION ALL SELECT 1, id, NULL, NULL FROM kept"
+    " UNION ALL SELECT 2, count(*), NULL, NULL FROM queued"
 )
 
 
@@ -600,7 +659,9 @@ class IngestQueue:
 
     async def _store(self, arrivals: list[Arrival]) -> tuple[list[IngestResult], bool]:
         """Store a batch: the outcomes, and whether push deliveries were queued."""
-        async with self.db.driver_transaction("ingest_incoming") as driver:
+        # A write transaction on SQLite; statements that commit on their own on PostgreSQL,
+        # where store_batch writes in one (see there).
+        async with self.db.driver_write("ingest_incoming") as driver:
             results, queued = await store_batch(driver, arrivals)
             if queued:
                 await self.db.engine.driver_notify(driver, NOTIFY_CHANNEL)

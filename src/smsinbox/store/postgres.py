@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
@@ -61,12 +61,17 @@ class PostgresEngine(StorageEngine):
         # asyncpg's own connection string, for connections opened outside SQLAlchemy.
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         # As many again for driver-level statements outside transactions (the hot reads),
-        # and a set of their own for driver-level write transactions (ingest batches): a
-        # batch holds its connection for several round trips, and sharing would make the
-        # token look-up of every request wait behind the batches.
+        # and a set of their own for the writes among them (ingest batches, push claims):
+        # a write holds its connection until the disk has its commit, and sharing would
+        # make the token look-up of every request wait behind the writes.
         self._driver_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
+        # Their statements are planned once (a generic plan) rather than on every run: an
+        # ingest batch's one statement took PostgreSQL longer to plan than to run.
         self._write_connections = DriverConnections(
-            self._dsn, size=self.concurrent_writes, timeout=timeout
+            self._dsn,
+            size=pool_size,
+            timeout=timeout,
+            server_settings={"plan_cache_mode": "force_generic_plan"},
         )
 
     @property
@@ -108,19 +113,15 @@ class PostgresEngine(StorageEngine):
         async with self._driver_connections.lend() as connection:
             return await AsyncpgDriver(connection).fetchrow(sql, parameters)
 
-    def driver_write(self) -> AbstractAsyncContextManager[Driver]:
-        # Outside a transaction, as driver_snapshot: each statement commits on its own.
-        return self.driver_snapshot()
-
     @asynccontextmanager
-    async def driver_transaction(self) -> AsyncIterator[Driver]:
-        # On a driver connection (store/pgconnections.py): SQLAlchemy's checkout, begin and
-        # commit cost the client more CPU than an ingest batch's own statements.
-        async with self._write_connections.lend() as connection, connection.transaction():
+    async def driver_write(self) -> AsyncIterator[Driver]:
+        # Outside a transaction, as driver_snapshot: each statement commits on its own.
+        async with self._write_connections.lend() as connection:
             yield AsyncpgDriver(connection)
 
     async def driver_notify(self, driver: Driver, channel: str) -> None:
-        # Delivered to listeners when this transaction commits, as NOTIFY is.
+        # Delivered to listeners when its transaction commits, as NOTIFY is; outside one,
+        # at once.
         await driver.execute("SELECT pg_notify(?, '')", (channel,))
 
     async def driver(self, connection: Connection) -> Driver:

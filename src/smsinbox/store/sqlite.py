@@ -14,7 +14,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -301,10 +301,6 @@ class SqliteEngine(StorageEngine):
     async def driver_write(self) -> AsyncIterator[Driver]:
         async with self.transaction() as connection:
             yield await self.driver(connection)
-
-    def driver_transaction(self) -> AbstractAsyncContextManager[Driver]:
-        # The one writer's statements cost no round trip: a write transaction is one.
-        return self.driver_write()
 
     async def driver_notify(self, driver: Driver, channel: str) -> None:
         return None  # as notify
