@@ -7,9 +7,10 @@ bytes fit in one. On loopback a `send` costs the sender the receiver's side of T
 under load the second write was a sixth of the CPU of a whole `/healthz` request.
 
 So the connection's transport holds a write until the next one and sends both together
-(one vectored write); a write nothing follows (the head of a streamed answer, a `100
-Continue`, the last chunk) goes out when the event loop comes round, which is before it
-waits for anything. Everything else about the connection is uvicorn's own.
+(one vectored write); a held write goes out at once when the answer is complete (an empty
+body is never written), and otherwise (the head of a streamed answer, a `100 Continue`)
+when the event loop comes round, which is before it waits for anything. Everything else
+about the connection is uvicorn's own.
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ class _HeldWrites:
             self._transport.writelines((held, data))
 
     def flush(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def is_closing(self) -> bool:  # on every answer: not through __getattr__
+        return self._transport.is_closing()
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + len(self._held or b"")
@@ -65,4 +71,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # Flow control (FlowControl, built above) keeps the real transport: pausing and
         # resuming reads is not a write.
-        self.transport = _HeldWrites(transport, self.loop)  # type: ignore[assignment]
+        self.transport = self._writes = _HeldWrites(transport, self.loop)  # type: ignore[assignment]
+
+    def on_response_complete(self) -> None:
+        self._writes.flush()  # an answer with an empty body: its head alone
+        super().on_response_complete()
