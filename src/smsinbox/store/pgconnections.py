@@ -32,16 +32,8 @@ class DriverConnections:
     """At most `size` asyncpg connections, lent one at a time; waiting for one, or opening
     one, gives up after `timeout` seconds (a TimeoutError: the store is unavailable)."""
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        size: int,
-        timeout: float,
-        server_settings: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, dsn: str, *, size: int, timeout: float) -> None:
         self._dsn = dsn
-        self._server_settings = server_settings
         self._size = size
         self.timeout = timeout
         self._idle: list[tuple[asyncpg.Connection, float]] = []  # with when it came back
@@ -81,10 +73,7 @@ class DriverConnections:
                 self._open += 1
                 try:
                     return await asyncpg.connect(
-                        self._dsn,
-                        timeout=self.timeout,
-                        command_timeout=self.timeout,
-                        server_settings=self._server_settings,
+                        self._dsn, timeout=self.timeout, command_timeout=self.timeout
                     )
                 except BaseException:
                     self._open -= 1

@@ -65,14 +65,7 @@ class PostgresEngine(StorageEngine):
         # a write holds its connection until the disk has its commit, and sharing would
         # make the token look-up of every request wait behind the writes.
         self._driver_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
-        # Their statements are planned once (a generic plan) rather than on every run: an
-        # ingest batch's one statement took PostgreSQL longer to plan than to run.
-        self._write_connections = DriverConnections(
-            self._dsn,
-            size=pool_size,
-            timeout=timeout,
-            server_settings={"plan_cache_mode": "force_generic_plan"},
-        )
+        self._write_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
 
     @property
     def timeout(self) -> float:
