@@ -134,9 +134,11 @@ class Database:
         finally:
             self._observe(name, started, ok)
 
-    def driver_write(self, name: str) -> AbstractAsyncContextManager[Driver]:
+    def driver_write(
+        self, name: str, *, planned_once: bool = False
+    ) -> AbstractAsyncContextManager[Driver]:
         """A named write of one driver-level statement (see StorageEngine.driver_write)."""
-        return self._named("transaction", name, self.engine.driver_write())
+        return self._named("transaction", name, self.engine.driver_write(planned_once=planned_once))
 
     @asynccontextmanager
     async def _named(

@@ -75,11 +75,16 @@ class StorageEngine(abc.ABC):
             return await driver.fetchrow(sql, parameters)
 
     @abc.abstractmethod
-    def driver_write(self) -> AbstractAsyncContextManager[Driver]:
+    def driver_write(self, *, planned_once: bool = False) -> AbstractAsyncContextManager[Driver]:
         """A driver connection for a write done in one statement where the database is a
         server (`Driver.remote`): there each statement commits on its own, atomically, with
         no BEGIN and COMMIT round trips around it. SQLite runs the block in a write
-        transaction of its one writer, where statements cost no round trip at all."""
+        transaction of its one writer, where statements cost no round trip at all.
+
+        `planned_once`: the statements' best plan does not depend on their parameters (an
+        ingest batch's arrays of rows), so a server may plan them once per connection;
+        otherwise it plans them for the values of each run (a push claim, whose best plan
+        depends on how much is due)."""
 
     @abc.abstractmethod
     async def driver_notify(self, driver: Driver, channel: str) -> None:

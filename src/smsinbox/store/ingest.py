@@ -661,7 +661,7 @@ class IngestQueue:
         """Store a batch: the outcomes, and whether push deliveries were queued."""
         # A write transaction on SQLite; statements that commit on their own on PostgreSQL,
         # where store_batch writes in one (see there).
-        async with self.db.driver_write("ingest_incoming") as driver:
+        async with self.db.driver_write("ingest_incoming", planned_once=True) as driver:
             results, queued = await store_batch(driver, arrivals)
             if queued:
                 await self.db.engine.driver_notify(driver, NOTIFY_CHANNEL)

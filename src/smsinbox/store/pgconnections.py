@@ -32,8 +32,16 @@ class DriverConnections:
     """At most `size` asyncpg connections, lent one at a time; waiting for one, or opening
     one, gives up after `timeout` seconds (a TimeoutError: the store is unavailable)."""
 
-    def __init__(self, dsn: str, *, size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        size: int,
+        timeout: float,
+        server_settings: dict[str, str] | None = None,  # of each connection's session
+    ) -> None:
         self._dsn = dsn
+        self._server_settings = server_settings
         self._size = size
         self.timeout = timeout
         self._idle: list[tuple[asyncpg.Connection, float]] = []  # with when it came back
@@ -73,7 +81,10 @@ class DriverConnections:
                 self._open += 1
                 try:
                     return await asyncpg.connect(
-                        self._dsn, timeout=self.timeout, command_timeout=self.timeout
+                        self._dsn,
+                        timeout=self.timeout,
+                        command_timeout=self.timeout,
+                        server_settings=self._server_settings,
                     )
                 except BaseException:
                     self._open -= 1

@@ -61,11 +61,28 @@ class PostgresEngine(StorageEngine):
         # asyncpg's own connection string, for connections opened outside SQLAlchemy.
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         # As many again for driver-level statements outside transactions (the hot reads),
-        # and a set of their own for the writes among them (ingest batches, push claims):
-        # a write holds its connection until the disk has its commit, and sharing would
-        # make the token look-up of every request wait behind the writes.
+        # and sets of their own for the writes among them: a write holds its connection
+        # until the disk has its commit, and sharing would make the token look-up of every
+        # request wait behind the writes. asyncpg prepares each statement once per
+        # connection, and PostgreSQL then plans it either anew for every run's values or,
+        # after a few runs, once for any values (a generic plan) when that looks as cheap.
+        # A push claim must be planned for its values: a generic plan chosen while the
+        # outbox was nearly empty took a core for seconds a claim once a backlog of
+        # thousands was due. An ingest batch's statement (arrays of rows) plans the same
+        # for any values and took longer to plan than to run: planned once.
         self._driver_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
-        self._write_connections = DriverConnections(self._dsn, size=pool_size, timeout=timeout)
+        self._writes = DriverConnections(
+            self._dsn,
+            size=pool_size,
+            timeout=timeout,
+            server_settings={"plan_cache_mode": "force_custom_plan"},
+        )
+        self._batch_writes = DriverConnections(
+            self._dsn,
+            size=self.concurrent_writes,
+            timeout=timeout,
+            server_settings={"plan_cache_mode": "force_generic_plan"},
+        )
 
     @property
     def timeout(self) -> float:
@@ -74,7 +91,8 @@ class PostgresEngine(StorageEngine):
     @timeout.setter
     def timeout(self, seconds: float) -> None:
         self._timeout = seconds
-        self._driver_connections.timeout = self._write_connections.timeout = seconds
+        for connections in (self._driver_connections, self._writes, self._batch_writes):
+            connections.timeout = seconds
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -107,9 +125,10 @@ class PostgresEngine(StorageEngine):
             return await AsyncpgDriver(connection).fetchrow(sql, parameters)
 
     @asynccontextmanager
-    async def driver_write(self) -> AsyncIterator[Driver]:
+    async def driver_write(self, *, planned_once: bool = False) -> AsyncIterator[Driver]:
         # Outside a transaction, as driver_snapshot: each statement commits on its own.
-        async with self._write_connections.lend() as connection:
+        connections = self._batch_writes if planned_once else self._writes
+        async with connections.lend() as connection:
             yield AsyncpgDriver(connection)
 
     async def driver_notify(self, driver: Driver, channel: str) -> None:
@@ -210,8 +229,8 @@ class PostgresEngine(StorageEngine):
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
     async def close(self) -> None:
-        await self._driver_connections.close()
-        await self._write_connections.close()
+        for connections in (self._driver_connections, self._writes, self._batch_writes):
+            await connections.close()
         await self._engine.dispose()
 
 

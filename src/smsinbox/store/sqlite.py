@@ -298,7 +298,8 @@ class SqliteEngine(StorageEngine):
             yield LoopConnection(connection)
 
     @asynccontextmanager
-    async def driver_write(self) -> AsyncIterator[Driver]:
+    async def driver_write(self, *, planned_once: bool = False) -> AsyncIterator[Driver]:
+        # sqlite3 plans a statement when it prepares it, and keeps the plan.
         async with self.transaction() as connection:
             yield await self.driver(connection)
 
