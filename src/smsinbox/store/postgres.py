@@ -83,6 +83,7 @@ class PostgresEngine(StorageEngine):
             timeout=timeout,
             server_settings={"plan_cache_mode": "force_generic_plan"},
         )
+        self._driver_sets = (self._driver_connections, self._writes, self._batch_writes)
 
     @property
     def timeout(self) -> float:
@@ -91,7 +92,7 @@ class PostgresEngine(StorageEngine):
     @timeout.setter
     def timeout(self, seconds: float) -> None:
         self._timeout = seconds
-        for connections in (self._driver_connections, self._writes, self._batch_writes):
+        for connections in self._driver_sets:
             connections.timeout = seconds
 
     @asynccontextmanager
@@ -229,7 +230,7 @@ class PostgresEngine(StorageEngine):
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
     async def close(self) -> None:
-        for connections in (self._driver_connections, self._writes, self._batch_writes):
+        for connections in self._driver_sets:
             await connections.close()
         await self._engine.dispose()
 
