@@ -9,6 +9,7 @@ import pytest
 from smsinbox.config import Settings
 from smsinbox.core import auth
 from smsinbox.core.caller import Caller
+from smsinbox.errors import AuthenticationFailed
 from smsinbox.services import Services
 
 
@@ -54,25 +55,37 @@ async def test_concurrent_polls_of_one_account_share_one_verification(
     assert verifications.calls == 2
 
 
-async def test_a_steady_poller_is_verified_again_ahead_of_expiry_without_waiting(
+async def test_a_steady_poller_is_verified_once_and_an_idle_pair_is_forgotten(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await services.accounts.add("alice", "pw")
     verifications = Verifications(monkeypatch)
     authenticator = services.inbox.authenticator
-    authenticator.cache_ttl = 0.8
+    authenticator.cache_ttl = 0.4
     caller = Caller.of("mc5", ("127.0.0.1", 1))
     await authenticator.authenticate("alice", "pw", caller)
+    for _ in range(4):  # polls 0.2 s apart, past the first check's remembered time
+        await asyncio.sleep(0.2)
+        await authenticator.authenticate("alice", "pw", caller)
     assert verifications.calls == 1
-    await asyncio.sleep(0.7)  # in the last quarter of the remembered time
-    verifications.held.clear()
-    # Answered from memory while a verification runs in the background, held here.
-    await asyncio.wait_for(authenticator.authenticate("alice", "pw", caller), 0.5)
-    assert verifications.calls == 2
-    verifications.held.set()
-    await asyncio.sleep(0.3)  # past the first verification's expiry, within the second's
+    await asyncio.sleep(0.5)  # unused for longer than the remembered time
     await authenticator.authenticate("alice", "pw", caller)
     assert verifications.calls == 2
+
+
+async def test_a_remembered_pair_is_refused_once_the_password_changes(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await services.accounts.add("alice", "pw")
+    verifications = Verifications(monkeypatch)
+    authenticator = services.inbox.authenticator
+    caller = Caller.of("mc5", ("127.0.0.1", 1))
+    await authenticator.authenticate("alice", "pw", caller)
+    await services.accounts.change_password("alice", "new")
+    with pytest.raises(AuthenticationFailed):
+        await authenticator.authenticate("alice", "pw", caller)
+    assert (await authenticator.authenticate("alice", "new", caller)).username == "alice"
+    assert verifications.calls == 3
 
 
 async def test_argon2_runs_on_a_bounded_pool() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
 import pytest
 
+from smsinbox.core import inbox
 from smsinbox.core.ingest import RawInbound
 from smsinbox.services import Services
 
@@ -104,3 +108,56 @@ async def test_a_writer_with_a_stale_clock_lands_after_the_cursor(
     stale = await ingest_at(services, SECOND * 1000 + 600)  # the clock it read was old
     now_is(services, (SECOND + 2) * 1000)
     assert await since(services, SECOND) == (stale, SECOND + 1, False)
+
+
+class TransactionNames:
+    """The names of the write transactions the store opens while it is watched."""
+
+    def __init__(self, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        database = services.store.db
+        opened = database.transaction
+
+        def named(name: str) -> AbstractAsyncContextManager[Any]:
+            self.names.append(name)
+            return opened(name)
+
+        monkeypatch.setattr(database, "transaction", named)
+
+
+async def test_watermarks_raised_ahead_spare_the_polls_a_write_and_lose_nothing(
+    services: Services, alice: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await ingest_at(services, SECOND * 1000 + 500)
+    now_is(services, (SECOND + 1) * 1000 + 10)
+    assert await since(services, 0) == (first, SECOND, False)
+    # Just before the next second opens, the account polled lately is raised to it.
+    now_is(services, (SECOND + 2) * 1000 - inbox.RAISE_AHEAD_MS + 5)
+    await services.inbox.raise_watermarks_ahead()
+    # A message received within the lead is given the next second's start.
+    late = await ingest_at(services, (SECOND + 2) * 1000 - 3)
+    writes = TransactionNames(services, monkeypatch)
+    now_is(services, (SECOND + 2) * 1000 + 10)
+    assert await since(services, SECOND) == ([], SECOND, False)
+    assert writes.names == []  # read without raising the watermark itself
+    now_is(services, (SECOND + 3) * 1000 + 10)  # nothing raised ahead of this second
+    assert await since(services, SECOND) == (late, SECOND + 2, False)
+    assert writes.names == ["page_by_time_raising"]
+    account = await services.store.get_account("alice")
+    assert account is not None
+    message = await services.store.get_message(account.id, late[0])
+    assert message is not None and message.received_at == (SECOND + 2) * 1000
+
+
+async def test_accounts_not_polled_lately_are_not_raised(
+    services: Services, alice: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now_is(services, (SECOND + 1) * 1000)
+    await since(services, 0)
+    account = await services.store.get_account("alice")
+    assert account is not None
+    services.inbox._polled_by_time[account.id] -= inbox.KEEP_RAISED_S + 1
+    writes = TransactionNames(services, monkeypatch)
+    await services.inbox.raise_watermarks_ahead()
+    assert writes.names == []
+    assert services.inbox._polled_by_time == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -90,6 +92,25 @@ async def test_mc5_marks_incoming_messages_retrieved(
     await client.get(MC5, params={"username": "alice", "password": PASSWORD, "since": 1295539654})
     after = {m.id: m.status for m in await services.store.list_recent_messages("alice", 10)}
     assert after == {1: "complete", 2: "received", 3: "retrieved", 4: "retrieved", 5: "retrieved"}
+
+
+async def test_the_server_raises_a_pollers_watermark_ahead_of_each_second(
+    client: httpx.AsyncClient,
+) -> None:
+    """After a poll, the server's own task raises the account's watermark before the next
+    second opens (core/inbox.py keep_watermarks), which its transaction counter shows."""
+    await client.get(MC5, params={"username": "alice", "password": PASSWORD, "since": 0})
+    deadline = asyncio.get_running_loop().time() + 5
+    pattern = re.compile(
+        r'^smsinbox_db_transaction_duration_seconds_count\{name="raise_watermarks",'
+        r'result="ok"\} (\S+)$', re.M
+    )  # fmt: skip
+    while True:
+        found = pattern.search((await client.get("/metrics")).text)
+        if found and float(found.group(1)) >= 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no watermark raised in 5 s"
+        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize(

@@ -163,8 +163,7 @@ async def test_steady_mixed_load_keeps_resources_bounded(tmp_path: Path) -> None
 async def after_the_load(pid: int) -> tuple[int, int]:
     """Resident memory and descriptors once the load has stopped: the least of samples over
     two seconds. A leak stays; what passes does not, such as an argon2 check in flight
-    (64 MiB for a moment), which a steady poller's remembered password gets in the last
-    quarter of `auth_cache_ttl`, that is near the end of this test."""
+    (64 MiB for a moment) or a burst's buffers."""
     samples = []
     for _ in range(10):
         samples.append(process_resources(pid))

@@ -36,6 +36,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
         workers = [
             asyncio.create_task(services.retention.run(stop), name="retention"),
             asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"),
+            asyncio.create_task(services.inbox.keep_watermarks(stop), name="watermarks"),
         ]
         if settings.push_worker:
             workers.append(asyncio.create_task(services.push_worker.run(stop), name="push"))

@@ -90,9 +90,10 @@ class Settings:
     )
     auth_cache_ttl: int = setting(
         60,
-        "Seconds a verified username/password pair is remembered (as a keyed hash, in "
-        "memory) so clients that poll with their password do not pay for argon2 on every "
-        "request. 0 verifies every time. A password change takes effect at once either way.",
+        "Seconds a verified username/password pair is remembered after its last use (as a "
+        "keyed hash, in memory) so clients that poll with their password do not pay for "
+        "argon2 on every request. 0 verifies every time. A password change takes effect at "
+        "once either way.",
     )
     eapi_page_size: int = setting(
         1000, "Most records one EAPI get_inbox call returns (the platform's limit is 1000)."

@@ -1,9 +1,12 @@
 """Username and password authentication, as the polling APIs use it on every request.
 
 Clients of those APIs send their password with each poll, often every few seconds. argon2id
-is deliberately slow, so a verified pair is remembered for a short while: the key is an
-HMAC of the pair under a per-process random key (the password itself is never kept), and
-the entry is valid only while the account's password is unchanged.
+is deliberately slow, so a verified pair is remembered while it is in use: the key is an
+HMAC of the pair under a per-process random key (the password itself is never kept), the
+entry is valid only while the account's password is unchanged, and it is forgotten once
+unused for the remembered time. Checking the same pair with argon2 again would only say
+again what the unchanged hash said; it would cost a core for tens of milliseconds and
+64 MiB every few minutes per poller, the pauses that pollers beside it waited out.
 
 Every attempt passes the brute-force guard (`core/bruteforce.py`): failures slow the next
 attempts and then lock the account, or the caller's address, out for a while.
@@ -33,8 +36,6 @@ from smsinbox.models import Account, AccountStatus
 from smsinbox.store import Store
 
 MAX_REMEMBERED = 10_000
-# A remembered pair used in the last quarter of its time is verified again ahead of expiry.
-REFRESH_AHEAD = 0.25
 
 
 class PasswordAuthenticator:
@@ -43,7 +44,8 @@ class PasswordAuthenticator:
         self.guard = guard
         self.cache_ttl = cache_ttl
         self._key = os.urandom(32)
-        # pair digest -> (expires at, monotonic; password_changed_at it was verified against)
+        # pair digest -> (forgotten at, monotonic; password_changed_at it was verified against),
+        # least recently used first
         self._verified: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
         # Verifications in progress, shared by every caller with the same pair: when a
         # remembered pair expires, all of an account's pollers would otherwise run argon2 at
@@ -81,17 +83,15 @@ class PasswordAuthenticator:
         return account
 
     async def password_matches(self, account: Account, password: str) -> bool:
-        """True if `password` is the account's (remembered briefly once verified)."""
+        """True if `password` is the account's (remembered while in use once verified)."""
         pair = hmac.new(self._key, f"{account.id}\x00{password}".encode(), hashlib.sha256).digest()
         remembered = self._verified.get(pair)
         now = time.monotonic()
         if remembered is not None:
-            expires, changed_at = remembered
-            if expires > now and changed_at == account.password_changed_at:
-                if expires - now < self.cache_ttl * REFRESH_AHEAD:
-                    # Still in use near its end: verified again in the background, so a
-                    # client that polls steadily waits for argon2 on its first poll only.
-                    self._verification(pair, account, password)
+            forgotten_at, changed_at = remembered
+            if forgotten_at > now and changed_at == account.password_changed_at:
+                self._verified[pair] = (now + self.cache_ttl, changed_at)
+                self._verified.move_to_end(pair)
                 return True
             del self._verified[pair]
         # Shielded: a caller that gives up does not cancel the others' verification.
@@ -108,7 +108,7 @@ class PasswordAuthenticator:
             def done(finished: asyncio.Future[bool]) -> None:
                 self._verifying.pop(key, None)
                 if not finished.cancelled():
-                    finished.exception()  # a background refresh has nobody else to see it
+                    finished.exception()  # its callers may all have given up waiting
 
             verifying.add_done_callback(done)
         return verifying
@@ -117,8 +117,8 @@ class PasswordAuthenticator:
         if not await verify_password(account.password_hash, password):
             return False
         if self.cache_ttl > 0:
-            expires = time.monotonic() + self.cache_ttl
-            self._verified[pair] = (expires, account.password_changed_at)
+            forgotten_at = time.monotonic() + self.cache_ttl
+            self._verified[pair] = (forgotten_at, account.password_changed_at)
             self._verified.move_to_end(pair)
             while len(self._verified) > MAX_REMEMBERED:
                 self._verified.popitem(last=False)

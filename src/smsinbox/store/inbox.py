@@ -139,6 +139,27 @@ class InboxStore(StoreBase):
                 )
         return page
 
+    async def raise_watermarks(self, account_ids: Sequence[int], *, to_ms: int) -> None:
+        """Raise these accounts' receive-time watermarks to `to_ms` (a second's start), as a
+        poll in that second would (see page_by_time), so that their polls in it read the
+        page without a write transaction of their own and its durable commit."""
+        ordered = sorted(set(account_ids))
+        async with self.db.transaction("raise_watermarks") as connection:
+            # The counter rows in account order, as ingest batches take them (no deadlock).
+            await connection.execute(
+                self.db.engine.for_update(
+                    select(_counters.account_id)
+                    .where(_counters.account_id.in_(ordered))
+                    .order_by(_counters.account_id)
+                )
+            )
+            await connection.execute(
+                update(t.account_counters)
+                .where(_counters.account_id.in_(ordered))
+                .where(_counters.last_received_at < to_ms)
+                .values(last_received_at=to_ms)
+            )
+
     async def page_by_id(
         self,
         account_id: int,
