@@ -48,7 +48,10 @@ def routes(server: Server, token: str) -> dict[str, tuple[str, Path | None]]:
 
 def record(pid: int, seconds: int, raw: Path, svg: Path) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    common = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200"]
+    # Non-blocking: two samplers that each paused the server to read it got in each other's
+    # way, and one of them sometimes wrote nothing.
+    common = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
+              "--nonblocking"]  # fmt: skip
     threads = [
         threading.Thread(target=subprocess.run, args=([*common, "-f", "raw", "-o", str(raw)],),
                          kwargs={"capture_output": True}),
