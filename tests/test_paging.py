@@ -161,3 +161,21 @@ async def test_accounts_not_polled_lately_are_not_raised(
     await services.inbox.raise_watermarks_ahead()
     assert writes.names == []
     assert services.inbox._polled_by_time == {}
+
+
+async def test_a_poll_of_a_raised_second_reads_the_same_pages_without_writing(
+    services: Services, alice: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the watermark is at the open second, a poll only reads; its pages are those
+    the raising poll got, a crowded second whole."""
+    crowd = await ingest_at(services, SECOND * 1000 + 500, 150)
+    full = await ingest_at(services, (SECOND + 1) * 1000 + 500, 99)
+    rest = await ingest_at(services, (SECOND + 2) * 1000 + 500, 3)
+    now_is(services, (SECOND + 5) * 1000)
+    pages = [(crowd, SECOND, True), (full, SECOND + 1, True), (rest, SECOND + 2, False)]
+    cursors = [0, SECOND, SECOND + 1]
+    assert [await since(services, cursor) for cursor in cursors] == pages  # marks them
+    writes = TransactionNames(services, monkeypatch)
+    assert [await since(services, cursor) for cursor in cursors] == pages
+    assert await since(services, SECOND + 2) == ([], SECOND + 2, False)
+    assert writes.names == []
