@@ -43,7 +43,8 @@ TARGETS = {"mc5": (0.15, 0.10), "eapi": (0.03, 0.02), "sync": (0.01, 0.008)}
 
 
 def pages(now_ms: int) -> dict[str, list[tuple[str, tuple[Any, ...]]]]:
-    """Each page's statements with their parameters, for account `{a}` (filled in later)."""
+    """Each page's statements with their parameters after the account id, as the server
+    reads them."""
     incoming = inbox._ONE_DIRECTION
     before = now_ms // 1000 * 1000
     return {

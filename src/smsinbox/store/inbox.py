@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from smsinbox.models import Direction, Encoding, MessageStatus, PolledMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.database import Connection
 from smsinbox.store.driver import Driver
 
 
@@ -110,18 +111,9 @@ class InboxStore(StoreBase):
                     return page
         async with self.db.transaction("page_by_time_raising") as connection:
             # The counter row first: this account's writers wait (PostgreSQL's row lock).
-            await connection.execute(
-                self.db.engine.for_update(
-                    select(_counters.account_id).where(_counters.account_id == account_id)
-                )
-            )
+            await self._lock_counters(connection, [account_id])
             open_second_starts = clock() // 1000 * 1000
-            await connection.execute(
-                update(t.account_counters)
-                .where(_counters.account_id == account_id)
-                .where(_counters.last_received_at < open_second_starts)
-                .values(last_received_at=open_second_starts)
-            )
+            await _raise_watermarks(connection, [account_id], open_second_starts)
             page = await _time_page(
                 await self.db.engine.driver(connection),
                 account_id,
@@ -145,20 +137,19 @@ class InboxStore(StoreBase):
         page without a write transaction of their own and its durable commit."""
         ordered = sorted(set(account_ids))
         async with self.db.transaction("raise_watermarks") as connection:
-            # The counter rows in account order, as ingest batches take them (no deadlock).
-            await connection.execute(
-                self.db.engine.for_update(
-                    select(_counters.account_id)
-                    .where(_counters.account_id.in_(ordered))
-                    .order_by(_counters.account_id)
-                )
+            await self._lock_counters(connection, ordered)
+            await _raise_watermarks(connection, ordered, to_ms)
+
+    async def _lock_counters(self, connection: Connection, account_ids: Sequence[int]) -> None:
+        """Lock these accounts' counter rows, in account order as ingest batches take them
+        (so neither waits for the other in a cycle)."""
+        await connection.execute(
+            self.db.engine.for_update(
+                select(_counters.account_id)
+                .where(_counters.account_id.in_(account_ids))
+                .order_by(_counters.account_id)
             )
-            await connection.execute(
-                update(t.account_counters)
-                .where(_counters.account_id.in_(ordered))
-                .where(_counters.last_received_at < to_ms)
-                .values(last_received_at=to_ms)
-            )
+        )
 
     async def page_by_id(
         self,
@@ -179,6 +170,16 @@ class InboxStore(StoreBase):
                 sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
             )
         return [polled_from_tuple(row) for row in rows]
+
+
+async def _raise_watermarks(connection: Connection, account_ids: Sequence[int], to_ms: int) -> None:
+    """Receive-time watermarks of these accounts (their counter rows locked) up to `to_ms`."""
+    await connection.execute(
+        update(t.account_counters)
+        .where(_counters.account_id.in_(account_ids))
+        .where(_counters.last_received_at < to_ms)
+        .values(last_received_at=to_ms)
+    )
 
 
 def _unretrieved(page: TimePage) -> list[int]:
