@@ -187,6 +187,27 @@ class PolledMessage(NamedTuple):
     status: MessageStatus
 
 
+class SyncedMessage(NamedTuple):
+    """A message as a device sync shows it: only the columns a change renders and the
+    modification sequence numbers that say which change it is, read a thousand at a time."""
+
+    id: int
+    direction: Direction
+    counterpart: str
+    text: str
+    received_at: int
+    sent_at: int | None
+    status: MessageStatus
+    status_at: int | None
+    origin: str
+    read: bool
+    locked: bool
+    deleted: bool
+    modseq: int
+    created_modseq: int
+    device_message_id: str | None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class UnroutedMessage:
     id: int

@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+from typing import NamedTuple
 
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.sessions import Principal
 from smsinbox.errors import MissingParameter, NotFound, UnknownDevice
-from smsinbox.models import Message
+from smsinbox.models import SyncedMessage
 from smsinbox.store import Store
 
 DEFAULT_LIMIT = 100
@@ -33,10 +34,11 @@ class ChangeKind(enum.Enum):
     DELETED = "deleted"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
+    """A named tuple: a sync answers with up to a thousand of them."""
+
     kind: ChangeKind
-    message: Message
+    message: SyncedMessage
 
 
 # The device's own changes, applied before its changes are listed. A message the device
@@ -162,7 +164,7 @@ class Sync:
         return None
 
 
-def _kind(message: Message, after: int, initial: bool) -> ChangeKind:
+def _kind(message: SyncedMessage, after: int, initial: bool) -> ChangeKind:
     if message.deleted:
         return ChangeKind.DELETED
     if initial or message.created_modseq > after:

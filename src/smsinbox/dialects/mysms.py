@@ -333,10 +333,22 @@ OPERATIONS = {ChangeKind.UPDATED: UPDATE, ChangeKind.CREATED: INSERT, ChangeKind
 
 
 def render_change(change: Change) -> dict[str, Any]:
+    """A change as the device receives it: the message as render_message shows it, written
+    out (a sync renders a thousand), with the operation and the device's own id for it."""
+    kind, message = change
     return {
-        "operation": OPERATIONS[change.kind],
-        **render_message(change.message),
-        "deviceMessageId": change.message.device_message_id,
+        "operation": OPERATIONS[kind],
+        "messageId": message.id,
+        "address": message.counterpart,
+        "message": message.text,
+        "incoming": message.direction is Direction.INCOMING,
+        "read": message.read,
+        "locked": message.locked,
+        "origin": ORIGINS.get(message.origin, 1),
+        "status": STATUSES.get(message.status, 0),
+        "dateSent": message.sent_at or message.received_at,
+        "dateStatus": message.status_at or message.received_at,
+        "deviceMessageId": message.device_message_id,
     }
 
 
