@@ -63,6 +63,9 @@ class Inbox:
         self.clock = clock
         # account id -> when it was last polled by time (monotonic)
         self._polled_by_time: dict[int, float] = {}
+        # account id -> the highest receive-time watermark seen committed for it, by a poll
+        # or a raise ahead: a poll in a second it covers need not read it again.
+        self._watermarks: dict[int, int] = {}
 
     async def messages_since(
         self,
@@ -89,7 +92,9 @@ class Inbox:
                 directions=BOTH_WAYS if outgoing else INCOMING,
                 clock=self.clock,
                 mark_retrieved=True,
+                watermark_at_least=self._watermarks.get(account.id, 0),
             )
+        self._saw_watermark(account.id, page.watermark)
         newest = page.messages[-1].received_at // 1000 if page.messages else since
         return SincePage(page.messages, newest, page.has_more)
 
@@ -132,6 +137,12 @@ class Inbox:
         for start in range(0, len(accounts), RAISED_AT_ONCE):
             chunk = accounts[start : start + RAISED_AT_ONCE]
             await self.store.raise_watermarks(chunk, to_ms=next_second_starts)
+            for account_id in chunk:
+                self._saw_watermark(account_id, next_second_starts)
+
+    def _saw_watermark(self, account_id: int, watermark: int) -> None:
+        if watermark > self._watermarks.get(account_id, 0):
+            self._watermarks[account_id] = watermark
 
     def _recently_polled(self) -> list[int]:
         """Accounts polled by time within KEEP_RAISED_S; the others are forgotten."""
@@ -139,6 +150,7 @@ class Inbox:
         polled = self._polled_by_time
         for account_id in [a for a, at in polled.items() if at < since]:
             del polled[account_id]
+            self._watermarks.pop(account_id, None)
         return list(polled)
 
     async def messages_after_id(

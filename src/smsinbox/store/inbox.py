@@ -21,6 +21,9 @@ class TimePage:
 
     messages: list[PolledMessage]
     has_more: bool
+    # The account's receive-time watermark as the read found it (or raised it): at least
+    # the start of the second open when it read. Watermarks only rise.
+    watermark: int
 
 
 def whole_seconds(
@@ -89,6 +92,7 @@ class InboxStore(StoreBase):
         directions: tuple[Direction, ...],
         clock: Callable[[], int],
         mark_retrieved: bool,
+        watermark_at_least: int = 0,
     ) -> TimePage:
         """Messages received at or after `after_ms`, in whole seconds that have closed.
 
@@ -98,15 +102,21 @@ class InboxStore(StoreBase):
         has been given yet, whatever the writer's clock said when it started: cursors never
         skip it. Raising the watermark waits for the account's counter lock (PostgreSQL) or
         the single writer (SQLite), so every writer that started earlier has committed.
+
+        `watermark_at_least`: a watermark the caller saw committed for this account. Since
+        watermarks only rise, one at the open second already spares reading it again.
         """
         open_second_starts = clock() // 1000 * 1000
         async with self.db.driver_snapshot("page_by_time") as driver:
-            watermark = await driver.fetchval(_WATERMARK, (account_id,))
+            watermark = watermark_at_least
+            if watermark < open_second_starts:
+                watermark = await driver.fetchval(_WATERMARK, (account_id,))
             if watermark is not None and watermark >= open_second_starts:
                 # Raised already: everything before it is committed and in this snapshot.
-                page = await _time_page(
+                messages, has_more = await _time_page(
                     driver, account_id, after_ms, open_second_starts, limit, directions
                 )
+                page = TimePage(messages, has_more, watermark)
                 if not (mark_retrieved and _unretrieved(page)):
                     return page
         async with self.db.transaction("page_by_time_raising") as connection:
@@ -114,7 +124,7 @@ class InboxStore(StoreBase):
             await self._lock_counters(connection, [account_id])
             open_second_starts = clock() // 1000 * 1000
             await _raise_watermarks(connection, [account_id], open_second_starts)
-            page = await _time_page(
+            messages, has_more = await _time_page(
                 await self.db.engine.driver(connection),
                 account_id,
                 after_ms,
@@ -122,6 +132,7 @@ class InboxStore(StoreBase):
                 limit,
                 directions,
             )
+            page = TimePage(messages, has_more, open_second_starts)
             fresh = _unretrieved(page) if mark_retrieved else []
             if fresh:
                 await connection.execute(
@@ -193,19 +204,20 @@ async def _time_page(
     before_ms: int,
     limit: int,
     directions: tuple[Direction, ...],
-) -> TimePage:
-    """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary."""
+) -> tuple[list[PolledMessage], bool]:
+    """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary, and
+    whether more follow."""
     window, narrowing = _filtered(_TIME_WINDOW, directions)
     bounds = (account_id, after_ms, before_ms, *narrowing)
     found = await driver.fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
     rows = [polled_from_tuple(row) for row in found]
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
-        return TimePage(page, has_more=len(rows) > limit)
+        return page, len(rows) > limit
     # One second alone holds more than a page: return all of it, never half.
     second_end = (crowded_second + 1) * 1000
     whole = await driver.fetch(window + " AND received_at < ?" + _TIME_ORDER, (*bounds, second_end))
     later = await driver.fetchval(
         window + " AND received_at >= ?" + _TIME_ORDER + " LIMIT 1", (*bounds, second_end)
     )
-    return TimePage([polled_from_tuple(row) for row in whole], has_more=later is not None)
+    return [polled_from_tuple(row) for row in whole], later is not None
