@@ -1,0 +1,307 @@
+"""The most a Python server on this machine can answer for the heavy polls, with nothing of
+smsinbox in the way, beside smsinbox itself over the same history in the same run.
+
+    python bench/bareserver.py [--engine sqlite|postgresql] [--seconds 8] [--rounds 2]
+
+A poll's page read alone (bench/pagecost.py) leaves out what every server must also do for
+it: take the HTTP request, find the account, turn the rows into the dialect's bytes and
+send them. The bare server here does exactly that and nothing more, on the same stack as
+smsinbox's ceiling (uvicorn with uvloop and httptools, one process, access log off): a raw
+ASGI app that looks the account up by name (one statement, no password check), reads the
+page with smsinbox's own statements (sqlite3 on the event loop, or four asyncpg
+connections), renders it as MC5 JSON (orjson), EAPI pipe text or mysms sync JSON, and
+answers. Its own no-op route is its ceiling.
+
+Over bench/run.py's 10k history, `wrk` (32 connections) drives, in turn, the bare server's
+no-op, MC5 page of 100, EAPI page of 1,000 and sync of 1,000 changes, then smsinbox's
+ceiling and the same three routes (`mc5_poll`, `eapi_poll`, `sync_1000` as bench/run.py
+sends them), round after round. Prints each as requests per second and as a fraction of its
+own server's ceiling, beside the target: where the bare server stays under a target, no
+Python server on this machine reaches it, and smsinbox's fraction of the bare figure is how
+close it is to that limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zoneinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx
+import orjson
+
+from datagen import PASSWORD, generate, username
+from run import (
+    Server,
+    ensure_wrk,
+    free_port,
+    fresh_database,
+    mysms_sessions,
+    posting,
+    rotating,
+    run_wrk,
+    settle,
+    sync_requests,
+)
+from smsinbox.store import inbox, sync
+from smsinbox.store.driver import numbered
+
+ACCOUNTS = range(1, 11)
+CONNECTIONS = 4
+TARGETS = {"mc5_poll": (0.15, 0.10), "eapi_poll": (0.03, 0.02), "sync_1000": (0.01, 0.008)}
+
+_ACCOUNT = "SELECT id, time_zone FROM accounts WHERE username = ?"
+_MC5 = inbox._TIME_WINDOW + inbox._ONE_DIRECTION + inbox._TIME_ORDER + " LIMIT ?"
+_EAPI = inbox._ID_WINDOW + inbox._ONE_DIRECTION + " ORDER BY id LIMIT ?"
+# A sync's statements as smsinbox's (its session look-up aside): the device's
+# acknowledgement (a durable write), the newest modseq, the changes, how far tombstones are
+# purged.
+_SYNC = (sync._ACKNOWLEDGE, sync._NEWEST, sync._CHANGES_KEPT, sync._PURGED)
+_OPERATION_CREATED = 1
+_ORIGINS = {"sim": 0, "platform": 1, "app": 2}
+_STATUSES = {"received": 0, "retrieved": 0, "pending": 1, "scheduled": 1, "complete": 2,
+             "failed": 3, "sending": 4}  # fmt: skip
+
+
+# --- the bare server -------------------------------------------------------------------------
+
+
+class Reader:
+    """Statements on the driver: sqlite3 on the loop thread, or a few asyncpg connections."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.sqlite: sqlite3.Connection | None = None
+        self.idle: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def open(self) -> None:
+        if self.url.startswith("sqlite:///"):
+            path = self.url.removeprefix("sqlite:///")
+            self.sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            return
+        import asyncpg
+
+        for _ in range(CONNECTIONS):
+            self.idle.put_nowait(await asyncpg.connect(self.url))
+
+    async def write(self, sql: str, *parameters: Any) -> None:
+        """One statement committed on its own (durably, as smsinbox commits)."""
+        if self.sqlite is not None:
+            self.sqlite.execute("BEGIN IMMEDIATE")
+            self.sqlite.execute(sql, parameters).fetchall()
+            self.sqlite.execute("COMMIT")
+            return
+        await self.fetch(sql, *parameters)
+
+    async def fetch(self, sql: str, *parameters: Any) -> list[Any]:
+        if self.sqlite is not None:
+            return self.sqlite.execute(sql, parameters).fetchall()
+        connection = await self.idle.get()
+        try:
+            return list(await connection.fetch(numbered(sql), *parameters))
+        finally:
+            self.idle.put_nowait(connection)
+
+
+def mc5_page(rows: list[Any]) -> bytes:
+    messages = [
+        {"from": sender, "recipient": recipient, "documentId": str(message_id),
+         "originDocumentId": None if reply_to is None else str(reply_to),
+         "timestamp": received_at // 1000, "text": text}
+        for (message_id, _, sender, recipient, text, _, _, reply_to, received_at, _) in rows[:100]
+    ]  # fmt: skip
+    newest = messages[-1]["timestamp"] if messages else 0
+    return orjson.dumps({"newestMessageTimestamp": newest, "messages": messages, "status": 0,
+                         "hasMoreMessages": len(rows) > 100})  # fmt: skip
+
+
+def eapi_page(rows: list[Any], zone: zoneinfo.ZoneInfo) -> bytes:
+    times: dict[int, str] = {}
+    lines = [f"0|records to follow|{len(rows)}", ""]
+    for message_id, _, sender, recipient, text, encoding, _, reply_to, received_at, _ in rows:
+        second = received_at // 1000
+        local = times.get(second)
+        if local is None:
+            local = dt.datetime.fromtimestamp(second, zone).strftime("%Y-%m-%d %H:%M:%S")
+            times[second] = local
+        if "|" in text or "\n" in text or "\\" in text:
+            text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "\\n")
+        lines.append(f"{message_id}|{sender}|{text}|{local}|{recipient}|{reply_to or 0}"
+                     f"|{encoding}")  # fmt: skip
+    return ("\n".join(lines) + "\n").encode()
+
+
+def sync_answer(rows: list[Any]) -> bytes:
+    changes = [
+        {"operation": _OPERATION_CREATED, "messageId": message_id, "address": counterpart,
+         "message": text, "incoming": direction == "in", "read": bool(read),
+         "locked": bool(locked), "origin": _ORIGINS.get(origin, 1),
+         "status": _STATUSES.get(status, 0), "dateSent": sent_at or received_at,
+         "dateStatus": status_at or received_at, "deviceMessageId": device_message_id}
+        for (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
+             origin, read, locked, _, _, _, device_message_id) in rows
+    ]  # fmt: skip
+    state = rows[-1][12] if rows else 0
+    return orjson.dumps({"syncs": changes, "syncAcks": [], "syncState": state,
+                         "syncMore": False, "syncResync": False})  # fmt: skip
+
+
+class BareApp:
+    def __init__(self, database_url: str) -> None:
+        self.reader = Reader(database_url)
+        self.zones: dict[str, zoneinfo.ZoneInfo] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await self.reader.open()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path = scope["path"]
+        body = b""
+        if path in ("/mc5", "/eapi", "/sync"):  # anything else: the no-op
+            name = parse_qs(scope["query_string"].decode())["u"][0]
+            found = await self.reader.fetch(_ACCOUNT, name)
+            account_id, zone = found[0]
+            before = int(time.time()) * 1000
+            if path == "/mc5":
+                body = mc5_page(await self.reader.fetch(_MC5, account_id, 1000, before, "in", 101))
+            elif path == "/eapi":
+                rows = await self.reader.fetch(_EAPI, account_id, 0, "in", 1000)
+                body = eapi_page(rows, self.zones.setdefault(zone, zoneinfo.ZoneInfo(zone)))
+            else:
+                device = int(parse_qs(scope["query_string"].decode())["d"][0])
+                acknowledge, newest, changes, purged = _SYNC
+                now = int(time.time() * 1000)
+                await self.reader.write(acknowledge, now, 0, 0, account_id, device, account_id)
+                await self.reader.fetch(newest, account_id)
+                rows = await self.reader.fetch(changes, account_id, 0, 1000)
+                await self.reader.fetch(purged, account_id)
+                body = sync_answer(rows)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+
+def serve(database_url: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(BareApp(database_url), host="127.0.0.1", port=port, loop="uvloop",
+                http="httptools", access_log=False, log_level="warning")  # fmt: skip
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+
+class BareServer:
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, __file__, "--serve", database_url, "--port", str(self.port)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> BareServer:
+        self.process = subprocess.Popen(self.command)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/noop", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("bare server did not start")
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def compare(engine: str, seconds: int, rounds: int) -> None:
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="smsinbox-bare-") as tmp:
+        workdir = Path(tmp)
+        url = fresh_database(engine, workdir)
+        asyncio.run(generate(url, accounts=10, per_account=1000, progress=lambda *_: None))
+        names = [username(i) for i in ACCOUNTS]
+        smsinbox = Server(url, workdir)
+        with smsinbox, BareServer(url) as bare:
+            mc5 = [f"/services/rest/user/messages?username={n}&password={PASSWORD}&since=0"
+                   for n in names]  # fmt: skip
+            eapi = [f"/eapi/reception/get_inbox/1/1.1?username={n}&password={PASSWORD}"
+                    "&last_retrieved_id=0" for n in names]  # fmt: skip
+            for path in mc5 + eapi:  # passwords verified once, pages marked retrieved
+                httpx.get(smsinbox.url + path, timeout=60)
+            synced = sync_requests(smsinbox, mysms_sessions(smsinbox, ACCOUNTS))
+            bodies = [json.dumps(body) for body in synced]
+            devices = [body["deviceId"] for body in synced]
+            sides = {
+                "bare": (bare.url, {
+                    "ceiling": (bare.url + "/noop", None),
+                    "mc5_poll": (bare.url, rotating([f"/mc5?u={n}" for n in names])),
+                    "eapi_poll": (bare.url, rotating([f"/eapi?u={n}" for n in names])),
+                    "sync_1000": (bare.url, rotating([f"/sync?u={n}&d={d}" for n, d
+                                                      in zip(names, devices, strict=True)])),
+                }),
+                "smsinbox": (smsinbox.url, {
+                    "ceiling": (smsinbox.url + "/_bench/noop", None),
+                    "mc5_poll": (smsinbox.url, rotating(mc5)),
+                    "eapi_poll": (smsinbox.url, rotating(eapi)),
+                    "sync_1000": (smsinbox.url, posting("/json/user/message/sync", bodies)),
+                }),
+            }  # fmt: skip
+            figures: dict[tuple[str, str], list[float]] = {}
+            for _ in range(rounds):
+                for side, (base, routes) in sides.items():
+                    for route, (target_url, script) in routes.items():
+                        settle(base)
+                        rate = run_wrk(wrk, target_url, script, seconds, 32)["rps"]
+                        figures.setdefault((side, route), []).append(rate)
+    print(f"{engine}, {rounds} rounds of {seconds} s, 32 connections")
+    for route in ("mc5_poll", "eapi_poll", "sync_1000"):
+        target = TARGETS[route][engine == "postgresql"]
+        ratios = {}
+        for side in ("bare", "smsinbox"):
+            rates = figures[(side, route)]
+            ceilings = figures[(side, "ceiling")]
+            ratios[side] = [r / c for r, c in zip(rates, ceilings, strict=True)]
+            print(f"  {route:10} {side:9} {min(rates):8,.0f}-{max(rates):,.0f}/s"
+                  f"  x ceiling {min(ratios[side]):.4f}-{max(ratios[side]):.4f}"
+                  f"  (ceiling {min(ceilings):,.0f}-{max(ceilings):,.0f};"
+                  f" target {target})")  # fmt: skip
+        share = [s / b for s, b in zip(figures[("smsinbox", route)], figures[("bare", route)],
+                                       strict=True)]  # fmt: skip
+        print(f"  {route:10} smsinbox at {min(share):.2f}-{max(share):.2f} of the bare server")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return
+    compare(args.engine, args.seconds, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
