@@ -245,3 +245,29 @@ async def test_a_sync_with_an_unknown_operation_applies_none_of_its_changes(
         answer = await client.call("/user/message/sync", deviceId=device, syncs=[inserted])
         assert answer["errorCode"] == 0 and len(answer["syncAcks"]) == 1
         assert [text for _, text, _, _ in (await server_state(services)).values()] == ["kept?"]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [{}, {"syncInitial": True}, {"syncs": [{"operation": 2, "messageId": 1}]}],
+    ids=["listing", "initial", "with-changes"],
+)
+async def test_a_sync_naming_another_accounts_device_is_refused_and_changes_nothing(
+    services: Services, live_server: LiveServer, shape: dict[str, Any]
+) -> None:
+    await services.accounts.add("alice", "pw", msisdns=(str(ALICE),))
+    await services.accounts.add("bob", "pw", msisdns=("447700900002",))
+    await services.ingestor.accept(RawInbound(FRIEND, "447700900002", text=b"hi"), upstream_id=None)
+    _, key = await services.api_keys.create("app")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        bob = Mysms(http, key)
+        await bob.login(447700900002, "pw")
+        bobs_phone = (await bob.call("/user/device/register", name="phone"))["deviceId"]
+        alice = Mysms(http, key)
+        await alice.login(ALICE, "pw")
+        answer = await alice.call("/user/message/sync", deviceId=bobs_phone, syncAcks=[1], **shape)
+        assert answer == {"errorCode": 105}
+        # Bob's phone acknowledged nothing meanwhile: its next sync still lists his message.
+        answer = await bob.call("/user/message/sync", deviceId=bobs_phone)
+        assert answer["errorCode"] == 0
+        assert [change["message"] for change in answer["syncs"]] == ["hi"]

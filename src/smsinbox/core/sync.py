@@ -99,7 +99,11 @@ class Sync:
     ) -> SyncResult:
         if device_id is None:
             raise MissingParameter("device_id")
-        if not await self.store.device_exists(who.account_id, device_id):
+        # Most syncs only acknowledge and list: their acknowledgement finds the device or
+        # not, before anything changes, and spares a look-up of its own.
+        if (device_changes or initial) and not await self.store.device_exists(
+            who.account_id, device_id
+        ):
             raise UnknownDevice("the device id is invalid")
         count = DEFAULT_LIMIT if not limit or limit <= 0 else min(limit, MAX_LIMIT)
         applied = [await self._apply(who, device_id, change) for change in device_changes]
@@ -111,9 +115,12 @@ class Sync:
             # arrives as created; deletes before the listing are simply absent.
             after = acknowledged
         else:
-            after = await self.store.acknowledge_sync(
+            acked = await self.store.acknowledge_sync(
                 who.account_id, device_id, acknowledged, now=self.clock()
             )
+            if acked is None:
+                raise UnknownDevice("the device id is invalid")
+            after = acked
         # The turn covers the rendering too: it is given back on the loop's next turn.
         async with self.mailbox.turns.turn():
             changed, purged, newest = await self.store.list_changes(

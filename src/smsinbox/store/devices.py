@@ -33,11 +33,9 @@ class DeviceStore(StoreBase):
         ]
 
     async def device_exists(self, account_id: int, device_id: int) -> bool:
-        devices = t.devices.c
-        async with self.db.snapshot("device_exists") as connection:
-            found = await connection.scalar(
-                select(devices.id)
-                .where(devices.account_id == account_id)
-                .where(devices.id == device_id)
-            )
+        # Driver level: a device's syncs and inserts each ask first.
+        found = await self.db.read_row("device_exists", _DEVICE_OF, (account_id, device_id))
         return found is not None
+
+
+_DEVICE_OF = "SELECT id FROM devices WHERE account_id = ? AND id = ?"

@@ -86,17 +86,18 @@ class SyncStore(StoreBase):
 
     async def acknowledge_sync(
         self, account_id: int, device_id: int, modseq: int, *, now: int
-    ) -> int:
+    ) -> int | None:
         """Record that the device holds the account's state up to `modseq` (never lowers
-        it, never beyond what exists); returns the device's acknowledged modseq."""
+        it, never beyond what exists); returns the device's acknowledged modseq, or None if
+        the account has no such device."""
         # One statement, which on PostgreSQL commits on its own: every sync acknowledges,
         # and a transaction of three statements through SQLAlchemy cost more than the rest
         # of the sync's statements together.
         async with self.db.driver_write("acknowledge_sync") as driver:
-            acked = await driver.fetchval(
+            acked = await driver.fetchrow(
                 _ACKNOWLEDGE, (now, modseq, modseq, account_id, device_id, account_id)
             )
-        return int(acked or 0)
+        return None if acked is None else int(acked[0])
 
     async def accounts_with_tombstones(self, *, deleted_before: int) -> list[int]:
         """Accounts holding deletes older than `deleted_before` (read from the small index)."""
