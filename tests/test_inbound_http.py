@@ -159,6 +159,21 @@ async def test_missing_wrong_or_revoked_token_is_a_401(
     assert await stored(services) == []
 
 
+async def test_a_running_server_refuses_a_token_revoked_elsewhere_within_its_memory(
+    client: httpx.AsyncClient, services: Services, token: str
+) -> None:
+    """The server remembers a recognised token for credential_cache_ttl (2 s); a revoke
+    from another process, as `smsinbox upstream revoke` is, reaches it when that lapses."""
+    params = {"token": token, "from": "1", "to": NUMBER, "text": "x"}
+    assert (await client.get("/inbound/sms", params=params)).status_code == 200
+    await services.upstreams.revoke("kannel")
+    deadline = asyncio.get_running_loop().time() + 30
+    while (status := (await client.get("/inbound/sms", params=params)).status_code) == 200:
+        assert asyncio.get_running_loop().time() < deadline, "the revoked token still works"
+        await asyncio.sleep(0.2)
+    assert status == 401
+
+
 async def test_oversized_and_non_form_bodies_are_refused(
     client: httpx.AsyncClient, token: str
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert, select
 
+from smsinbox.core.credentials import Credentials
 from smsinbox.core.passwords import verify_password
 from smsinbox.errors import AlreadyExists, InvalidInput, InvalidState, NotFound
 from smsinbox.models import AccountStatus
@@ -130,3 +131,20 @@ async def test_secrets_are_stored_hashed_and_revocable(services: Services) -> No
     assert listed.revoked_at is not None
     with pytest.raises(NotFound):
         await services.upstreams.revoke("kannel-1")
+
+
+async def test_a_remembered_secret_revoked_elsewhere_is_refused_once_the_memory_lapses(
+    services: Services,
+) -> None:
+    """Two processes' views of the same store: one remembers a recognised token, the other
+    revokes it; the first refuses it once `remember_s` has passed since its look-up."""
+    clock = [100.0]
+    serving = Credentials(services.store, "upstream", remember_s=2.0, monotonic=lambda: clock[0])
+    elsewhere = Credentials(services.store, "upstream")
+    credential, secret = await elsewhere.create("kannel-1")
+    assert await serving.recognise(secret) == credential
+    await elsewhere.revoke("kannel-1")
+    clock[0] += 1.9
+    assert await serving.recognise(secret) == credential
+    clock[0] += 0.2
+    assert await serving.recognise(secret) is None

@@ -95,6 +95,13 @@ class Settings:
         "argon2 on every request. 0 verifies every time. A password change takes effect at "
         "once either way.",
     )
+    credential_cache_ttl: float = setting(
+        2.0,
+        "Seconds a recognised upstream token or API key is remembered by each server process "
+        "(by its digest, in memory), so ingest and mysms requests do not each look it up. A "
+        "revoke takes effect at once in the process that made it and within this time in the "
+        "others (the CLI is another process). 0 looks up every time.",
+    )
     eapi_page_size: int = setting(
         1000, "Most records one EAPI get_inbox call returns (the platform's limit is 1000)."
     )
@@ -251,8 +258,13 @@ class Settings:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
             problems.append("eapi_page_size and retention_interval must be positive")
-        if min(self.auth_cache_ttl, self.retention_max_messages, self.retention_max_age_days) < 0:
-            problems.append("auth_cache_ttl and retention limits must not be negative")
+        if (
+            min(self.auth_cache_ttl, self.retention_max_messages, self.retention_max_age_days) < 0
+            or self.credential_cache_ttl < 0
+        ):
+            problems.append(
+                "auth_cache_ttl, credential_cache_ttl and retention limits must not be negative"
+            )
         try:
             zoneinfo.ZoneInfo(self.default_time_zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):

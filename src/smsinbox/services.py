@@ -81,7 +81,8 @@ class Services:
             max_chars=settings.max_message_chars,
             on_outcome=metrics.count_ingest,
         )
-        api_keys = Credentials(store, "api_key")
+        remembered = settings.credential_cache_ttl
+        api_keys = Credentials(store, "api_key", remember_s=remembered)
         turns = ReadTurns(settings.bulk_read_concurrency)
         mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars, turns=turns)
         addresses = AddressPolicy(allow_private=settings.push_allow_private)
@@ -91,7 +92,7 @@ class Services:
             store=store,
             accounts=Accounts(store, default_time_zone=settings.default_time_zone),
             ingestor=ingestor,
-            upstreams=Credentials(store, "upstream"),
+            upstreams=Credentials(store, "upstream", remember_s=remembered),
             api_keys=api_keys,
             inbox=Inbox(store, authenticator, id_page_size=settings.eapi_page_size, turns=turns),
             retention=Retention(
