@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from sqlalchemy import select, update
 
-from smsinbox.models import Direction, Encoding, MessageStatus, PolledMessage
+from smsinbox.models import Direction, MessageStatus, PolledMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.database import Connection
 from smsinbox.store.driver import Driver
+from smsinbox.store.rows import polled_from_tuple
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,21 +58,6 @@ _ID_WINDOW = (
     " AND deleted = false AND id > ?"
 )
 _TIME_ORDER = " ORDER BY received_at, id"
-
-
-_DIRECTIONS = {direction.value: direction for direction in Direction}
-_ENCODINGS = {encoding.value: encoding for encoding in Encoding}
-_STATUSES = {status.value: status for status in MessageStatus}
-
-
-def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
-    """A PolledMessage from a driver row of its columns in field order."""
-    (message_id, direction, sender, recipient, text, encoding, body, reply_to_id,
-     received_at, status) = row  # fmt: skip
-    return PolledMessage(
-        message_id, _DIRECTIONS[direction], sender, recipient, text, _ENCODINGS[encoding],
-        body, reply_to_id, received_at, _STATUSES[status],
-    )  # fmt: skip
 
 
 def _filtered(window: str, directions: tuple[Direction, ...]) -> tuple[str, tuple[str, ...]]:

@@ -1,4 +1,5 @@
-"""Rows of `messages` and `conversations` as the model's values."""
+"""Rows of `messages` and `conversations` as the model's values: the full Message, and the
+narrower rows the polls (PolledMessage) and device syncs (SyncedMessage) read."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from smsinbox.models import Conversation, Direction, Encoding, Message, MessageStatus
+from smsinbox.models import (
+    Conversation,
+    Direction,
+    Encoding,
+    Message,
+    MessageStatus,
+    PolledMessage,
+    SyncedMessage,
+)
 from smsinbox.store import tables as t
 
 # The columns of `messages` in Message's field order, so a row unpacks straight into one.
@@ -45,3 +54,25 @@ def message_from_row(row: Sequence[Any]) -> Message:
     for at in _FLAGS_AT:
         fields[at] = bool(fields[at])
     return Message._make(fields)
+
+
+def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
+    """A PolledMessage from a driver row of its columns in field order."""
+    (message_id, direction, sender, recipient, text, encoding, body, reply_to_id,
+     received_at, status) = row  # fmt: skip
+    return PolledMessage(
+        message_id, _DIRECTIONS[direction], sender, recipient, text, _ENCODINGS[encoding],
+        body, reply_to_id, received_at, _STATUSES[status],
+    )  # fmt: skip
+
+
+def synced_from_row(row: Sequence[Any]) -> SyncedMessage:
+    """A SyncedMessage from a driver row of its columns in field order (SQLite gives its
+    booleans as 0 and 1)."""
+    (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
+     origin, read, locked, deleted, modseq, created_modseq, device_message_id) = row  # fmt: skip
+    return SyncedMessage(
+        message_id, _DIRECTIONS[direction], counterpart, text, received_at, sent_at,
+        _STATUSES[status], status_at, origin, bool(read), bool(locked), bool(deleted), modseq,
+        created_modseq, device_message_id,
+    )  # fmt: skip

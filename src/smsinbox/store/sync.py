@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from sqlalchemy import select, text, update
 
-from smsinbox.models import Direction, MessageStatus, SyncedMessage
+from smsinbox.models import SyncedMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
+from smsinbox.store.rows import synced_from_row
 
 _NEWEST = "SELECT last_modseq FROM account_counters WHERE account_id = ?"
 _PURGED = "SELECT purged_modseq FROM account_counters WHERE account_id = ?"
@@ -34,20 +32,6 @@ _ACKNOWLEDGE = (
     f" ELSE {_NEWEST_OR_ZERO} END AS capped FROM account_counters WHERE account_id = ?) newest)"
     " WHERE id = ? AND account_id = ? RETURNING acked_modseq"
 )
-_DIRECTIONS = {direction.value: direction for direction in Direction}
-_STATUSES = {status.value: status for status in MessageStatus}
-
-
-def synced_from_row(row: Sequence[Any]) -> SyncedMessage:
-    """A SyncedMessage from a driver row of its columns in field order (SQLite gives its
-    booleans as 0 and 1)."""
-    (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
-     origin, read, locked, deleted, modseq, created_modseq, device_message_id) = row  # fmt: skip
-    return SyncedMessage(
-        message_id, _DIRECTIONS[direction], counterpart, text, received_at, sent_at,
-        _STATUSES[status], status_at, origin, bool(read), bool(locked), bool(deleted), modseq,
-        created_modseq, device_message_id,
-    )  # fmt: skip
 
 
 class SyncStore(StoreBase):
