@@ -1,5 +1,5 @@
-"""The most a Python server on this machine can answer for the heavy polls, with nothing of
-smsinbox in the way, beside smsinbox itself over the same history in the same run.
+"""The most a Python server on this machine can answer for ingest and the heavy polls, with
+nothing of smsinbox in the way, beside smsinbox itself over the same history in the same run.
 
     python bench/bareserver.py [--engine sqlite|postgresql] [--seconds 8] [--rounds 2]
 
@@ -10,15 +10,20 @@ smsinbox's ceiling (uvicorn with uvloop and httptools, one process, access log o
 ASGI app that looks the account up by name (one statement, no password check), reads the
 page with smsinbox's own statements (sqlite3 on the event loop, or four asyncpg
 connections), renders it as MC5 JSON (orjson), EAPI pipe text or mysms sync JSON, and
-answers. Its own no-op route is its ceiling.
+answers. For ingest it reads the message's parameters from the query string and stores it
+with smsinbox's own batch statements (`store_batch`) as smsinbox's writers do: on SQLite one
+writer, a batch of whatever waits in one transaction, the search index's chunk, and a
+durable COMMIT in a thread; on PostgreSQL two lanes by recipient, each batch committing on
+its own (no upstream token check, no validation beyond the parameters). Its own no-op route
+is its ceiling.
 
 Over bench/run.py's 10k history, `wrk` (32 connections) drives, in turn, the bare server's
-no-op, MC5 page of 100, EAPI page of 1,000 and sync of 1,000 changes, then smsinbox's
-ceiling and the same three routes (`mc5_poll`, `eapi_poll`, `sync_1000` as bench/run.py
-sends them), round after round. Prints each as requests per second and as a fraction of its
-own server's ceiling, beside the target: where the bare server stays under a target, no
-Python server on this machine reaches it, and smsinbox's fraction of the bare figure is how
-close it is to that limit.
+no-op, ingest (bench/run.py's own `wrk` script), MC5 page of 100, EAPI page of 1,000 and
+sync of 1,000 changes, then smsinbox's ceiling and the same four routes (`ingest`,
+`mc5_poll`, `eapi_poll`, `sync_1000` as bench/run.py sends them), round after round.
+Prints each as requests per second and as a fraction of its own server's ceiling, beside
+the target: where the bare server stays under a target, no Python server on this machine
+reaches it, and smsinbox's fraction of the bare figure is how close it is to that limit.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 import zoneinfo
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,7 @@ from run import (
     ensure_wrk,
     free_port,
     fresh_database,
+    ingest_script,
     mysms_sessions,
     posting,
     rotating,
@@ -55,12 +62,17 @@ from run import (
     settle,
     sync_requests,
 )
-from smsinbox.store import inbox, sync
-from smsinbox.store.driver import numbered
+from smsinbox.models import Encoding, InboundMessage
+from smsinbox.store import fts, inbox, sync
+from smsinbox.store.driver import AsyncpgDriver, SqliteDriver, numbered
+from smsinbox.store.ingest import MAX_BATCH, Arrival, store_batch
 
 ACCOUNTS = range(1, 11)
 CONNECTIONS = 4
-TARGETS = {"mc5_poll": (0.15, 0.10), "eapi_poll": (0.03, 0.02), "sync_1000": (0.01, 0.008)}
+LANES = 2  # PostgreSQL's ingest lanes, as smsinbox's
+REPLY_WINDOW_MS = 3_600_000
+TARGETS = {"ingest": (0.15, 0.10), "mc5_poll": (0.15, 0.10), "eapi_poll": (0.03, 0.02),
+           "sync_1000": (0.01, 0.008)}  # fmt: skip
 
 _ACCOUNT = "SELECT id, time_zone FROM accounts WHERE username = ?"
 _MC5 = inbox._TIME_WINDOW + inbox._ONE_DIRECTION + inbox._TIME_ORDER + " LIMIT ?"
@@ -158,22 +170,105 @@ def sync_answer(rows: list[Any]) -> bytes:
                          "syncMore": False, "syncResync": False})  # fmt: skip
 
 
+class Lane:
+    """Messages waiting for one writer, stored a batch of whatever waits at a time."""
+
+    def __init__(self, write: Any) -> None:
+        self.write = write
+        self.waiting: list[tuple[Arrival, asyncio.Future[None]]] = []
+        self.writing: asyncio.Task[None] | None = None
+
+    async def submit(self, arrival: Arrival) -> None:
+        stored = asyncio.get_running_loop().create_future()
+        self.waiting.append((arrival, stored))
+        if self.writing is None:
+            self.writing = asyncio.create_task(self.drain())
+        await stored
+
+    async def drain(self) -> None:
+        try:
+            while self.waiting:
+                batch = self.waiting[:MAX_BATCH]
+                del self.waiting[:MAX_BATCH]
+                try:
+                    await self.write([arrival for arrival, _ in batch])
+                except Exception as error:
+                    for _, stored in batch:
+                        stored.set_exception(error)
+                else:
+                    for _, stored in batch:
+                        stored.set_result(None)
+        finally:
+            self.writing = None
+
+
+class Writer:
+    """smsinbox's batch statements on the bare driver: SQLite's one writer or PostgreSQL's
+    lanes (see the module)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+        self.lanes: list[Lane] = []
+
+    async def open(self) -> None:
+        if self.url.startswith("sqlite:///"):
+            path = self.url.removeprefix("sqlite:///")
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA synchronous=FULL")  # durable at each commit
+            connection.execute("PRAGMA foreign_keys=ON")
+
+            async def write_sqlite(arrivals: list[Arrival]) -> None:
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    await store_batch(SqliteDriver(connection), arrivals)
+                    fts.index_chunk(connection, at_least=fts.CHUNK)
+                    await asyncio.to_thread(connection.execute, "COMMIT")
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+
+            self.lanes = [Lane(write_sqlite)]
+            return
+        import asyncpg
+
+        for _ in range(LANES):
+            # As smsinbox's batch writes: planned once, each batch committing on its own.
+            driver = AsyncpgDriver(await asyncpg.connect(
+                self.url, server_settings={"plan_cache_mode": "force_generic_plan"}))  # fmt: skip
+
+            async def write_postgres(arrivals: list[Arrival], driver: Any = driver) -> None:
+                await store_batch(driver, arrivals)
+
+            self.lanes.append(Lane(write_postgres))
+
+    async def store(self, query: dict[str, list[str]]) -> None:
+        recipient = query["to"][0]
+        inbound = InboundMessage(query["from"][0], recipient, query["text"][0], Encoding.GSM7,
+                                 upstream_id=None, upstream_message_id=query["id"][0])  # fmt: skip
+        arrival = Arrival(inbound, int(time.time() * 1000), REPLY_WINDOW_MS)
+        await self.lanes[zlib.crc32(recipient.encode()) % len(self.lanes)].submit(arrival)
+
+
 class BareApp:
     def __init__(self, database_url: str) -> None:
         self.reader = Reader(database_url)
+        self.writer = Writer(database_url)
         self.zones: dict[str, zoneinfo.ZoneInfo] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await receive()
             await self.reader.open()
+            await self.writer.open()
             await send({"type": "lifespan.startup.complete"})
             await receive()
             await send({"type": "lifespan.shutdown.complete"})
             return
         path = scope["path"]
         body = b""
-        if path in ("/mc5", "/eapi", "/sync"):  # anything else: the no-op
+        if path == "/inbound/sms":
+            await self.writer.store(parse_qs(scope["query_string"].decode()))
+        elif path in ("/mc5", "/eapi", "/sync"):  # anything else: the no-op
             name = parse_qs(scope["query_string"].decode())["u"][0]
             found = await self.reader.fetch(_ACCOUNT, name)
             account_id, zone = found[0]
@@ -240,6 +335,7 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
         asyncio.run(generate(url, accounts=10, per_account=1000, progress=lambda *_: None))
         names = [username(i) for i in ACCOUNTS]
         smsinbox = Server(url, workdir)
+        token = smsinbox.cli("upstream", "add", "bare").splitlines()[-1]
         with smsinbox, BareServer(url) as bare:
             mc5 = [f"/services/rest/user/messages?username={n}&password={PASSWORD}&since=0"
                    for n in names]  # fmt: skip
@@ -253,6 +349,7 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
             sides = {
                 "bare": (bare.url, {
                     "ceiling": (bare.url + "/noop", None),
+                    "ingest": (bare.url, None),  # a script of its own each run (below)
                     "mc5_poll": (bare.url, rotating([f"/mc5?u={n}" for n in names])),
                     "eapi_poll": (bare.url, rotating([f"/eapi?u={n}" for n in names])),
                     "sync_1000": (bare.url, rotating([f"/sync?u={n}&d={d}" for n, d
@@ -260,6 +357,7 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
                 }),
                 "smsinbox": (smsinbox.url, {
                     "ceiling": (smsinbox.url + "/_bench/noop", None),
+                    "ingest": (smsinbox.url, None),
                     "mc5_poll": (smsinbox.url, rotating(mc5)),
                     "eapi_poll": (smsinbox.url, rotating(eapi)),
                     "sync_1000": (smsinbox.url, posting("/json/user/message/sync", bodies)),
@@ -269,11 +367,13 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
             for _ in range(rounds):
                 for side, (base, routes) in sides.items():
                     for route, (target_url, script) in routes.items():
+                        if route == "ingest":  # new ids each run: never a run of duplicates
+                            script = ingest_script(token, len(ACCOUNTS))
                         settle(base)
                         rate = run_wrk(wrk, target_url, script, seconds, 32)["rps"]
                         figures.setdefault((side, route), []).append(rate)
     print(f"{engine}, {rounds} rounds of {seconds} s, 32 connections")
-    for route in ("mc5_poll", "eapi_poll", "sync_1000"):
+    for route in ("ingest", "mc5_poll", "eapi_poll", "sync_1000"):
         target = TARGETS[route][engine == "postgresql"]
         ratios = {}
         for side in ("bare", "smsinbox"):
