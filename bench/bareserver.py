@@ -24,6 +24,9 @@ sync of 1,000 changes, then smsinbox's ceiling and the same four routes (`ingest
 Prints each as requests per second and as a fraction of its own server's ceiling, beside
 the target: where the bare server stays under a target, no Python server on this machine
 reaches it, and smsinbox's fraction of the bare figure is how close it is to that limit.
+Then, each round, Kannel (fakesmsc, bearerbox, smsbox, as bench/run.py runs it) carries
+`--kannel` messages to the trivial receiver, to the bare server's ingest and to smsinbox,
+each as a fraction of Kannel's rate to the receiver (the Kannel target).
 """
 
 from __future__ import annotations
@@ -48,8 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 import orjson
 
-from datagen import PASSWORD, generate, username
+import kannel
+from datagen import PASSWORD, generate, number, username
+from receiver import Receiver
 from run import (
+    KANNEL_QUERY,
+    NO_TOKEN,
     Server,
     ensure_wrk,
     free_port,
@@ -209,6 +216,10 @@ class Writer:
     def __init__(self, database_url: str) -> None:
         self.url = database_url
         self.lanes: list[Lane] = []
+        # Stored, and the first and last arrival (s), since /_bench/reset: for Kannel's runs.
+        self.stored = 0
+        self.first: float | None = None
+        self.last: float | None = None
 
     async def open(self) -> None:
         if self.url.startswith("sqlite:///"):
@@ -245,8 +256,12 @@ class Writer:
         recipient = query["to"][0]
         inbound = InboundMessage(query["from"][0], recipient, query["text"][0], Encoding.GSM7,
                                  upstream_id=None, upstream_message_id=query["id"][0])  # fmt: skip
-        arrival = Arrival(inbound, int(time.time() * 1000), REPLY_WINDOW_MS)
+        now = time.time()
+        arrival = Arrival(inbound, int(now * 1000), REPLY_WINDOW_MS)
         await self.lanes[zlib.crc32(recipient.encode()) % len(self.lanes)].submit(arrival)
+        self.stored += 1
+        self.first = now if self.first is None else min(self.first, now)
+        self.last = now if self.last is None else max(self.last, now)
 
 
 class BareApp:
@@ -268,6 +283,12 @@ class BareApp:
         body = b""
         if path == "/inbound/sms":
             await self.writer.store(parse_qs(scope["query_string"].decode()))
+        elif path == "/_bench/reset":
+            self.writer.stored, self.writer.first, self.writer.last = 0, None, None
+        elif path == "/_bench/stats":
+            writer = self.writer
+            body = orjson.dumps({"count": writer.stored, "first": writer.first,
+                                 "last": writer.last})  # fmt: skip
         elif path in ("/mc5", "/eapi", "/sync"):  # anything else: the no-op
             name = parse_qs(scope["query_string"].decode())["u"][0]
             found = await self.reader.fetch(_ACCOUNT, name)
@@ -327,8 +348,9 @@ class BareServer:
         self.process.wait(30)
 
 
-def compare(engine: str, seconds: int, rounds: int) -> None:
+def compare(engine: str, seconds: int, rounds: int, kannel_messages: int) -> None:
     wrk = ensure_wrk()
+    binaries = kannel.ensure_kannel() if kannel_messages else None
     with tempfile.TemporaryDirectory(prefix="smsinbox-bare-") as tmp:
         workdir = Path(tmp)
         url = fresh_database(engine, workdir)
@@ -372,6 +394,10 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
                         settle(base)
                         rate = run_wrk(wrk, target_url, script, seconds, 32)["rps"]
                         figures.setdefault((side, route), []).append(rate)
+                if binaries is not None:
+                    for side, rate in through_kannel(binaries, workdir, kannel_messages,
+                                                     smsinbox, bare).items():  # fmt: skip
+                        figures.setdefault((side, "kannel"), []).append(rate)
     print(f"{engine}, {rounds} rounds of {seconds} s, 32 connections")
     for route in ("ingest", "mc5_poll", "eapi_poll", "sync_1000"):
         target = TARGETS[route][engine == "postgresql"]
@@ -387,6 +413,71 @@ def compare(engine: str, seconds: int, rounds: int) -> None:
         share = [s / b for s, b in zip(figures[("smsinbox", route)], figures[("bare", route)],
                                        strict=True)]  # fmt: skip
         print(f"  {route:10} smsinbox at {min(share):.2f}-{max(share):.2f} of the bare server")
+    if binaries is not None:
+        target = 0.7 if engine == "postgresql" else 0.9
+        carried = figures[("receiver", "kannel")]
+        print(f"  kannel     receiver {min(carried):8,.0f}-{max(carried):,.0f} messages/s"
+              f" ({kannel_messages:,} messages, max-pending 32)")  # fmt: skip
+        for side in ("bare", "smsinbox"):
+            rates = figures[(side, "kannel")]
+            ratios = [r / c for r, c in zip(rates, carried, strict=True)]
+            print(f"  kannel     {side:9}{min(rates):8,.0f}-{max(rates):,.0f} messages/s"
+                  f"  x Kannel to the receiver {min(ratios):.2f}-{max(ratios):.2f}"
+                  f" (target {target})")  # fmt: skip
+
+
+def through_kannel(
+    binaries: tuple[str, str, str],
+    workdir: Path,
+    messages: int,
+    smsinbox: Server,
+    bare: BareServer,
+) -> dict[str, float]:
+    """Kannel carrying `messages` to the trivial receiver, the bare server and smsinbox, as
+    bench/run.py's Kannel rows do: messages per second at each far end."""
+    common = {"recipients": [number(i) for i in ACCOUNTS], "messages": messages,
+              "max_pending": 32, "free_port": free_port, "limit_s": 1200}  # fmt: skip
+    rates = {}
+    with Receiver(free_port(), workdir / "receiver.log") as trivial:
+
+        def receiver_span() -> tuple[float, float]:
+            stats = trivial.control("stats")
+            return stats["first"], stats["last"]
+
+        rates["receiver"] = kannel.carry(
+            binaries, workdir, get_url=trivial.url + KANNEL_QUERY.format(token=NO_TOKEN),
+            arrived=lambda: trivial.control("stats")["count"], span=receiver_span,
+            far_end_pid=trivial.pid, **common,
+        )["rps"]  # fmt: skip
+
+    def bare_stats() -> Any:
+        return httpx.get(bare.url + "/_bench/stats", timeout=30).json()
+
+    def bare_span() -> tuple[float, float]:
+        stats = bare_stats()
+        return stats["first"], stats["last"]
+
+    settle(bare.url)
+    httpx.get(bare.url + "/_bench/reset", timeout=30)
+    assert bare.process is not None
+    rates["bare"] = kannel.carry(
+        binaries, workdir, get_url=bare.url + KANNEL_QUERY.format(token=NO_TOKEN),
+        arrived=lambda: bare_stats()["count"], span=bare_span, far_end_pid=bare.process.pid,
+        **common,
+    )["rps"]  # fmt: skip
+    upstream = f"kannel-{time.time_ns()}"
+    token = smsinbox.cli("upstream", "add", upstream).splitlines()[-1]
+
+    def smsinbox_span() -> tuple[float, float]:
+        _, first, last = kannel.stored_span(smsinbox.database_url, upstream)
+        return first, last
+
+    settle(smsinbox.url)
+    rates["smsinbox"] = kannel.carry(
+        binaries, workdir, get_url=smsinbox.url + KANNEL_QUERY.format(token=token),
+        arrived=smsinbox.stored, span=smsinbox_span, far_end_pid=smsinbox.pid, **common,
+    )["rps"]  # fmt: skip
+    return rates
 
 
 def main() -> None:
@@ -394,13 +485,15 @@ def main() -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kannel", type=int, default=20_000, metavar="MESSAGES",
+                        help="carried through Kannel to each far end a round; 0: none")  # fmt: skip
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
-    compare(args.engine, args.seconds, args.rounds)
+    compare(args.engine, args.seconds, args.rounds, args.kannel)
 
 
 if __name__ == "__main__":
