@@ -20,6 +20,8 @@ import pytest
 from smsinbox.config import Settings
 from smsinbox.core.ingest import RawInbound
 from smsinbox.services import Services
+from smsinbox.store.postgres import MAX_LISTEN_BACKOFF_S, listener_name
+from smsinbox.store.tables import NOTIFY_CHANNEL
 from tests.conftest import free_port
 from tests.faults import PrivatePostgres, private_postgres, server_process, unexpected_log_lines
 from tests.receiver import Receiver
@@ -122,12 +124,14 @@ class Deployment:
         return {name: (a.status_code, a.content) for name, a in zip(calls, answers, strict=True)}
 
     async def listening_backends(self) -> int:
-        """Connections of the server that LISTEN for outbox notifications."""
+        """Connections of the server that LISTEN for outbox notifications (by their name:
+        `query` shows a connection's last statement, the listener's periodic check)."""
         connection = await asyncpg.connect(self.postgres.url, timeout=5)
         try:
             return int(
                 await connection.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    listener_name(NOTIFY_CHANNEL),
                 )
             )
         finally:
@@ -257,7 +261,8 @@ async def pushes_flow_again(setup: Deployment) -> None:
 
 
 async def listener_back(setup: Deployment) -> None:
-    deadline = time.monotonic() + 30
+    # The listener may be waiting out its longest backoff when the database comes back.
+    deadline = time.monotonic() + MAX_LISTEN_BACKOFF_S + 15
     while await setup.listening_backends() < 1:
         assert time.monotonic() < deadline, "the push worker never listened again"
         await asyncio.sleep(0.2)

@@ -27,6 +27,13 @@ log = logging.getLogger("smsinbox.store")
 # How often an idle LISTEN connection is checked (a frozen server never closes it), and the
 # longest pause between attempts to open it again.
 LISTEN_CHECK_S = 10.0
+
+
+def listener_name(channel: str) -> str:
+    """The application_name of the connection that listens on `channel`."""
+    return f"smsinbox listen {channel}"
+
+
 MAX_LISTEN_BACKOFF_S = 30.0
 # A pooled connection idle longer than this is checked before use (see _check_when_idle).
 IDLE_CHECK_S = 1.0
@@ -185,7 +192,13 @@ class PostgresEngine(StorageEngine):
             connection: asyncpg.Connection | None = None
             lost = asyncio.Event()
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=self.timeout)
+                connection = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self.timeout,
+                    # Named, so an operator (or a test) finds it in pg_stat_activity, whose
+                    # `query` shows the last check, not the LISTEN.
+                    server_settings={"application_name": listener_name(channel)},
+                )
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(channel, lambda *_: callback())
                 if failures:
