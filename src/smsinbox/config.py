@@ -63,9 +63,10 @@ class Settings:
     )
     bulk_read_concurrency: int = setting(
         4,
-        "Polls, syncs, searches and listings worked on at once per process; the rest wait "
-        "their turn, so a crowd of pollers never holds up ingest (each turn is given back "
-        "on the event loop's next round).",
+        "Polls, syncs, searches and listings worked on at once per process, half as many "
+        "(at least one) while incoming messages wait to be stored; the rest wait their "
+        "turn, so a crowd of pollers never holds up ingest (each turn is given back on the "
+        "event loop's next round).",
     )
     reply_window: int = setting(
         7 * 24 * 3600,

@@ -603,6 +603,10 @@ class IngestQueue:
         # Each lane's writer task while it runs (held here, so none is collected early).
         self._writers: dict[int, asyncio.Task[None]] = {}
 
+    def busy(self) -> bool:
+        """Whether messages wait for a batch or are being written."""
+        return bool(self._writers)
+
     async def submit(self, arrival: Arrival) -> IngestResult:
         outcome = asyncio.get_running_loop().create_future()
         lane = zlib.crc32(arrival.inbound.recipient.encode()) % len(self._lanes)
