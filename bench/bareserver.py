@@ -2,6 +2,7 @@
 nothing of smsinbox in the way, beside smsinbox itself over the same history in the same run.
 
     python bench/bareserver.py [--engine sqlite|postgresql] [--seconds 8] [--rounds 2]
+                               [--kannel 20000] [--accounts 10]
 
 A poll's page read alone (bench/pagecost.py) leaves out what every server must also do for
 it: take the HTTP request, find the account, turn the rows into the dialect's bytes and
@@ -17,10 +18,12 @@ durable COMMIT in a thread; on PostgreSQL two lanes by recipient, each batch com
 its own (no upstream token check, no validation beyond the parameters). Its own no-op route
 is its ceiling.
 
-Over bench/run.py's 10k history, `wrk` (32 connections) drives, in turn, the bare server's
-no-op, ingest (bench/run.py's own `wrk` script), MC5 page of 100, EAPI page of 1,000 and
-sync of 1,000 changes, then smsinbox's ceiling and the same four routes (`ingest`,
-`mc5_poll`, `eapi_poll`, `sync_1000` as bench/run.py sends them), round after round.
+Over bench/run.py's 10k history (with `--accounts 1000`, its 1M one: ingest then goes to
+every account, as bench/run.py's does, and the polls read the first ten), `wrk` (32
+connections) drives, in turn, the bare server's no-op, ingest (bench/run.py's own `wrk`
+script), MC5 page of 100, EAPI page of 1,000 and sync of 1,000 changes, then smsinbox's
+ceiling and the same four routes (`ingest`, `mc5_poll`, `eapi_poll`, `sync_1000` as
+bench/run.py sends them), round after round.
 Prints each as requests per second and as a fraction of its own server's ceiling, beside
 the target: where the bare server stays under a target, no Python server on this machine
 reaches it, and smsinbox's fraction of the bare figure is how close it is to that limit.
@@ -348,13 +351,13 @@ class BareServer:
         self.process.wait(30)
 
 
-def compare(engine: str, seconds: int, rounds: int, kannel_messages: int) -> None:
+def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accounts: int) -> None:
     wrk = ensure_wrk()
     binaries = kannel.ensure_kannel() if kannel_messages else None
     with tempfile.TemporaryDirectory(prefix="smsinbox-bare-") as tmp:
         workdir = Path(tmp)
         url = fresh_database(engine, workdir)
-        asyncio.run(generate(url, accounts=10, per_account=1000, progress=lambda *_: None))
+        asyncio.run(generate(url, accounts=accounts, per_account=1000, progress=lambda *_: None))
         names = [username(i) for i in ACCOUNTS]
         smsinbox = Server(url, workdir)
         token = smsinbox.cli("upstream", "add", "bare").splitlines()[-1]
@@ -390,7 +393,7 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int) -> Non
                 for side, (base, routes) in sides.items():
                     for route, (target_url, script) in routes.items():
                         if route == "ingest":  # new ids each run: never a run of duplicates
-                            script = ingest_script(token, len(ACCOUNTS))
+                            script = ingest_script(token, accounts)
                         settle(base)
                         rate = run_wrk(wrk, target_url, script, seconds, 32)["rps"]
                         figures.setdefault((side, route), []).append(rate)
@@ -398,7 +401,7 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int) -> Non
                     for side, rate in through_kannel(binaries, workdir, kannel_messages,
                                                      smsinbox, bare).items():  # fmt: skip
                         figures.setdefault((side, "kannel"), []).append(rate)
-    print(f"{engine}, {rounds} rounds of {seconds} s, 32 connections")
+    print(f"{engine}, {accounts * 1000:,} stored, {rounds} rounds of {seconds} s, 32 connections")
     for route in ("ingest", "mc5_poll", "eapi_poll", "sync_1000"):
         target = TARGETS[route][engine == "postgresql"]
         ratios = {}
@@ -485,6 +488,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--accounts", type=int, default=10,
+                        help="1000 for the 1M history (ingest goes to all of them)")  # fmt: skip
     parser.add_argument("--kannel", type=int, default=20_000, metavar="MESSAGES",
                         help="carried through Kannel to each far end a round; 0: none")  # fmt: skip
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
@@ -493,7 +498,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port)
         return
-    compare(args.engine, args.seconds, args.rounds, args.kannel)
+    compare(args.engine, args.seconds, args.rounds, args.kannel, args.accounts)
 
 
 if __name__ == "__main__":
