@@ -42,9 +42,8 @@ async def test_a_turn_is_held_until_the_next_round_and_given_back_after_a_failur
 
 
 async def test_reads_get_half_the_turns_while_messages_wait_to_be_stored() -> None:
-    turns = ReadTurns(4)
     writing = True
-    turns.writes_waiting = lambda: writing
+    turns = ReadTurns(4, writes_waiting=lambda: writing)
     entered: list[int] = []
 
     async def read(n: int) -> None:

@@ -83,8 +83,7 @@ class Services:
         )
         remembered = settings.credential_cache_ttl
         api_keys = Credentials(store, "api_key", remember_s=remembered)
-        turns = ReadTurns(settings.bulk_read_concurrency)
-        turns.writes_waiting = store.ingest_queue.busy
+        turns = ReadTurns(settings.bulk_read_concurrency, writes_waiting=store.ingest_queue.busy)
         mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars, turns=turns)
         addresses = AddressPolicy(allow_private=settings.push_allow_private)
         return cls(

@@ -24,11 +24,13 @@ from contextlib import asynccontextmanager
 
 
 class ReadTurns:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(
+        self, concurrency: int, *, writes_waiting: Callable[[], bool] = lambda: False
+    ) -> None:
         self.concurrency = concurrency
         self.yielding = max(1, concurrency // 2)
         # Whether incoming messages wait to be stored (the store's ingest queue says).
-        self.writes_waiting: Callable[[], bool] = lambda: False
+        self.writes_waiting = writes_waiting
         self._held = 0
         # Woken waiters whose tasks have not run yet: their turns are kept for them.
         self._woken = 0

@@ -27,18 +27,16 @@ log = logging.getLogger("smsinbox.store")
 # How often an idle LISTEN connection is checked (a frozen server never closes it), and the
 # longest pause between attempts to open it again.
 LISTEN_CHECK_S = 10.0
-
-
-def listener_name(channel: str) -> str:
-    """The application_name of the connection that listens on `channel`."""
-    return f"smsinbox listen {channel}"
-
-
 MAX_LISTEN_BACKOFF_S = 30.0
 # A pooled connection idle longer than this is checked before use (see _check_when_idle).
 IDLE_CHECK_S = 1.0
 # Any constant works; it only has to be the same in every process.
 _MIGRATION_LOCK = 0x5D51B0C5
+
+
+def listener_name(channel: str) -> str:
+    """The application_name of the connection that listens on `channel`."""
+    return f"smsinbox listen {channel}"
 
 
 class PostgresEngine(StorageEngine):

@@ -20,7 +20,7 @@ from typing import TextIO
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 LOGGER_NAME = "smsinbox.access"
 FLUSH_S = 0.2
-# Lines held before a write regardless of the interval: a burst never holds much memory.
+# Lines that wake the writer before the interval is up: a burst never holds much memory.
 MAX_PENDING = 1024
 
 
@@ -38,6 +38,7 @@ class RequestLog:
         self._second = -1
         self._prefix = ""
         self._closed = threading.Event()
+        self._due = threading.Event()  # MAX_PENDING lines wait: write them now
         self._writer = threading.Thread(target=self._write_periodically, daemon=True,
                                         name="request log")  # fmt: skip
         self._writer.start()
@@ -45,9 +46,12 @@ class RequestLog:
 
     def line(self, client: str, method: str, path: str, status: int, elapsed_s: float) -> None:
         """Log one request; `path` never with its query string (it carries passwords)."""
-        self._pending.append((time.time(), client, method, path, status, elapsed_s))
-        if len(self._pending) >= MAX_PENDING:
-            self.flush()
+        pending = self._pending
+        pending.append((time.time(), client, method, path, status, elapsed_s))
+        if len(pending) == MAX_PENDING:
+            # The writer formats and writes them: flushing here would format on the
+            # request path after all, a thousand lines at a time.
+            self._due.set()
 
     def flush(self) -> None:
         with self._lock:
@@ -59,6 +63,7 @@ class RequestLog:
                 now, client, method, path, status, elapsed_s = pending.popleft()
                 second = int(now)
                 if second != self._second:
+                    # As logging's default asctime: local time, then milliseconds after a comma.
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
                     self._second, self._prefix = second, stamp
                 lines.append(
@@ -74,9 +79,12 @@ class RequestLog:
     def close(self) -> None:
         """Write what is pending and stop the writer thread."""
         self._closed.set()
+        self._due.set()
         self.flush()
         atexit.unregister(self.flush)
 
     def _write_periodically(self) -> None:
-        while not self._closed.wait(FLUSH_S):
+        while not self._closed.is_set():
+            self._due.wait(FLUSH_S)
+            self._due.clear()
             self.flush()
