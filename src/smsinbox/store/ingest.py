@@ -402,13 +402,18 @@ class _SetBased:
         found = await driver.fetch(
             _SET_LOOK_UP, ([key[0] for key in keys], [key[1] for key in keys], recipients)
         )
-        for kind, upstream_id, name, id_, unrouted in found:
-            if kind == 0:
+        for kind, upstream_id, name, id_, unrouted_id in found:
+            if kind == 1:
+                if id_ is not None:  # else nobody owns the number
+                    owners[name] = int(id_)
+            elif id_ is not None:
                 earlier[upstream_id, name] = IngestResult(
-                    IngestOutcome.DUPLICATE, int(id_), unrouted=bool(unrouted)
+                    IngestOutcome.DUPLICATE, int(id_), unrouted=False
                 )
-            else:
-                owners[name] = int(id_)
+            elif unrouted_id is not None:
+                earlier[upstream_id, name] = IngestResult(
+                    IngestOutcome.DUPLICATE, int(unrouted_id), unrouted=True
+                )
         return earlier, owners
 
     async def write(
@@ -469,24 +474,28 @@ def _as_columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-# The earlier copies, routed (0) or not (1), of a batch's upstream messages (kind 0), and
-# the owners of its recipients (kind 1), in one round trip. Messages given to `smsinbox
-# inject` (no upstream) form their own scope, matched by IS NULL.
+# The earlier copies of a batch's upstream messages (kind 0: the routed copy's id, the
+# unrouted copy's id, either NULL), and the owners of its recipients (kind 1: NULL where
+# nobody owns the number), in one round trip. Messages given to `smsinbox inject` (no
+# upstream) form their own scope, matched by IS NULL.
+# Each key and each recipient is one index probe (a correlated sub-select runs once per
+# row, as a scan of its unique index): as joins, a plan made once for arrays of unknown
+# length read the whole of a small table (numbers, unrouted) for every batch, and the
+# cost of that grows with the store, not with the batch.
 _SET_LOOK_UP = (
-    "WITH k AS (SELECT * FROM unnest(?::bigint[], ?::text[])"
-    " AS k(upstream_id, upstream_message_id))"
-    " SELECT 0, k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
-    " ON m.upstream_id = k.upstream_id AND m.upstream_message_id = k.upstream_message_id"
-    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, m.id, 0 FROM k JOIN messages m"
-    " ON m.upstream_id IS NULL AND m.upstream_message_id = k.upstream_message_id"
-    " WHERE k.upstream_id IS NULL"
-    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
-    " ON u.upstream_id = k.upstream_id AND u.upstream_message_id = k.upstream_message_id"
-    " UNION ALL SELECT 0, k.upstream_id, k.upstream_message_id, u.id, 1 FROM k JOIN unrouted u"
-    " ON u.upstream_id IS NULL AND u.upstream_message_id = k.upstream_message_id"
-    " WHERE k.upstream_id IS NULL"
-    " UNION ALL SELECT 1, NULL, n.msisdn, n.account_id, 0 FROM numbers n"
-    " WHERE n.msisdn = ANY(?::text[])"
+    "SELECT 0, k.upstream_id, k.upstream_message_id, COALESCE("
+    "(SELECT m.id FROM messages m WHERE m.upstream_id = k.upstream_id"
+    " AND m.upstream_message_id = k.upstream_message_id),"
+    " (SELECT m.id FROM messages m WHERE k.upstream_id IS NULL AND m.upstream_id IS NULL"
+    " AND m.upstream_message_id = k.upstream_message_id ORDER BY m.id LIMIT 1)), COALESCE("
+    "(SELECT u.id FROM unrouted u WHERE u.upstream_id = k.upstream_id"
+    " AND u.upstream_message_id = k.upstream_message_id),"
+    " (SELECT u.id FROM unrouted u WHERE k.upstream_id IS NULL AND u.upstream_id IS NULL"
+    " AND u.upstream_message_id = k.upstream_message_id ORDER BY u.id LIMIT 1))"
+    " FROM unnest(?::bigint[], ?::text[]) AS k(upstream_id, upstream_message_id)"
+    " UNION ALL SELECT 1, NULL, r.msisdn,"
+    " (SELECT n.account_id FROM numbers n WHERE n.msisdn = r.msisdn), NULL"
+    " FROM unnest(?::text[]) AS r(msisdn)"
 )
 # A whole batch in one statement, which commits on its own (one transaction: a poll sees
 # all of it or none):
@@ -518,11 +527,14 @@ _SET_WRITE = (
     " upstream_message_id, received_at, sent_at, ordinal)),"
     " fixed AS (SELECT ?::text AS received, ?::int AS snippet_chars),"
     " locked AS MATERIALIZED (SELECT account_id FROM account_counters"
-    " WHERE account_id IN (SELECT account_id FROM w) ORDER BY account_id FOR UPDATE),"
+    " WHERE account_id = ANY(ARRAY(SELECT account_id FROM w)) ORDER BY account_id"
+    " FOR UPDATE),"
     " pos AS (UPDATE account_counters c SET last_seq = c.last_seq + w.n,"
     " last_modseq = c.last_modseq + w.n,"
     " last_received_at = GREATEST(c.last_received_at, w.now)"
-    " FROM w WHERE c.account_id = w.account_id AND (SELECT count(*) FROM locked) >= 0"
+    " FROM w WHERE c.account_id = w.account_id"
+    " AND c.account_id = ANY(ARRAY(SELECT account_id FROM w))"
+    " AND (SELECT count(*) FROM locked) >= 0"
     " RETURNING c.account_id, c.last_seq - w.n AS seq_before,"
     " c.last_modseq - w.n AS modseq_before, c.last_received_at AS received_at),"
     " ins AS (INSERT INTO messages (account_id, seq, modseq, created_modseq, received_at,"
