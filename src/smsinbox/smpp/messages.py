@@ -1,0 +1,187 @@
+"""What a deliver_sm or data_sm carries: a short message (or a part of a long one) or a
+delivery receipt, read from the PDU; and the parts of a long message joined again.
+
+A long message's parts are numbered by a concatenation element in the user data header or
+by the `sar_*` TLVs. They are told apart by the bind, the sender, the recipient, the
+reference and the part count together: two senders may use the same reference at once.
+Parts may come in any order and more than once; the first copy of each part counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Iterable
+
+from smsinbox.smpp import coding, udh
+from smsinbox.smpp.coding import Alphabet
+from smsinbox.smpp.pdu import Command, Pdu, Tag
+
+# esm_class bits 2-5: the message type. A receipt is one of these, never a message to store.
+_MESSAGE_TYPE = 0x3C
+_RECEIPT_TYPES = {
+    0x04,  # SMSC delivery receipt
+    0x08,  # SME delivery acknowledgement
+    0x10,  # SME manual/user acknowledgement
+    0x20,  # intermediate delivery notification
+}
+
+
+class MessageState(enum.IntEnum):
+    """message_state (SMPP 3.4 5.2.28), and the `stat:` words of a text receipt."""
+
+    ENROUTE = 1
+    DELIVERED = 2
+    EXPIRED = 3
+    DELETED = 4
+    UNDELIVERABLE = 5
+    ACCEPTED = 6
+    UNKNOWN = 7
+    REJECTED = 8
+
+    @property
+    def final(self) -> bool:
+        return self not in (MessageState.ENROUTE, MessageState.ACCEPTED, MessageState.UNKNOWN)
+
+
+_STAT_WORDS = {
+    "ENROUTE": MessageState.ENROUTE,
+    "DELIVRD": MessageState.DELIVERED,
+    "EXPIRED": MessageState.EXPIRED,
+    "DELETED": MessageState.DELETED,
+    "UNDELIV": MessageState.UNDELIVERABLE,
+    "ACCEPTD": MessageState.ACCEPTED,
+    "UNKNOWN": MessageState.UNKNOWN,
+    "REJECTD": MessageState.REJECTED,
+}
+# The text form of a receipt (SMPP 3.4 appendix B): `id:... sub:... dlvrd:... submit
+# date:... done date:... stat:... err:... text:...`; fields are matched by name (SMSCs
+# differ in case, order and which they send).
+_RECEIPT_FIELD = re.compile(r"(id|stat|err):\s*(\S+)", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt: the SMSC's id of the message it is about, and its state."""
+
+    message_id: str
+    state: MessageState
+    error: str  # the network's or SMSC's error code, '' where none was given
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShortMessage:
+    """One short message as it came: the whole of a message, or one part of a long one."""
+
+    source: str
+    destination: str
+    alphabet: Alphabet
+    units: bytes  # see coding.units: joined with the other parts' before decoding
+    part: udh.Part | None
+
+
+class Unreadable(ValueError):
+    """A short message whose user data header cannot be read."""
+
+
+def read(
+    pdu: Pdu, *, default_alphabet: Alphabet = Alphabet.GSM, packed: bool = False
+) -> ShortMessage | Receipt:
+    """The short message or receipt a deliver_sm or data_sm carries.
+
+    The body is message_payload where that TLV is present (data_sm has nothing else),
+    else short_message."""
+    assert pdu.command in (Command.DELIVER_SM, Command.DATA_SM)
+    esm_class = pdu.number("esm_class")
+    payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
+    if payload is None:
+        payload = pdu.octets("short_message")
+    if esm_class & _MESSAGE_TYPE in _RECEIPT_TYPES:
+        receipt = _receipt(pdu, payload)
+        if receipt is not None:
+            return receipt
+    of = coding.alphabet(pdu.number("data_coding"), default_alphabet)
+    part = None
+    fill_bits = 0
+    if esm_class & udh.UDHI:
+        try:
+            header, payload = udh.split(payload)
+            part = udh.part(header)
+        except udh.MalformedHeader as error:
+            raise Unreadable(str(error)) from None
+        # Packed septets start at the next septet boundary after the header.
+        fill_bits = (7 - len(header) * 8 % 7) % 7
+    if part is None:
+        part = _sar_part(pdu)
+    return ShortMessage(
+        pdu.text("source_addr"),
+        pdu.text("destination_addr"),
+        of,
+        coding.units(of, payload, packed=packed, fill_bits=fill_bits),
+        part,
+    )
+
+
+def _sar_part(pdu: Pdu) -> udh.Part | None:
+    reference = pdu.tlv_int(Tag.SAR_MSG_REF_NUM)
+    total = pdu.tlv_int(Tag.SAR_TOTAL_SEGMENTS)
+    sequence = pdu.tlv_int(Tag.SAR_SEGMENT_SEQNUM)
+    if reference is None or total is None or sequence is None or not 0 < sequence <= total:
+        return None
+    return udh.Part(reference, total, sequence)
+
+
+def _receipt(pdu: Pdu, payload: bytes) -> Receipt | None:
+    """The receipt in the TLVs, else in the text; None if neither names a message."""
+    fields = {
+        name.lower(): value
+        for name, value in _RECEIPT_FIELD.findall(payload.decode("latin-1", "replace"))
+    }
+    message_id = pdu.tlv_text(Tag.RECEIPTED_MESSAGE_ID) or fields.get("id")
+    if not message_id:
+        return None
+    state_value = pdu.tlv_int(Tag.MESSAGE_STATE)
+    if state_value is not None and state_value in MessageState._value2member_map_:
+        state = MessageState(state_value)
+    else:
+        state = _STAT_WORDS.get(fields.get("stat", "").upper(), MessageState.UNKNOWN)
+    error = fields.get("err", "")
+    network_error = pdu.tlvs.get(Tag.NETWORK_ERROR_CODE)
+    if not error and network_error:
+        error = network_error.hex()
+    return Receipt(message_id, state, error)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Assembled:
+    """A long message's text from the parts present, and whether every part was."""
+
+    text: str
+    octets: bytes  # the joined units (a binary message's body)
+    alphabet: Alphabet
+    complete: bool
+    missing: list[int]  # part numbers never received
+
+
+def assemble(parts: Iterable[tuple[int, Alphabet, bytes]], total: int) -> Assembled:
+    """The message of `parts` (part number, alphabet, units) in part order, the first copy
+    of each part only. Parts in one alphabet are joined before decoding (see the module
+    docstring); a message whose parts differ in alphabet is decoded part by part."""
+    first: dict[int, tuple[Alphabet, bytes]] = {}
+    for sequence, of, units in parts:
+        if 0 < sequence <= total:
+            first.setdefault(sequence, (of, units))
+    ordered = [first[sequence] for sequence in sorted(first)]
+    missing = [sequence for sequence in range(1, total + 1) if sequence not in first]
+    if not ordered:
+        return Assembled("", b"", Alphabet.BINARY, False, missing)
+    alphabets = {of for of, _ in ordered}
+    joined = b"".join(units for _, units in ordered)
+    if len(alphabets) == 1:
+        [of] = alphabets
+        text = coding.text(of, joined)
+    else:
+        of = Alphabet.BINARY if Alphabet.BINARY in alphabets else ordered[0][0]
+        text = "".join(coding.text(part_of, units) for part_of, units in ordered)
+    return Assembled(text, joined, of, not missing, missing)
