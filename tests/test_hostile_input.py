@@ -23,8 +23,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smsinbox.config import Settings
+from smsinbox.core import gsm
 from smsinbox.core.encodings import (
-    _GSM7,
     decode_hex,
     decode_text,
     encoding_for,
@@ -416,7 +416,7 @@ async def test_upstream_hostile_parameters_are_a_400(
 
 # --- properties of the encodings -----------------------------------------------------------
 
-GSM_TEXT = st.text(alphabet=sorted(_GSM7))
+GSM_TEXT = st.text(alphabet=sorted(gsm.CHARACTERS))
 ASTRAL = st.characters(min_codepoint=0x10000, max_codepoint=0x10FFFF)
 CHARSETS = st.sampled_from(
     [None, "", "utf-8", "UTF-16BE", "ucs-2", "iso-8859-1", "utf-7", "idna", "punycode",
@@ -430,7 +430,7 @@ def test_gsm_alphabet_text_is_7bit_and_survives_utf8_transport(text: str) -> Non
     assert decode_text(text.encode(), Encoding.GSM7, None) == (text, None)
 
 
-@given(GSM_TEXT, st.characters().filter(lambda c: c not in _GSM7), GSM_TEXT)
+@given(GSM_TEXT, st.characters().filter(lambda c: c not in gsm.CHARACTERS), GSM_TEXT)
 def test_one_character_outside_the_gsm_alphabet_makes_it_16bit(
     before: str, outside: str, after: str
 ) -> None:

@@ -311,6 +311,14 @@ async def test_status_events_follow_outgoing_messages(
         "pending", "4915112345", "1",
     )  # fmt: skip
     json.dumps(push.params)
+    # 160 characters, ten of them '€' (two septets each): two short messages, not one.
+    await http.post(
+        "/json/user/message/send",
+        json={"apiKey": key, "authToken": token, "recipient": 4915112345,
+              "message": "a" * 150 + "€" * 10},
+    )  # fmt: skip
+    [long] = [push for push in await wait(receiver, 2) if push.params["text"] != "out"]
+    assert long.params["numberOfParts"] == "2"
 
 
 async def test_an_endpoint_failing_for_too_long_is_disabled_with_its_reason(

@@ -8,12 +8,13 @@ import smpp34
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smsinbox.core import gsm
 from smsinbox.models import Encoding
-from smsinbox.smpp import coding, gsm, messages, udh
+from smsinbox.smpp import coding, messages, udh
 from smsinbox.smpp.coding import Alphabet
 from smsinbox.smpp.pdu import Command, DecodeError, Pdu, Status, Tag, decode, encode
 
-GSM_CHARS = [char for char in gsm.DEFAULT if char != "\x1b"] + list(gsm.EXTENSION.values())
+GSM_CHARS = sorted(gsm.CHARACTERS)
 gsm_texts = st.text(alphabet=GSM_CHARS, max_size=400)
 # Addresses and the like are ASCII (smpp34 writes a string as UTF-8, smsinbox as Latin-1).
 cstrings = st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=127), max_size=15)

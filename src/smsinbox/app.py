@@ -40,6 +40,8 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
         ]
         if settings.push_worker:
             workers.append(asyncio.create_task(services.push_worker.run(stop), name="push"))
+        if settings.smpp_binds:
+            workers.append(asyncio.create_task(services.smpp.run(stop), name="smpp"))
         try:
             yield
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import sys
@@ -16,7 +17,7 @@ from smsinbox.config import ConfigError, Settings, load_settings
 from smsinbox.core.ingest import RawInbound
 from smsinbox.core.retention import PruneReport
 from smsinbox.errors import DomainError
-from smsinbox.models import AccountStatus, IngestOutcome
+from smsinbox.models import AccountStatus, IngestOutcome, SmppBind
 from smsinbox.services import Services
 from smsinbox.store.migrate import upgrade
 from smsinbox.web.requestlog import LOG_FORMAT
@@ -36,6 +37,7 @@ apikey_app = typer.Typer(help="API keys for the mysms API.", no_args_is_help=Tru
 upstream_app = typer.Typer(help="Upstreams allowed to deliver messages.", no_args_is_help=True)
 unrouted_app = typer.Typer(help="Messages for numbers nobody owns.", no_args_is_help=True)
 push_app = typer.Typer(help="Where accounts' messages are pushed.", no_args_is_help=True)
+smpp_app = typer.Typer(help="SMSCs smsinbox binds to over SMPP.", no_args_is_help=True)
 for name, sub in [
     ("db", db_app),
     ("user", user_app),
@@ -44,6 +46,7 @@ for name, sub in [
     ("upstream", upstream_app),
     ("unrouted", unrouted_app),
     ("push", push_app),
+    ("smpp", smpp_app),
 ]:
     app.add_typer(sub, name=name)
 
@@ -534,6 +537,137 @@ def push_replay(
         return await services.push.replay(username, since)
 
     typer.echo(f"{run(ctx, work)} deliveries queued")
+
+
+# --- SMPP --------------------------------------------------------------------------------
+
+
+@smpp_app.command("add")
+def smpp_add(
+    ctx: typer.Context,
+    name: str,
+    host: Annotated[str, typer.Option(help="The SMSC's host name or address.")],
+    system_id: Annotated[str, typer.Option(help="The account at the SMSC (system_id).")],
+    port: Annotated[int, typer.Option(help="The SMSC's port.")] = 2775,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            help="The SMSC account's password (asked for when not given; at most 8 characters).",
+        ),
+    ] = "",
+    system_type: Annotated[str, typer.Option(help="system_type, if the SMSC wants one.")] = "",
+    mode: Annotated[str, typer.Option(help="receiver, transmitter or transceiver.")] = (
+        "transceiver"
+    ),
+    address_range: Annotated[
+        str, typer.Option(help="The addresses to receive for, if the SMSC routes by it.")
+    ] = "",
+    tls: Annotated[bool, typer.Option(help="Bind over TLS.")] = False,
+    window: Annotated[int, typer.Option(help="Requests of ours in flight at once.")] = 10,
+    throughput: Annotated[
+        int, typer.Option(help="Most submit_sm a second; 0 leaves it to the SMSC.")
+    ] = 0,
+    enquire_link: Annotated[
+        int, typer.Option(help="Seconds of silence before an enquire_link.")
+    ] = 30,
+    default_alphabet: Annotated[
+        str, typer.Option(help="What data_coding 0 means at this SMSC: gsm, latin1 or ascii.")
+    ] = "gsm",
+    gsm_packed: Annotated[
+        bool, typer.Option(help="The SMSC packs GSM 7-bit text eight septets to seven octets.")
+    ] = False,
+    disabled: Annotated[bool, typer.Option(help="Add it without binding yet.")] = False,
+) -> None:
+    """Bind to an SMSC: `smsinbox serve` binds within seconds and keeps the bind up."""
+
+    async def work(services: Services) -> SmppBind:
+        return await services.smpp.add(
+            SmppBind(
+                name=name, host=host, port=port, system_id=system_id, password=password,
+                system_type=system_type, mode=mode, address_range=address_range, tls=tls,
+                window=window, throughput=throughput, enquire_link_s=enquire_link,
+                default_alphabet=default_alphabet, gsm_packed=gsm_packed, enabled=not disabled,
+            )
+        )  # fmt: skip
+
+    bind = run(ctx, work)
+    typer.echo(
+        f"SMPP bind {bind.name} added: {bind.mode} to {bind.host}:{bind.port} as "
+        f"{bind.system_id}" + (" (disabled)" if disabled else "")
+    )
+
+
+def _bind_line(bind: SmppBind) -> str:
+    state = bind.state if bind.enabled else "disabled"
+    error = f"\t{bind.last_error}" if bind.last_error and bind.state != "bound" else ""
+    return (
+        f"{bind.name}\t{state}\tsince {when(bind.state_at)}\t{bind.mode}\t"
+        f"{bind.host}:{bind.port}{' tls' if bind.tls else ''}\t{bind.system_id}{error}"
+    )
+
+
+@smpp_app.command("list")
+def smpp_list(ctx: typer.Context) -> None:
+    """Each bind: name, state (bound, binding, backing off, stopped, disabled), since when,
+    mode, SMSC, system_id, last error."""
+
+    async def work(services: Services) -> None:
+        for bind in await services.smpp.configured():
+            typer.echo(_bind_line(bind))
+
+    run(ctx, work)
+
+
+@smpp_app.command("show")
+def smpp_show(ctx: typer.Context, name: str) -> None:
+    """One bind's settings and state (the password is not shown)."""
+
+    async def work(services: Services) -> SmppBind:
+        return await services.smpp.get(name)
+
+    bind = run(ctx, work)
+    for field in dataclasses.fields(SmppBind):
+        if field.name in ("password", "id", "upstream_id"):
+            continue
+        value = getattr(bind, field.name)
+        if field.name in ("created_at", "state_at"):
+            value = when(value)
+        typer.echo(f"{field.name}: {value if value != '' else '-'}")
+
+
+@smpp_app.command("remove")
+def smpp_remove(ctx: typer.Context, name: str) -> None:
+    """Unbind and forget a bind; the messages it delivered stay."""
+
+    async def work(services: Services) -> None:
+        await services.smpp.remove(name)
+
+    run(ctx, work)
+    typer.echo(f"SMPP bind {name} removed")
+
+
+@smpp_app.command("enable")
+def smpp_enable(ctx: typer.Context, name: str) -> None:
+    """Bind again (a disabled bind stays unbound)."""
+
+    async def work(services: Services) -> None:
+        await services.smpp.set_enabled(name, True)
+
+    run(ctx, work)
+    typer.echo(f"SMPP bind {name} enabled")
+
+
+@smpp_app.command("disable")
+def smpp_disable(ctx: typer.Context, name: str) -> None:
+    """Unbind cleanly and stay unbound until enabled."""
+
+    async def work(services: Services) -> None:
+        await services.smpp.set_enabled(name, False)
+
+    run(ctx, work)
+    typer.echo(f"SMPP bind {name} disabled")
 
 
 def main() -> None:

@@ -210,6 +210,18 @@ class Settings:
     retention_interval: int = setting(
         300, "Seconds between retention runs of the background pruner in `smsinbox serve`."
     )
+    smpp_binds: bool = setting(
+        True,
+        "Run the SMPP binds configured with `smsinbox smpp add` inside `smsinbox serve`. "
+        "Turn it off in all but one process when several serve the same store and the SMSC "
+        "allows one bind per account.",
+    )
+    smpp_reassembly_timeout: int = setting(
+        300,
+        "Seconds to wait for the rest of a long message received over SMPP; then the parts "
+        "that came are stored as the message. Parts of a stored message are kept as long "
+        "again, so one the SMSC delivers again is recognised.",
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -259,6 +271,8 @@ class Settings:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
             problems.append("eapi_page_size and retention_interval must be positive")
+        if self.smpp_reassembly_timeout < 1:
+            problems.append("smpp_reassembly_timeout must be positive")
         if (
             min(self.auth_cache_ttl, self.retention_max_messages, self.retention_max_age_days) < 0
             or self.credential_cache_ttl < 0

@@ -74,6 +74,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.smpp_bound = Gauge(
+            "smsinbox_smpp_bind_up",
+            "1 while the SMPP bind is bound to its SMSC, else 0 (binding, backing off, stopped).",
+            ["bind"],
+            registry=self.registry,
+        )
+        self.smpp_deliveries = Counter(
+            "smsinbox_smpp_deliveries",
+            "deliver_sm and data_sm answered, by bind and the command_status sent back "
+            "(ESME_ROK once stored).",
+            ["bind", "status"],
+            registry=self.registry,
+        )
+
         self.login_failures = Counter(
             "smsinbox_login_failures",
             "Failed logins by entry point: mc5, eapi, mysms (password or API key), inbound "

@@ -241,3 +241,39 @@ class Contact(NamedTuple):
     id: int
     name: str
     msisdns: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SmppBind:
+    """An SMSC smsinbox binds to, as the operator configured it (`smsinbox smpp add`)."""
+
+    name: str
+    host: str
+    port: int
+    system_id: str
+    password: str
+    system_type: str = ""
+    mode: str = "transceiver"  # receiver | transmitter | transceiver
+    address_range: str = ""
+    tls: bool = False
+    window: int = 10
+    throughput: int = 0  # submit_sm a second at most; 0: the SMSC's own limit only
+    enquire_link_s: int = 30
+    default_alphabet: str = "gsm"  # what data_coding 0 means at this SMSC
+    gsm_packed: bool = False
+    enabled: bool = True
+    id: int = 0
+    upstream_id: int = 0
+    created_at: int = 0
+    state: str = "stopped"  # as the process running it last reported
+    last_error: str = ""
+    state_at: int | None = None
+
+
+class SmppPart(NamedTuple):
+    """A part of a long message received over SMPP, as kept until the message is whole."""
+
+    sequence: int
+    alphabet: str
+    units: bytes
+    received_at: int

@@ -27,6 +27,7 @@ from smsinbox.push.addresses import AddressPolicy
 from smsinbox.push.worker import PushWorker
 from smsinbox.store import Database, Store
 from smsinbox.store.migrate import current_revision, ensure_schema, head_revision
+from smsinbox.upstream.smpp import SmppBinds, SmppInbound
 
 log = logging.getLogger("smsinbox")
 
@@ -51,6 +52,7 @@ class Services:
     push: PushEndpoints
     push_worker: PushWorker
     login_guard: LoginGuard
+    smpp: SmppBinds
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -133,6 +135,11 @@ class Services:
                 addresses=addresses,
             ),
             login_guard=login_guard,
+            smpp=SmppBinds(
+                store,
+                SmppInbound(store, ingestor, reassembly_timeout_s=settings.smpp_reassembly_timeout),
+                metrics,
+            ),
         )
 
     async def start(self) -> None:

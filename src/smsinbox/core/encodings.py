@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import codecs
 
+from smsinbox.core import gsm
 from smsinbox.errors import InvalidInput
 from smsinbox.models import Encoding
 
@@ -74,7 +75,7 @@ def decode_text(octets: bytes, encoding: Encoding, charset: str | None) -> tuple
         candidates = _FALLBACKS[encoding]
     for codec in candidates:
         try:
-            return _storable(octets.decode(codec), octets)
+            return storable(octets.decode(codec), octets)
         except UnicodeError:  # some codecs (idna, undefined) raise the base class
             continue
     raise InvalidInput(f"text is not valid {charset or ' or '.join(candidates)}", "text")
@@ -94,7 +95,7 @@ def decode_hex(payload: str, encoding: Encoding) -> tuple[str, bytes | None]:
         text = octets.decode("utf-16-be")
     except UnicodeDecodeError:
         raise InvalidInput("hex is not valid UTF-16BE (UCS-2)", "hex") from None
-    return _storable(text, octets)
+    return storable(text, octets)
 
 
 def readable(octets: bytes) -> str:
@@ -106,20 +107,14 @@ def readable(octets: bytes) -> str:
     return text.replace("\x00", _REPLACEMENT)
 
 
-def _storable(text: str, octets: bytes) -> tuple[str, bytes | None]:
+def storable(text: str, octets: bytes) -> tuple[str, bytes | None]:
+    """Text and kept octets: the octets are kept when the text has a NUL, which PostgreSQL
+    cannot store in a text column (it is stored as U+FFFD)."""
     if "\x00" in text:
         return text.replace("\x00", _REPLACEMENT), octets
     return text, None
 
 
-# GSM 03.38: the default alphabet and the characters its extension table adds.
-_GSM7 = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-    "\f^{}\\[~]|€"
-)
-
-
 def encoding_for(text: str) -> Encoding:
     """7bit when every character fits the GSM alphabet, else 16bit (UCS-2)."""
-    return Encoding.GSM7 if all(character in _GSM7 for character in text) else Encoding.UCS2
+    return Encoding.GSM7 if gsm.is_gsm(text) else Encoding.UCS2

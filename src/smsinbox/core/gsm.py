@@ -39,6 +39,8 @@ _ENCODE: dict[str, bytes] = {char: bytes([code]) for code, char in enumerate(DEF
 del _ENCODE["\x1b"]
 _ENCODE.update({char: bytes([ESCAPE, code]) for code, char in EXTENSION.items()})
 _SEPTETS = {char: len(code) for char, code in _ENCODE.items()}
+# Every character the alphabet can carry.
+CHARACTERS = frozenset(_ENCODE)
 
 
 class NotInAlphabet(ValueError):
@@ -47,7 +49,7 @@ class NotInAlphabet(ValueError):
 
 def is_gsm(text: str) -> bool:
     """Whether `text` can be sent in the GSM default alphabet."""
-    return all(char in _ENCODE for char in text)
+    return all(char in CHARACTERS for char in text)
 
 
 def septet_count(text: str) -> int:

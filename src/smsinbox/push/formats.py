@@ -17,6 +17,7 @@ import orjson
 from standardwebhooks import Webhook
 
 from smsinbox.models import Encoding, MessageStatus
+from smsinbox.smpp import coding
 from smsinbox.store.push import DueDelivery
 
 FORMATS = ("standard", "mc5", "eapi")
@@ -120,7 +121,7 @@ def _mc5(delivery: DueDelivery) -> PushRequest:
             "from": delivery.sender,
             "to": delivery.recipient,
             "text": delivery.text,
-            "numberOfParts": str(_parts(delivery.text, delivery.encoding)),
+            "numberOfParts": str(_parts(delivery.text)),
         }
     return PushRequest("GET", delivery.url, params, {}, None)
 
@@ -159,6 +160,7 @@ def _iso(epoch_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parts(text: str, encoding: Encoding) -> int:
-    single, multi = (160, 153) if encoding is Encoding.GSM7 else (70, 67)
-    return 1 if len(text) <= single else -(-len(text) // multi)
+def _parts(text: str) -> int:
+    """Short messages the text takes, counted in septets (an extension character such as
+    '€' takes two) or in UTF-16 units, as the network counts them."""
+    return coding.count_parts(text)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from smsinbox.core import gsm
 from smsinbox.models import Encoding
-from smsinbox.smpp import gsm
 
 
 class Alphabet(enum.StrEnum):

@@ -19,6 +19,7 @@ from smsinbox.store.outgoing import OutgoingStore
 from smsinbox.store.push import PushStore
 from smsinbox.store.retention import RetentionStore
 from smsinbox.store.sessions import SessionStore
+from smsinbox.store.smpp import SmppStore
 from smsinbox.store.sync import SyncStore
 from smsinbox.store.unrouted import UnroutedStore
 
@@ -40,6 +41,7 @@ class Store(
     ContactStore,
     SyncStore,
     PushStore,
+    SmppStore,
 ):
     """Every storage operation smsinbox has, over one Database."""
 

@@ -375,3 +375,75 @@ delivery_attempts = Table(
     Index(None, "delivery_id"),
     sqlite_autoincrement=True,
 )
+
+# SMSCs smsinbox binds to as an ESME (`smsinbox smpp add`). Each delivers through an
+# upstream of its own (`smpp:<name>`, with a token nobody holds), which scopes the ids that
+# make a redelivered message a duplicate. The password is kept as given: the bind sends it.
+smpp_binds = Table(
+    "smpp_binds",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("tls", Boolean, nullable=False),
+    Column("system_id", String(15), nullable=False),
+    Column("password", String(8), nullable=False),
+    Column("system_type", String(12), nullable=False),
+    # receiver | transmitter | transceiver
+    Column("mode", String(12), nullable=False),
+    Column("address_range", String(40), nullable=False),
+    # Requests of ours in flight at once, and at most this many submit_sm a second (0: no
+    # limit of ours).
+    Column("window", Integer, nullable=False),
+    Column("throughput", Integer, nullable=False),
+    Column("enquire_link_s", Integer, nullable=False),
+    # What data_coding 0 means at this SMSC (gsm, latin1, ascii), and whether it packs GSM
+    # septets eight to seven octets.
+    Column("default_alphabet", String(10), nullable=False),
+    Column("gsm_packed", Boolean, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("upstream_id", Id, ForeignKey("upstreams.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # What the process running the bind last saw (`smsinbox smpp list` reads it): bound,
+    # binding, backing off, stopped; the last error; when the state changed.
+    Column("state", String(16), nullable=False),
+    Column("last_error", String(255), nullable=False),
+    Column("state_at", BigInteger, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+# Parts of long messages received over SMPP, kept from their deliver_sm_resp until the
+# message is whole (or the wait for the rest runs out) and stored; then marked assembled
+# and kept a while longer, so a part the SMSC delivers again is recognised, not taken for
+# a new message.
+smpp_parts = Table(
+    "smpp_parts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("bind_id", Id, ForeignKey("smpp_binds.id", ondelete="CASCADE"), nullable=False),
+    Column("source", String(MSISDN), nullable=False),
+    Column("destination", String(MSISDN), nullable=False),
+    Column("reference", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("alphabet", String(10), nullable=False),
+    # The part's units (smpp/coding.py): joined with the others' before decoding.
+    Column("units", LargeBinary, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("assembled_at", BigInteger, nullable=True),
+    # A part's place: named, as the convention's name would pass PostgreSQL's 63 octets.
+    Index(
+        "ix_smpp_parts_place",
+        "bind_id",
+        "source",
+        "destination",
+        "reference",
+        "total",
+        "sequence",
+        unique=True,
+    ),
+    # The sweep: messages waiting too long, and assembled parts kept long enough.
+    Index(None, "assembled_at", "received_at"),
+    sqlite_autoincrement=True,
+)

@@ -19,13 +19,22 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """GET /readyz — the database answers; load balancers stop routing here when it fails."""
+    """GET /readyz — the database answers; load balancers stop routing here when it fails.
+
+    Each SMPP bind this process runs is listed with its state; a bind that is down does not
+    make the HTTP APIs unready, so it does not change the status."""
     services: Services = request.app.state.services
+    binds = "".join(
+        f"smpp {name}: {state.value}"
+        + (f" ({error})" if error and state.value != "bound" else "")
+        + "\n"
+        for name, (state, error) in sorted(services.smpp.states().items())
+    )
     try:
         await services.store.db.ping()
     except StoreUnavailable:
-        return PlainTextResponse("database unavailable\n", status_code=503)
-    return PlainTextResponse("ready\n")
+        return PlainTextResponse("database unavailable\n" + binds, status_code=503)
+    return PlainTextResponse("ready\n" + binds)
 
 
 async def metrics(request: Request) -> Response:
