@@ -57,6 +57,7 @@ class Session:
         self._waiting: dict[int, asyncio.Future[Pdu]] = {}
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
+        self._outgoing: list[bytes] = []
         self.last_read = asyncio.get_running_loop().time()
 
     @property
@@ -87,9 +88,21 @@ class Session:
                 self._waiting.pop(pdu.sequence, None)
 
     def send(self, pdu: Pdu) -> None:
-        """Write one PDU (a response, or a request whose answer nobody waits for)."""
-        if not self.closed:
-            self._writer.write(smpp.encode(pdu))
+        """Write one PDU (a response, or a request whose answer nobody waits for).
+
+        PDUs sent in one turn of the event loop go out in one write: a commit answers a
+        whole window of deliveries at once, and a system call each cost more than the
+        answers themselves."""
+        if self.closed:
+            return
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(smpp.encode(pdu))
+
+    def _flush(self) -> None:
+        if self._outgoing and not self.closed:
+            self._writer.write(b"".join(self._outgoing))
+        self._outgoing.clear()
 
     async def run(self) -> None:
         """Read PDUs until the peer closes the stream or `close` is called."""
@@ -143,6 +156,7 @@ class Session:
         """End the session: requests waiting fail with SessionClosed, the stream closes."""
         if self.closed:
             return
+        self._flush()  # what was answered before the close still goes out
         self._closed.set()
         for answer in self._waiting.values():
             if not answer.done():
