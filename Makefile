@@ -30,7 +30,17 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+# node-smpp, the SMSC the SMPP tests bind to, from its lockfile (tests/smsc).
+NODE_PEER := tests/smsc/node_modules/.package-lock.json
+
+$(NODE_PEER): tests/smsc/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/smsc --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the tests against node-smpp will be skipped"; \
+	fi
+
+unit: install $(NODE_PEER)
 	$(BIN)/pytest
 
 ## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk and Kannel if missing)
