@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 import smpp34
 
+from smsinbox.models import SmppBind
+from smsinbox.services import Services
 from smsinbox.smpp import pdu as smpp
 from smsinbox.smpp.bind import Bind, BindSettings, Mode, State
 from smsinbox.smpp.pdu import Command, Pdu, Status
@@ -295,3 +298,34 @@ async def test_an_unbind_from_the_smsc_is_answered_and_the_bind_made_again() -> 
                     await asyncio.sleep(0.02)
         finally:
             await bind.stop()
+
+
+async def test_the_recorded_state_is_the_latest_even_when_a_write_is_slow(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`smpp list` reads the state the server recorded: binding, then bound. The first write
+    made slow, the second must still not be overtaken by it."""
+    async with ScriptedSmsc() as peer:
+        await services.smpp.add(SmppBind("carrier", "127.0.0.1", peer.port, "esme", "secret"))
+        record = services.store.record_smpp_bind_state
+        writes: list[str] = []
+
+        async def slow_first(bind_id: int, state: str, last_error: str, *, now: int) -> None:
+            writes.append(state)
+            if len(writes) == 1:
+                await asyncio.sleep(0.3)
+            await record(bind_id, state, last_error, now=now)
+
+        monkeypatch.setattr(services.store, "record_smpp_bind_state", slow_first)
+        stop = asyncio.Event()
+        running = asyncio.create_task(services.smpp.run(stop))
+        try:
+            async with asyncio.timeout(10):
+                while (await services.store.get_smpp_bind("carrier")).state != "bound":
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # any write still on its way has landed
+            assert (await services.store.get_smpp_bind("carrier")).state == "bound"
+        finally:
+            stop.set()
+            await running
+        assert (await services.store.get_smpp_bind("carrier")).state == "stopped"

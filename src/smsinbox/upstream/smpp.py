@@ -199,6 +199,7 @@ class SmppBinds:
         self.clock = clock
         self.running: dict[str, tuple[SmppBind, Bind]] = {}
         self._recording: set[asyncio.Task[None]] = set()
+        self._record_turn = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the configured binds running until `stop`; then unbind them all."""
@@ -246,17 +247,21 @@ class SmppBinds:
         entry = self.running.get(name)
         if entry is None:
             return
-        recording = asyncio.create_task(
-            self._record(entry[0].id, bind.state.value, bind.last_error)
-        )
+        recording = asyncio.create_task(self._record(entry[0].id, bind))
         self._recording.add(recording)
         recording.add_done_callback(self._recording.discard)
 
-    async def _record(self, bind_id: int, state: str, last_error: str) -> None:
-        try:
-            await self.store.record_smpp_bind_state(bind_id, state, last_error, now=self.clock())
-        except StoreUnavailable:
-            log.warning("SMPP bind state not recorded: store unavailable")
+    async def _record(self, bind_id: int, bind: Bind) -> None:
+        """Record the bind's state as it is when this write's turn comes: the writes take
+        turns, so the last one holds the latest state (two at once on PostgreSQL could
+        commit in either order, and `binding` outlive the `bound` after it)."""
+        async with self._record_turn:
+            try:
+                await self.store.record_smpp_bind_state(
+                    bind_id, bind.state.value, bind.last_error, now=self.clock()
+                )
+            except StoreUnavailable:
+                log.warning("SMPP bind state not recorded: store unavailable")
 
     async def add(self, bind: SmppBind) -> SmppBind:
         """Configure a new bind (InvalidInput for settings an SMSC would refuse); the
