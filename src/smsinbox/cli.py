@@ -648,26 +648,24 @@ def smpp_remove(ctx: typer.Context, name: str) -> None:
     typer.echo(f"SMPP bind {name} removed")
 
 
+def _set_bind_enabled(ctx: typer.Context, name: str, enabled: bool) -> None:
+    async def work(services: Services) -> None:
+        await services.smpp.set_enabled(name, enabled)
+
+    run(ctx, work)
+    typer.echo(f"SMPP bind {name} {'enabled' if enabled else 'disabled'}")
+
+
 @smpp_app.command("enable")
 def smpp_enable(ctx: typer.Context, name: str) -> None:
     """Bind again (a disabled bind stays unbound)."""
-
-    async def work(services: Services) -> None:
-        await services.smpp.set_enabled(name, True)
-
-    run(ctx, work)
-    typer.echo(f"SMPP bind {name} enabled")
+    _set_bind_enabled(ctx, name, True)
 
 
 @smpp_app.command("disable")
 def smpp_disable(ctx: typer.Context, name: str) -> None:
     """Unbind cleanly and stay unbound until enabled."""
-
-    async def work(services: Services) -> None:
-        await services.smpp.set_enabled(name, False)
-
-    run(ctx, work)
-    typer.echo(f"SMPP bind {name} disabled")
+    _set_bind_enabled(ctx, name, False)
 
 
 def main() -> None:

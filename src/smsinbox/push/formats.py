@@ -121,7 +121,8 @@ def _mc5(delivery: DueDelivery) -> PushRequest:
             "from": delivery.sender,
             "to": delivery.recipient,
             "text": delivery.text,
-            "numberOfParts": str(_parts(delivery.text)),
+            # Counted as the network counts: septets ('€' takes two) or UTF-16 units.
+            "numberOfParts": str(coding.count_parts(delivery.text)),
         }
     return PushRequest("GET", delivery.url, params, {}, None)
 
@@ -158,9 +159,3 @@ def succeeded(delivery: DueDelivery, status: int, body: bytes) -> bool:
 def _iso(epoch_ms: int) -> str:
     moment = dt.datetime.fromtimestamp(epoch_ms / 1000, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parts(text: str) -> int:
-    """Short messages the text takes, counted in septets (an extension character such as
-    '€' takes two) or in UTF-16 units, as the network counts them."""
-    return coding.count_parts(text)

@@ -15,7 +15,6 @@ import enum
 import logging
 import random
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 
 from smsinbox.smpp.pdu import Command, Pdu, Status
@@ -95,7 +94,6 @@ class Bind:
         self._on_state = on_state or (lambda bind: None)
         self.state = State.STOPPED
         self.last_error = ""
-        self.bound_since: float | None = None
         self._session: Session | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -121,18 +119,10 @@ class Bind:
                 await self._task
         self._set_state(State.STOPPED)
 
-    async def request(self, pdu: Pdu) -> Pdu:
-        """Send a request on the bound session (SessionClosed if not bound)."""
-        session = self._session
-        if session is None or self.state is not State.BOUND:
-            raise SessionClosed(f"bind {self.settings.name} is not bound")
-        return await session.request(pdu)
-
     def _set_state(self, state: State, error: str = "") -> None:
         self.state = state
         if error:
             self.last_error = error
-        self.bound_since = time.time() if state is State.BOUND else None
         self._on_state(self)
 
     async def _keep_bound(self) -> None:

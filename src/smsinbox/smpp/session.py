@@ -64,7 +64,7 @@ class Session:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def next_sequence(self) -> int:
+    def _next_sequence(self) -> int:
         sequence = next(self._sequences)
         if sequence > smpp.MAX_SEQUENCE:  # wraps after two billion requests
             self._sequences = itertools.count(2)
@@ -76,7 +76,7 @@ class Session:
         async with self._window:
             if self.closed:
                 raise SessionClosed("session closed")
-            pdu.sequence = self.next_sequence()
+            pdu.sequence = self._next_sequence()
             answer: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
             self._waiting[pdu.sequence] = answer
             try:
@@ -164,11 +164,6 @@ class Session:
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
-
-    async def drain(self) -> None:
-        """Wait until what was written has been handed to the network (flow control)."""
-        with contextlib.suppress(ConnectionError):
-            await self._writer.drain()
 
     async def finish_handling(self) -> None:
         """Wait for the peer's other requests being handled (the caller may be handling

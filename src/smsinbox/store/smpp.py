@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import and_, delete, exc, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, exc, insert, select, update
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import SmppBind, SmppPart
@@ -30,7 +30,7 @@ def _bind(row: object) -> SmppBind:
     return SmppBind(**{name: getattr(row, name) for name in _ALL})
 
 
-def _key_matches(key: PartKey):  # type: ignore[no-untyped-def]
+def _key_matches(key: PartKey) -> ColumnElement[bool]:
     bind_id, source, destination, reference, total = key
     parts = t.smpp_parts.c
     return and_(

@@ -166,17 +166,6 @@ class SmppInbound:
         # Parts of stored messages are kept as long again, for late redeliveries.
         await self.store.purge_smpp_parts(assembled_before=now - self.reassembly_timeout_ms)
 
-    async def sweep_periodically(self, stop: asyncio.Event, every_s: float) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
-            if stop.is_set():
-                return
-            try:
-                await self.sweep()
-            except StoreUnavailable:
-                log.warning("long messages not swept: store unavailable")
-
 
 class SmppBinds:
     """The binds configured in the store, kept running in this process: started, stopped
@@ -202,14 +191,13 @@ class SmppBinds:
         self._record_turn = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep the configured binds running until `stop`; then unbind them all."""
-        sweeping = asyncio.create_task(
-            self.inbound.sweep_periodically(stop, every_s=self.refresh_s)
-        )
+        """Keep the configured binds running until `stop`, and store the long messages
+        waiting past their time; then unbind them all."""
         try:
             while not stop.is_set():
                 try:
                     await self.reconcile()
+                    await self.inbound.sweep()
                 except StoreUnavailable:
                     log.warning("SMPP binds not read again: store unavailable")
                 with contextlib.suppress(TimeoutError):
@@ -217,7 +205,6 @@ class SmppBinds:
         finally:
             await asyncio.gather(*(bind.stop() for _, bind in self.running.values()))
             self.running.clear()
-            await sweeping
             if self._recording:
                 await asyncio.wait(set(self._recording))
 
@@ -229,7 +216,7 @@ class SmppBinds:
                 await bind.stop()
                 del self.running[name]
                 self.metrics.smpp_bound.labels(name).set(0)
-        self.inbound.binds = {**wanted}
+        self.inbound.binds = wanted
         for name, configured in wanted.items():
             if name not in self.running:
                 bind = Bind(bind_settings(configured), self._receive, on_state=self._state_changed)
