@@ -216,6 +216,12 @@ class Settings:
         "Turn it off in all but one process when several serve the same store and the SMSC "
         "allows one bind per account.",
     )
+    send_expiry: int = setting(
+        86_400,
+        "Seconds an outgoing message to a number outside this server may wait in the queue "
+        "for an SMPP bind to accept it (its bind down, throttled or refusing for now); then "
+        "it has failed.",
+    )
     smpp_reassembly_timeout: int = setting(
         300,
         "Seconds to wait for the rest of a long message received over SMPP; then the parts "
@@ -271,6 +277,8 @@ class Settings:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
             problems.append("eapi_page_size and retention_interval must be positive")
+        if self.send_expiry < 1:
+            problems.append("send_expiry must be positive")
         if self.smpp_reassembly_timeout < 1:
             problems.append("smpp_reassembly_timeout must be positive")
         if (

@@ -87,6 +87,30 @@ class Metrics:
             ["bind", "status"],
             registry=self.registry,
         )
+        self.smpp_submits = Counter(
+            "smsinbox_smpp_submits",
+            "submit_sm answered, by bind and the command_status the SMSC sent back "
+            "(ESME_ROK: accepted; `lost` where the bind was lost or no answer came).",
+            ["bind", "status"],
+            registry=self.registry,
+        )
+        self.smpp_receipts = Counter(
+            "smsinbox_smpp_receipts",
+            "Delivery receipts received, by bind and the state they report.",
+            ["bind", "state"],
+            registry=self.registry,
+        )
+        self.outbound_queued = Gauge(
+            "smsinbox_outbound_queued",
+            "Outgoing messages waiting in the queue for an SMSC to accept them.",
+            registry=self.registry,
+        )
+        self.outbound_retrying = Gauge(
+            "smsinbox_outbound_retrying",
+            "Of the queued outgoing messages, those tried already and waiting to be tried "
+            "again (throttled, refused for now, or their bind lost).",
+            registry=self.registry,
+        )
 
         self.login_failures = Counter(
             "smsinbox_login_failures",

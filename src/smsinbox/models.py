@@ -28,7 +28,9 @@ class Direction(enum.StrEnum):
 
 class MessageStatus(enum.StrEnum):
     """Where a message stands: incoming ones received, then retrieved by a poll; outgoing
-    ones scheduled or pending, sending, then complete or failed."""
+    ones scheduled, sending (being handed on), pending (queued for an SMSC), then complete
+    (delivered to an account here), or sent (accepted by the SMSC) and delivered,
+    undeliverable, expired or rejected as its receipts say, or failed (never accepted)."""
 
     RECEIVED = "received"
     RETRIEVED = "retrieved"
@@ -37,6 +39,11 @@ class MessageStatus(enum.StrEnum):
     SENDING = "sending"
     COMPLETE = "complete"
     FAILED = "failed"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
 
 
 class DeliveryState(enum.StrEnum):
@@ -50,7 +57,13 @@ class DeliveryState(enum.StrEnum):
 
 # Outgoing messages not (yet) sent: they count towards a conversation's "unsent" figure.
 UNSENT_STATUSES = frozenset(
-    {MessageStatus.PENDING, MessageStatus.FAILED, MessageStatus.SCHEDULED, MessageStatus.SENDING}
+    {
+        MessageStatus.PENDING,
+        MessageStatus.FAILED,
+        MessageStatus.SCHEDULED,
+        MessageStatus.SENDING,
+        MessageStatus.REJECTED,
+    }
 )
 
 
@@ -259,6 +272,9 @@ class SmppBind:
     window: int = 10
     throughput: int = 0  # submit_sm a second at most; 0: the SMSC's own limit only
     enquire_link_s: int = 30
+    # Recipients whose messages this bind sends: number prefixes, `*` for any the other
+    # binds' prefixes do not claim; none: it sends nothing (it may still receive).
+    routes: str = ""
     default_alphabet: str = "gsm"  # what data_coding 0 means at this SMSC
     gsm_packed: bool = False
     enabled: bool = True
@@ -277,3 +293,52 @@ class SmppPart(NamedTuple):
     alphabet: str
     units: bytes
     received_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outbound:
+    """An outgoing message waiting in the queue for an SMSC, as the sender claims it."""
+
+    account_id: int
+    message_id: int
+    sender: str
+    recipient: str
+    text: str
+    registered_delivery: bool
+    attempts: int
+    queued_at: int
+    expires_at: int
+    submitted: frozenset[int]  # its parts the SMSC has accepted already (numbered from 1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SentPart:
+    """A part the SMSC accepted: which bind sent it and the SMSC's id for it."""
+
+    part: int
+    total: int
+    bind_id: int
+    smsc_message_id: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Submission:
+    """What one attempt to send a queued message came to: the parts accepted, and either
+    the status it ends in (sent, rejected, failed) or, while parts remain, when to try
+    again."""
+
+    account_id: int
+    message_id: int
+    parts: list[SentPart]
+    status: MessageStatus | None  # None: some parts wait for another try
+    retry_at: int | None = None
+    error: str = ""
+
+
+class Batched(NamedTuple):
+    """A message of an EAPI send_sms batch, as its status report shows it."""
+
+    message_id: int
+    recipient: str
+    status: MessageStatus
+    status_at: int | None

@@ -86,7 +86,13 @@ class Services:
         remembered = settings.credential_cache_ttl
         api_keys = Credentials(store, "api_key", remember_s=remembered)
         turns = ReadTurns(settings.bulk_read_concurrency, writes_waiting=store.ingest_queue.busy)
-        mailbox = Mailbox(store, ingestor, max_chars=settings.max_message_chars, turns=turns)
+        mailbox = Mailbox(
+            store,
+            ingestor,
+            max_chars=settings.max_message_chars,
+            turns=turns,
+            send_expiry_s=settings.send_expiry,
+        )
         addresses = AddressPolicy(allow_private=settings.push_allow_private)
         return cls(
             settings=settings,

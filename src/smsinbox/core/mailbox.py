@@ -62,12 +62,14 @@ class Mailbox:
         *,
         max_chars: int,
         turns: ReadTurns,
+        send_expiry_s: int = 86_400,
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
         self.turns = turns
         self.ingestor = ingestor
         self.max_chars = max_chars
+        self.send_expiry_ms = send_expiry_s * 1000
         self.clock = clock
 
     async def conversations(
@@ -200,44 +202,78 @@ class Mailbox:
         send_on: int | None,
         device_id: int | None,
     ) -> int:
-        """Send a message: at once to an account on this server, else queue it as pending.
-
-        A `send_on` in the future schedules it; the dispatcher sends it when due, also after
-        a restart, since the schedule is the stored message itself.
-        """
+        """Send a message from the account's first number (mysms send)."""
         if recipient is None or recipient == "":
             raise MissingParameter("recipient")
         if not who.numbers:
             raise SenderWithoutNumber("the account has no number to send from")
         await self._check_device(who, device_id)
-        number = normalize_msisdn(str(recipient), "recipient")
-        body = _text(text, self.max_chars)
-        now = self.clock()
-        scheduled = send_on is not None and send_on > now
-        message = records.outgoing(
+        return await self.send_from(
+            who.account_id,
             who.numbers[0],
-            number,
-            body,
-            status=MessageStatus.SCHEDULED if scheduled else MessageStatus.SENDING,
-            now=now,
-            send_at=send_on if scheduled else None,
+            normalize_msisdn(str(recipient), "recipient"),
+            _text(text, self.max_chars),
+            send_on=send_on,
             origin="app",
             device_id=device_id,
         )
-        message_id = await self.store.add_message(who.account_id, message, now=now)
+
+    async def send_from(
+        self,
+        account_id: int,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        send_on: int | None = None,
+        origin: str = "platform",
+        device_id: int | None = None,
+        registered_delivery: bool = True,
+    ) -> int:
+        """Send a message: at once to an account on this server, else into the queue for an
+        SMSC. Its id.
+
+        A `send_on` in the future schedules it; the dispatcher sends it when due, also after
+        a restart, since the schedule is the stored message itself.
+        """
+        now = self.clock()
+        scheduled = send_on is not None and send_on > now
+        message = records.outgoing(
+            sender,
+            recipient,
+            text,
+            status=MessageStatus.SCHEDULED if scheduled else MessageStatus.SENDING,
+            now=now,
+            send_at=send_on if scheduled else None,
+            origin=origin,
+            device_id=device_id,
+        )
+        message_id = await self.store.add_message(account_id, message, now=now)
         if not scheduled:
-            await self.deliver(who.account_id, message_id, who.numbers[0], number, body)
+            await self.deliver(
+                account_id, message_id, sender, recipient, text,
+                registered_delivery=registered_delivery,
+            )  # fmt: skip
         return message_id
 
     async def deliver(
-        self, account_id: int, message_id: int, sender: str, recipient: str, text: str
+        self,
+        account_id: int,
+        message_id: int,
+        sender: str,
+        recipient: str,
+        text: str,
+        *,
+        registered_delivery: bool = True,
     ) -> None:
-        """Hand an outgoing message on: into a local inbox, or to the queue for SMPP."""
+        """Hand an outgoing message on: into a local inbox, or to the queue for an SMSC."""
         if await self.store.find_account_by_number(recipient) is None:
-            # No account here owns the number: it waits for the network connector.
-            await self.store.set_outgoing_status(
-                account_id, message_id, MessageStatus.PENDING, now=self.clock()
-            )
+            # No account here owns the number: an SMPP bind sends it, or it fails in time.
+            now = self.clock()
+            await self.store.queue_outgoing(
+                account_id, message_id, registered_delivery=registered_delivery,
+                expires_at=now + self.send_expiry_ms, now=now,
+            )  # fmt: skip
             return
         await self.ingestor.ingest(
             InboundMessage(

@@ -68,7 +68,8 @@ ORIGINS = {"sim": 0, "platform": 1, "app": 2}
 STATUSES = {
     MessageStatus.RECEIVED: 0, MessageStatus.RETRIEVED: 0, MessageStatus.PENDING: 1,
     MessageStatus.SCHEDULED: 1, MessageStatus.COMPLETE: 2, MessageStatus.FAILED: 3,
-    MessageStatus.SENDING: 4,
+    MessageStatus.SENDING: 4, MessageStatus.SENT: 2, MessageStatus.DELIVERED: 2,
+    MessageStatus.UNDELIVERABLE: 3, MessageStatus.EXPIRED: 3, MessageStatus.REJECTED: 3,
 }  # fmt: skip
 
 

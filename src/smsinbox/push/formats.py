@@ -30,6 +30,11 @@ MC5_STATUS = {
     MessageStatus.SENDING: 11,
     MessageStatus.SCHEDULED: 10,
     MessageStatus.FAILED: 5,
+    MessageStatus.SENT: 11,
+    MessageStatus.DELIVERED: 2,
+    MessageStatus.UNDELIVERABLE: 5,
+    MessageStatus.EXPIRED: 3,
+    MessageStatus.REJECTED: 8,
 }
 
 

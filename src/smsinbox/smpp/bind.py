@@ -48,6 +48,10 @@ class Mode(enum.StrEnum):
     def receives(self) -> bool:
         return self is not Mode.TRANSMITTER
 
+    @property
+    def sends(self) -> bool:
+        return self is not Mode.RECEIVER
+
 
 class State(enum.StrEnum):
     BINDING = "binding"
@@ -118,6 +122,14 @@ class Bind:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._set_state(State.STOPPED)
+
+    async def request(self, pdu: Pdu) -> Pdu:
+        """Send a request (a submit_sm) on the bound session and wait for its answer;
+        NotBound while there is none, SessionClosed or ResponseTimeout if it is lost."""
+        session = self._session
+        if session is None or self.state is not State.BOUND or self._stopping.is_set():
+            raise NotBound(f"bind {self.settings.name} is {self.state.value}")
+        return await session.request(pdu)
 
     def _set_state(self, state: State, error: str = "") -> None:
         self.state = state
@@ -226,6 +238,10 @@ class Bind:
         if command in (Command.ALERT_NOTIFICATION, Command.OUTBIND):
             return None  # neither has a response
         return Pdu(Command.GENERIC_NACK, request.sequence, Status.ESME_RINVCMDID)
+
+
+class NotBound(ConnectionError):
+    """The bind has no bound session to send on (binding, backing off or stopping)."""
 
 
 class _BindRefused(Exception):

@@ -119,11 +119,16 @@ def segment(message: str) -> Segments:
     """`message` in GSM 7-bit where it can be, else UCS-2, cut into the fewest parts, never
     inside an escape sequence or a surrogate pair."""
     if gsm.is_gsm(message):
-        of = Alphabet.GSM
-        pieces = [gsm.encode(char) for char in message]
-    else:
-        of = Alphabet.UCS2
-        pieces = [char.encode("utf-16-be") for char in message]
+        return _cut(Alphabet.GSM, [gsm.encode(char) for char in message])
+    return segment_ucs2(message)
+
+
+def segment_ucs2(message: str) -> Segments:
+    """`message` in UCS-2 (UTF-16), cut as `segment` cuts it."""
+    return _cut(Alphabet.UCS2, [char.encode("utf-16-be") for char in message])
+
+
+def _cut(of: Alphabet, pieces: list[bytes]) -> Segments:
     size = 1 if of is Alphabet.GSM else 2  # octets to a unit
     total = sum(len(piece) for piece in pieces) // size
     if total <= SINGLE[of]:

@@ -14,6 +14,7 @@ import enum
 import re
 from collections.abc import Iterable
 
+from smsinbox.core import gsm
 from smsinbox.smpp import coding, udh
 from smsinbox.smpp.coding import Alphabet
 from smsinbox.smpp.pdu import Command, Pdu, Tag
@@ -185,3 +186,54 @@ def assemble(parts: Iterable[tuple[int, Alphabet, bytes]], total: int) -> Assemb
         of = Alphabet.BINARY if Alphabet.BINARY in alphabets else ordered[0][0]
         text = "".join(coding.text(part_of, units) for part_of, units in ordered)
     return Assembled(text, joined, of, not missing, missing)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A text as the submit_sm of each of its parts carries it."""
+
+    data_coding: int
+    esm_class: int  # with UDHI set when the text takes more than one part
+    short_messages: list[bytes]  # each part's short_message, its header included
+
+
+_UDHI_ESM_CLASS = 0x40
+# The single-octet alphabets an SMSC may take data_coding 0 to mean, as Python writes them.
+_DEFAULT_CODECS = {Alphabet.LATIN1: "latin-1", Alphabet.ASCII: "ascii"}
+
+
+def outgoing(
+    message: str,
+    reference: int,
+    *,
+    default_alphabet: Alphabet = Alphabet.GSM,
+    packed: bool = False,
+) -> Outgoing:
+    """`message` cut into parts (coding.segment), each with a concatenation header
+    numbered by `reference` (0-255) when there are several.
+
+    GSM text goes as data_coding 0, in the alphabet the SMSC takes 0 to mean: septets (packed
+    where the bind packs them), or Latin-1 or ASCII octets where the SMSC's default is one
+    of those and the text fits it; else the text goes as UCS-2."""
+    segments = coding.segment(message)
+    of = segments.alphabet
+    payloads = segments.payloads
+    if of is Alphabet.GSM and default_alphabet in _DEFAULT_CODECS:
+        try:
+            payloads = [
+                gsm_text.encode(_DEFAULT_CODECS[default_alphabet])
+                for gsm_text in (coding.text(Alphabet.GSM, payload) for payload in payloads)
+            ]
+        except UnicodeEncodeError:
+            segments = coding.segment_ucs2(message)
+            of, payloads = segments.alphabet, segments.payloads
+    total = len(payloads)
+    data_coding = 0 if of is Alphabet.GSM else coding.DATA_CODING[of]
+    short_messages = []
+    for sequence, payload in enumerate(payloads, start=1):
+        header = udh.concatenation(reference & 0xFF, total, sequence) if total > 1 else b""
+        if of is Alphabet.GSM and packed and default_alphabet is Alphabet.GSM:
+            fill_bits = (7 - len(header) * 8 % 7) % 7
+            payload = gsm.pack(payload, fill_bits)
+        short_messages.append(header + payload)
+    return Outgoing(data_coding, _UDHI_ESM_CLASS if total > 1 else 0, short_messages)

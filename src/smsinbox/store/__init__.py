@@ -15,6 +15,7 @@ from smsinbox.store.devices import DeviceStore
 from smsinbox.store.inbox import InboxStore
 from smsinbox.store.mailbox import MailboxStore
 from smsinbox.store.messages import MessageStore
+from smsinbox.store.outbound import OutboundStore
 from smsinbox.store.outgoing import OutgoingStore
 from smsinbox.store.push import PushStore
 from smsinbox.store.retention import RetentionStore
@@ -31,6 +32,7 @@ class Store(
     CredentialStore,
     MessageStore,
     OutgoingStore,
+    OutboundStore,
     UnroutedStore,
     ConversationStore,
     InboxStore,

@@ -23,12 +23,19 @@ class StoreBase:
         # Called after a commit that may have queued push deliveries: wakes the worker in
         # this process without waiting for its next poll (PostgreSQL also NOTIFYs others).
         self.outbox_listeners: list[Callable[[], None]] = []
+        # Called after a commit that queued outgoing messages for an SMSC: wakes the
+        # sender in this process (others look every second).
+        self.outbound_listeners: list[Callable[[], None]] = []
         self.ingest_queue = IngestQueue(
             db, on_stored=self.outbox_changed, lanes=db.engine.concurrent_writes
         )
 
     def outbox_changed(self) -> None:
         for listener in self.outbox_listeners:
+            listener()
+
+    def outbound_changed(self) -> None:
+        for listener in self.outbound_listeners:
             listener()
 
 

@@ -398,6 +398,8 @@ smpp_binds = Table(
     Column("window", Integer, nullable=False),
     Column("throughput", Integer, nullable=False),
     Column("enquire_link_s", Integer, nullable=False),
+    # Recipient prefixes this bind sends to, space-separated; `*` for the rest.
+    Column("routes", String(255), nullable=False, server_default=""),
     # What data_coding 0 means at this SMSC (gsm, latin1, ascii), and whether it packs GSM
     # septets eight to seven octets.
     Column("default_alphabet", String(10), nullable=False),
@@ -446,4 +448,84 @@ smpp_parts = Table(
     # The sweep: messages waiting too long, and assembled parts kept long enough.
     Index(None, "assembled_at", "received_at"),
     sqlite_autoincrement=True,
+)
+
+# The outbound queue: outgoing messages waiting for an SMSC to accept them. A row is due at
+# `due_at`; a sender claims it by moving `due_at` past the time its attempt may take, so a
+# sender that dies leaves it due again. It leaves the queue when every part is accepted,
+# when the SMSC refuses it for good, or when it has waited until `expires_at`.
+outbound = Table(
+    "outbound",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "message_id",
+        Id,
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("registered_delivery", Boolean, nullable=False),
+    Column("queued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", String(255), nullable=False, server_default=""),
+    Index(None, "due_at"),
+    sqlite_autoincrement=True,
+)
+
+# The parts of outgoing messages an SMSC accepted, with its id for each: delivery receipts
+# name that id, and a message's status follows its parts' (delivered once all are).
+sent_parts = Table(
+    "sent_parts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Id, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    # Not a foreign key: the parts outlive a bind the operator removes.
+    Column("bind_id", BigInteger, nullable=False),
+    Column("smsc_message_id", String(65), nullable=False),
+    # sent, then the receipt's word: delivered, undeliverable, expired, deleted, rejected
+    Column("state", String(16), nullable=False),
+    Column("error", String(32), nullable=False, server_default=""),
+    Column("submitted_at", BigInteger, nullable=False),
+    Column("state_at", BigInteger, nullable=False),
+    Index(None, "message_id", "part", unique=True),
+    Index(None, "smsc_message_id"),
+    sqlite_autoincrement=True,
+)
+
+# Receipts that came before the submit_sm_resp they are about was recorded (an SMSC may
+# send the receipt at once): kept until the part is, then applied to it.
+early_receipts = Table(
+    "early_receipts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("smsc_message_id", String(65), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("error", String(32), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Index(None, "smsc_message_id"),
+    Index(None, "received_at"),
+    sqlite_autoincrement=True,
+)
+
+# EAPI send_sms batches: the messages one call sent, under the id of the first of them.
+batch_messages = Table(
+    "batch_messages",
+    metadata,
+    Column(
+        "message_id",
+        Id,
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("batch_id", BigInteger, nullable=False),
+    Index(None, "account_id", "batch_id"),
 )

@@ -37,8 +37,12 @@ from smsinbox.smpp.coding import Alphabet
 from smsinbox.smpp.pdu import Pdu, Status
 from smsinbox.store import Store
 from smsinbox.store.smpp import PartKey
+from smsinbox.upstream.sender import SmppSender
 
 log = logging.getLogger("smsinbox.smpp")
+
+# A receipt about no part sent (yet) is kept this long for its part to be recorded.
+EARLY_RECEIPTS_KEPT_MS = 86_400_000
 
 
 class SmppInbound:
@@ -57,6 +61,7 @@ class SmppInbound:
         self.reassembly_timeout_ms = int(reassembly_timeout_s * 1000)
         self.clock = clock
         self.binds: dict[str, SmppBind] = {}
+        self.on_receipt: Callable[[str, str], None] = lambda bind, state: None
 
     async def receive(self, bind_name: str, pdu: Pdu) -> Status:
         """The command_status to answer a deliver_sm or data_sm with, once it is stored."""
@@ -80,9 +85,11 @@ class SmppInbound:
                 pdu.octets("short_message"), None,
             )  # fmt: skip
         if isinstance(carried, messages.Receipt):
-            # Nothing is sent over SMPP yet, so no receipt can be about a message here.
-            log.info("bind %s: receipt for %s (%s) about no message of ours", bind.name,
-                     carried.message_id, carried.state.name)  # fmt: skip
+            state = carried.state.name.lower()
+            self.on_receipt(bind.name, state)
+            await self.store.record_receipt(
+                carried.message_id, state, carried.error, now=self.clock()
+            )
             return Status.ESME_ROK
         try:
             sender = normalize_sender(carried.source, "source_addr")
@@ -165,6 +172,7 @@ class SmppInbound:
             await self._store_long(bind, key, await self.store.smpp_message_parts(key))
         # Parts of stored messages are kept as long again, for late redeliveries.
         await self.store.purge_smpp_parts(assembled_before=now - self.reassembly_timeout_ms)
+        await self.store.purge_early_receipts(received_before=now - EARLY_RECEIPTS_KEPT_MS)
 
 
 class SmppBinds:
@@ -189,10 +197,14 @@ class SmppBinds:
         self.running: dict[str, tuple[SmppBind, Bind]] = {}
         self._recording: set[asyncio.Task[None]] = set()
         self._record_turn = asyncio.Lock()
+        self.sender = SmppSender(store, lambda: list(self.running.values()), metrics, clock=clock)
+        inbound.on_receipt = lambda bind, state: metrics.smpp_receipts.labels(bind, state).inc()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep the configured binds running until `stop`, and store the long messages
-        waiting past their time; then unbind them all."""
+        """Keep the configured binds running until `stop`, send the queued messages over
+        them, and store the long messages waiting past their time; then unbind them all
+        (once what was submitted has its answer)."""
+        sending = asyncio.create_task(self.sender.run(stop), name="smpp sender")
         try:
             while not stop.is_set():
                 try:
@@ -203,6 +215,7 @@ class SmppBinds:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.refresh_s)
         finally:
+            await sending
             await asyncio.gather(*(bind.stop() for _, bind in self.running.values()))
             self.running.clear()
             if self._recording:
@@ -218,7 +231,10 @@ class SmppBinds:
                 self.metrics.smpp_bound.labels(name).set(0)
         self.inbound.binds = wanted
         for name, configured in wanted.items():
-            if name not in self.running:
+            if name in self.running:
+                # What changes without binding again (routes, throughput) applies at once.
+                self.running[name] = (configured, self.running[name][1])
+            else:
                 bind = Bind(bind_settings(configured), self._receive, on_state=self._state_changed)
                 self.running[name] = (configured, bind)
                 bind.start()
@@ -299,6 +315,7 @@ def bind_settings(bind: SmppBind) -> BindSettings:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ROUTE = re.compile(r"\*|[0-9]{1,15}")
 
 
 def _check(bind: SmppBind) -> None:
@@ -316,6 +333,8 @@ def _check(bind: SmppBind) -> None:
          "receiver, transmitter or transceiver"),
         (1 <= bind.window <= 1000, "window", "between 1 and 1000"),
         (bind.throughput >= 0, "throughput", "0 (no limit of ours) or more"),
+        (len(bind.routes) <= 255 and all(_ROUTE.fullmatch(route) for route in bind.routes.split()),
+         "routes", "number prefixes (digits) or *, space-separated"),
         (1 <= bind.enquire_link_s <= 3600, "enquire_link_s", "between 1 and 3600 seconds"),
         (bind.default_alphabet in {"gsm", "latin1", "ascii"}, "default_alphabet",
          "gsm, latin1 or ascii"),

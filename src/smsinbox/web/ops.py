@@ -44,6 +44,9 @@ async def metrics(request: Request) -> Response:
     with contextlib.suppress(StoreUnavailable):
         services.metrics.unrouted_waiting.set(await services.store.count_unrouted())
         depth, oldest = await services.store.queue_figures()
+        queued, retrying = await services.store.outbound_figures()
+        services.metrics.outbound_queued.set(queued)
+        services.metrics.outbound_retrying.set(retrying)
         services.metrics.push_queue_depth.set(depth)
         age = 0.0 if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
         services.metrics.push_oldest_age.set(age)

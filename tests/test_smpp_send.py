@@ -1,0 +1,195 @@
+"""Sending over SMPP, against smpp34's server (an independent SMSC implementation on
+loopback): a message an account sends to a number outside the server is queued, submitted
+to the bind its recipient routes to, cut into parts where it is long, and its status
+follows the SMSC's answers and receipts; on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import smpp34
+
+from smsinbox.core import gsm
+from smsinbox.models import MessageStatus, SmppBind
+from smsinbox.services import Services
+from smsinbox.smpp import udh
+from tests.conftest import free_port
+
+ALICE = "447700900001"
+FRIEND = "33612345678"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("not reached in time")
+        await asyncio.sleep(0.05)
+
+
+class Smsc:
+    """smpp34's server, with the ESME that binds to it and the submit_sm it receives."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = smpp34.Server("127.0.0.1", self.port, system_id="SMSC")
+        self.esme: smpp34.Esme | None = None
+        self.submitted: asyncio.Queue[smpp34.SubmitSmEvent] = asyncio.Queue()
+        self._reading: asyncio.Task[None] | None = None
+        self.bound = asyncio.Event()
+
+    async def __aenter__(self) -> Smsc:
+        await self.server.start()
+        self._reading = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._reading is not None
+        self._reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reading
+        await self.server.stop()
+
+    async def _read(self) -> None:
+        while True:
+            event = await self.server.next()
+            if isinstance(event, smpp34.Esme):
+                self.esme = event
+                self.bound.set()
+            elif isinstance(event, smpp34.SubmitSmEvent):
+                await self.submitted.put(event)
+
+    async def next_submit(self, timeout: float = 15) -> smpp34.SubmitSmEvent:
+        return await asyncio.wait_for(self.submitted.get(), timeout)
+
+    async def receipt(self, message_id: str, stat: str = "DELIVRD") -> None:
+        """A delivery receipt in the text form, as most SMSCs send it."""
+        assert self.esme is not None
+        text = (
+            f"id:{message_id} sub:001 dlvrd:001 submit date:2612061200"
+            f" done date:2612061201 stat:{stat} err:000 text:"
+        )
+        answer = await self.esme.deliver_sm(
+            ALICE, text.encode(), source_addr=FRIEND, esm_class=0x04
+        )
+        assert answer.is_success
+
+
+@contextlib.asynccontextmanager
+async def running(services: Services, smsc: Smsc, **bind: object) -> AsyncIterator[None]:
+    await services.accounts.add("alice", "pw", msisdns=(ALICE,))
+    await services.smpp.add(
+        SmppBind(
+            name="carrier", host="127.0.0.1", port=smsc.port, system_id="esme",
+            password="secret", routes=str(bind.pop("routes", "*")), **bind,  # type: ignore[arg-type]
+        )
+    )  # fmt: skip
+    services.smpp.refresh_s = 0.2
+    stop = asyncio.Event()
+    task = asyncio.create_task(services.smpp.run(stop))
+    try:
+        await asyncio.wait_for(smsc.bound.wait(), 15)
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def status_of(services: Services, message_id: int) -> MessageStatus:
+    message = await services.store.get_message(1, message_id)
+    assert message is not None
+    return message.status
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[Smsc]:
+    async with Smsc() as peer:
+        yield peer
+
+
+async def test_a_message_is_submitted_and_its_receipt_marks_it_delivered(
+    services: Services, smsc: Smsc
+) -> None:
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "Hello €5 [ok]")
+        submit = await smsc.next_submit()
+        assert (submit.source_addr, submit.destination_addr) == (ALICE, FRIEND)
+        assert (submit.source_addr_ton, submit.dest_addr_ton) == (1, 1)
+        assert submit.data_coding == 0 and submit.registered_delivery == 1
+        assert gsm.decode(submit.short_message) == "Hello €5 [ok]"
+        submit.accept("5f1a")
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        # The receipt names the id in decimal where the answer gave it in hex.
+        await smsc.receipt(str(0x5F1A))
+        await eventually(lambda: _is(services, message_id, MessageStatus.DELIVERED))
+
+
+async def test_a_long_message_goes_in_parts_and_is_delivered_when_every_part_is(
+    services: Services, smsc: Smsc
+) -> None:
+    text = "Привет! " * 20  # 160 UTF-16 units: three parts of at most 67
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, text)
+        parts = []
+        for number in range(1, 4):
+            submit = await smsc.next_submit()
+            header, payload = udh.split(submit.short_message)
+            assert submit.esm_class & udh.UDHI and submit.data_coding == 8
+            assert udh.part(header) == udh.Part(message_id % 256, 3, number)
+            parts.append(payload)
+            submit.accept(f"part-{number}")
+        assert b"".join(parts).decode("utf-16-be") == text
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        for number in (3, 1):
+            await smsc.receipt(f"part-{number}")
+        await asyncio.sleep(0.3)
+        assert await status_of(services, message_id) is MessageStatus.SENT
+        await smsc.receipt("part-2")
+        await eventually(lambda: _is(services, message_id, MessageStatus.DELIVERED))
+
+
+async def test_a_receipt_saying_undeliverable_marks_the_message_so(
+    services: Services, smsc: Smsc
+) -> None:
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "to nowhere")
+        (await smsc.next_submit()).accept("x1")
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        await smsc.receipt("x1", "UNDELIV")
+        await eventually(lambda: _is(services, message_id, MessageStatus.UNDELIVERABLE))
+
+
+async def test_a_throttled_message_is_tried_again_and_a_refused_one_is_rejected(
+    services: Services, smsc: Smsc
+) -> None:
+    async with running(services, smsc):
+        throttled = await services.mailbox.send_from(1, ALICE, FRIEND, "later please")
+        (await smsc.next_submit()).reject(smpp34.ESME_RTHROTTLED)
+        again = await smsc.next_submit(timeout=10)
+        assert gsm.decode(again.short_message) == "later please"
+        again.accept("t1")
+        await eventually(lambda: _is(services, throttled, MessageStatus.SENT))
+
+        refused = await services.mailbox.send_from(1, ALICE, FRIEND, "bad number")
+        (await smsc.next_submit()).reject(smpp34.ESME_RINVDSTADR)
+        await eventually(lambda: _is(services, refused, MessageStatus.REJECTED))
+
+
+async def test_a_message_no_bind_routes_fails_when_its_time_runs_out(
+    services: Services, smsc: Smsc
+) -> None:
+    services.mailbox.send_expiry_ms = 1500
+    async with running(services, smsc, routes="44"):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "to France")
+        await asyncio.sleep(0.5)
+        assert await status_of(services, message_id) is MessageStatus.PENDING
+        await eventually(lambda: _is(services, message_id, MessageStatus.FAILED), timeout=20)
+        assert smsc.submitted.empty()
+
+
+async def _is(services: Services, message_id: int, status: MessageStatus) -> bool:
+    return await status_of(services, message_id) is status
