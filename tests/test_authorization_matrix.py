@@ -80,6 +80,9 @@ class Matrix:
         self.bob_device = (await self.bob.call("/user/device/register", name="b"))["deviceId"]
         endpoint = await services.push.add("alice", "http://receiver.example/hook")
         self.endpoint = endpoint.id
+        self.batch = await services.send_api.send_batch(
+            "alice", "alice-pw", recipients=[FRIEND], text="xyzzy batch"
+        )
 
     async def alice_state(self) -> object:
         """Everything of alice's a user or the operator could notice."""
@@ -193,6 +196,41 @@ class Matrix:
             self.assert_nothing_of_alice(path, answer)
         self.exercised |= {("GET", path), ("POST", path)}
 
+    async def sending_route(self, path: str) -> None:
+        """The send APIs: bob cannot send as alice's number, answer her messages, or read her
+        batches; alice's username with a wrong password sends nothing."""
+        own = {"username": "bob", "password": "bob-pw"}
+        if path.endswith("sendSingle2"):
+            tries = [
+                ({**own, "text": "hi", "recipient": FRIEND, "sender": ALICE}, 2),
+                ({**own, "text": "hi", "replyTo": str(self.messages[1])}, 2),
+                ({"username": "alice", "password": "bob-pw", "text": "hi", "recipient": FRIEND}, 3),
+            ]
+            read = lambda answer: answer.json()["status"]  # noqa: E731
+        elif "send_sms" in path:
+            tries = [
+                ({**own, "message": "hi", "msisdn": FRIEND, "sender": ALICE}, 24),
+                (
+                    {"username": "alice", "password": "bob-pw", "message": "hi", "msisdn": FRIEND},
+                    23,
+                ),
+            ]
+            read = lambda answer: int(answer.text.split("|")[0])  # noqa: E731
+        else:
+            report = {**own, "batch_id": str(self.batch), "optional_fields": "body,origin_address"}
+            tries = [(report, 0), ({**report, "username": "alice"}, 23)]
+            read = lambda answer: int(answer.text.split("|")[0])  # noqa: E731
+        for method in ("GET", "POST"):
+            for params, expected in tries:
+                answer = await self.http.request(
+                    method, path, **({"params": params} if method == "GET" else {"data": params})
+                )
+                self.assert_nothing_of_alice(path, answer)
+                assert read(answer) == expected, (method, path, params, answer.text)
+                if "get_report" in path and expected == 0:
+                    assert answer.text == "0|Results to follow\n\n"  # no row of alice's batch
+            self.exercised.add((method, path))
+
     def bob_secrets(self) -> list[str]:
         """Every credential bob (or anyone not the operator) could present as a bearer."""
         return [self.bob.token or "", self.api_key, self.upstream_token, "bob-pw"]
@@ -254,6 +292,8 @@ async def test_a_second_account_reaches_nothing_of_the_first_on_any_route(
                 continue  # with login, above
             elif path.startswith(("/json/", "/rest/")):
                 await matrix.mysms_route("/" + path.split("/", 2)[2], rest=path.startswith("/rest"))
+            elif path.endswith(("/sendSingle2", "/send_sms/2/2.0", "/get_report/2/2.0")):
+                await matrix.sending_route(path)
             elif path.startswith(("/services/", "/eapi/", "/reception/")):
                 await matrix.polling_route(path)
             elif path.startswith("/admin/"):
@@ -266,4 +306,4 @@ async def test_a_second_account_reaches_nothing_of_the_first_on_any_route(
         assert routes - matrix.exercised == set(), "routes without a place in the matrix"
         # And alice still reaches all of it.
         found = await matrix.alice.call("/user/message/search", query="xyzzy")
-        assert len(found["messages"]) == 4
+        assert len(found["messages"]) == 5

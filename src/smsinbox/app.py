@@ -59,6 +59,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
         Route("/inbound/sms", inbound_sms, methods=["GET", "POST"]),
         Route("/services/rest/user/messages", mc5.check_messages, methods=["GET", "POST"]),
         Route("/services/rest/user/allMessages", mc5.check_all_messages, methods=["GET", "POST"]),
+        Route("/services/rest/message/sendSingle2", mc5.send_single2, methods=["GET", "POST"]),
     ]
     routes += mysms.routes()
     routes += admin.routes()
@@ -67,6 +68,12 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
             Route(f"{prefix}/reception/get_inbox/1/1.1", eapi.get_inbox, methods=["GET", "POST"]),
             Route(
                 f"{prefix}/reception/get_inbox/1/1.0", eapi.get_inbox_v10, methods=["GET", "POST"]
+            ),
+            Route(f"{prefix}/submission/send_sms/2/2.0", eapi.send_sms, methods=["GET", "POST"]),
+            Route(
+                f"{prefix}/status_reports/get_report/2/2.0",
+                eapi.get_report,
+                methods=["GET", "POST"],
             ),
         ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -38,6 +38,12 @@ class MissingParameter(InvalidInput):
         super().__init__(f"missing required parameter {field!r}", field)
 
 
+class BatchTooLarge(InvalidInput):
+    """More recipients in one send than a batch may hold."""
+
+    code = "batch_too_large"
+
+
 class AuthenticationFailed(DomainError):
     """The credentials do not match."""
 

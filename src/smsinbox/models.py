@@ -339,6 +339,9 @@ class Batched(NamedTuple):
     """A message of an EAPI send_sms batch, as its status report shows it."""
 
     message_id: int
+    sender: str
     recipient: str
+    text: str
+    created_at: int
     status: MessageStatus
     status_at: int | None

@@ -19,6 +19,7 @@ from smsinbox.core.push import PushEndpoints
 from smsinbox.core.ratelimit import MovingWindows, RateLimits
 from smsinbox.core.retention import Retention
 from smsinbox.core.sessions import Sessions
+from smsinbox.core.submission import SendApi
 from smsinbox.core.sync import Sync
 from smsinbox.core.turns import ReadTurns
 from smsinbox.errors import SchemaBehind, StoreUnavailable
@@ -45,6 +46,7 @@ class Services:
     retention: Retention
     sessions: Sessions
     mailbox: Mailbox
+    send_api: SendApi
     dispatcher: Dispatcher
     contacts: Contacts
     devices: Devices
@@ -124,6 +126,7 @@ class Services:
                 token_ttl_s=settings.auth_token_ttl,
             ),
             mailbox=mailbox,
+            send_api=SendApi(store, authenticator, mailbox),
             dispatcher=Dispatcher(store, mailbox),
             contacts=Contacts(store),
             devices=Devices(store),

@@ -16,6 +16,7 @@ from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.sessions import Sessions
+from smsinbox.core.submission import SendApi
 from smsinbox.core.sync import Sync
 
 
@@ -23,6 +24,7 @@ class Core(Protocol):
     inbox: Inbox
     mailbox: Mailbox
     sessions: Sessions
+    send_api: SendApi
     sync: Sync
     contacts: Contacts
     devices: Devices

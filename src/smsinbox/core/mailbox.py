@@ -20,9 +20,12 @@ from smsinbox.errors import (
     UnknownDevice,
 )
 from smsinbox.models import Conversation, InboundMessage, Message, MessageStatus
+from smsinbox.smpp.coding import count_parts
 from smsinbox.store import Store
 
 MIN_SEARCH = 3
+# A concatenated message numbers its parts in one octet.
+MAX_PARTS = 255
 MAX_DEVICE_MESSAGE_ID = 128
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -236,6 +239,8 @@ class Mailbox:
         A `send_on` in the future schedules it; the dispatcher sends it when due, also after
         a restart, since the schedule is the stored message itself.
         """
+        if count_parts(text) > MAX_PARTS:
+            raise InvalidInput(f"text takes more than {MAX_PARTS} short messages", "text")
         now = self.clock()
         scheduled = send_on is not None and send_on > now
         message = records.outgoing(

@@ -25,6 +25,7 @@ from smsinbox.errors import (
     InvalidInput,
     LoginLockedOut,
     MissingParameter,
+    SenderWithoutNumber,
     UnknownAccount,
 )
 from smsinbox.models import Direction, PolledMessage
@@ -46,7 +47,13 @@ STATUS_CODES: list[tuple[type[DomainError], int]] = [
     (AccountBlocked, 4),
     (UnknownAccount, 200),
     (AccountNeedsActivation, 220),
+    # Sending from an account without a number: the platform's "invalid parameter value"
+    # (the sender it would need cannot be given).
+    (SenderWithoutNumber, 2),
 ]
+# sendSingle2's messageStatus for a message accepted for sending: "submitted". What becomes
+# of it later reaches the customer as status pushes (push/formats.py MC5_STATUS).
+SUBMITTED = "10"
 
 
 def status_of(error: DomainError) -> int:
@@ -122,3 +129,38 @@ async def check_messages(request: Request) -> Response:
 async def check_all_messages(request: Request) -> Response:
     """GET|POST /services/rest/user/allMessages — MC5 Check all messages (both directions)."""
     return await _check(request, outgoing=True)
+
+
+async def send_single2(request: Request) -> Response:
+    """GET|POST /services/rest/message/sendSingle2 — MC5 Send Single Message.
+
+    `rotation` and `encoding` are accepted and not used: the text's own characters choose
+    GSM 7-bit or UCS-2, and the account's own number is the sender."""
+    services: Core = request.app.state.services
+    try:
+        try:
+            params = await WireParams.read(request)
+        except UnsupportedMediaType:
+            raise MissingParameter("username") from None
+        for name in ("username", "password", "text"):
+            if not params.text(name):
+                raise MissingParameter(name)
+        if not params.text("recipient") and not params.text("replyTo"):
+            raise MissingParameter("recipient")
+        message_id, recipient = await services.send_api.send_single(
+            params.text("username"),
+            params.text("password"),
+            recipient=params.text("recipient"),
+            text=params.text("text"),
+            sender=params.text("sender"),
+            reply_to=params.text("replyTo"),
+            caller=Caller.of("mc5", request.client),
+        )
+    except DomainError as error:
+        return _json({"status": status_of(error)})
+    except Exception:
+        log.exception("sendSingle2 failed")
+        return _json({"status": INTERNAL_ERROR})
+    return _json(
+        {"documentId": str(message_id), "recipient": recipient, "messageStatus": SUBMITTED}
+    )

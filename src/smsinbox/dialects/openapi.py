@@ -227,11 +227,20 @@ def mysms_paths() -> tuple[dict[str, Any], dict[str, JsonSchema]]:
 
 
 def _polling(
-    summary: str, tag: str, params: dict[str, JsonSchema], answer: dict[str, Any], name: str
+    summary: str,
+    tag: str,
+    params: dict[str, JsonSchema],
+    answer: dict[str, Any],
+    name: str,
+    required: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """GET with query parameters, or POST with the same as a URL-encoded form."""
-    query = [{"name": n, "in": "query", "required": True, "schema": s} for n, s in params.items()]
-    form = {"type": "object", "properties": params, "required": list(params)}
+    """GET with query parameters, or POST with the same as a URL-encoded form; every
+    parameter is required unless `required` names the ones that are."""
+    needed = list(params) if required is None else list(required)
+    query = [
+        {"name": n, "in": "query", "required": n in needed, "schema": s} for n, s in params.items()
+    ]
+    form = {"type": "object", "properties": params, "required": needed}
     common = {"tags": [tag], "summary": summary, "responses": {"200": answer}}
     return {
         "get": {**common, "operationId": f"{name}Get", "parameters": query},
@@ -291,6 +300,92 @@ EAPI_ANSWER = _text_response(
     f"status line `code|description|`: {_EAPI_CODES}, {eapi.INTERNAL_ERROR[0]} "
     f"{eapi.INTERNAL_ERROR[1]}."
 )
+
+
+# --- sending -------------------------------------------------------------------------------
+
+_LOGIN: dict[str, JsonSchema] = {
+    "username": {"type": "string", "minLength": 1},
+    "password": {"type": "string", "minLength": 1},
+}
+SEND_SINGLE_PARAMS: dict[str, JsonSchema] = {
+    **_LOGIN,
+    "text": {"type": "string", "minLength": 1},
+    "recipient": {"type": "string", "description": "digits, E.164; optional with replyTo"},
+    "replyTo": {"type": "string", "description": "documentId of the message answered"},
+    "sender": {
+        "type": "string",
+        "description": "one of the account's numbers (default: its first)",
+    },
+    "rotation": {"type": "string", "description": "accepted, not used"},
+    "encoding": {"type": "string", "description": "accepted, not used: the text chooses"},
+}
+SEND_SINGLE_ANSWER = _json_response(
+    '`documentId`, `recipient` and `messageStatus` "10" (submitted); or only a non-zero '
+    "`status`. Later statuses reach the customer as MC5 status pushes.",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "documentId": {"type": "string"},
+            "recipient": {"type": "string"},
+            "messageStatus": {"type": "string", "enum": [mc5.SUBMITTED]},
+            "status": {"type": "integer", "enum": MC5_STATUSES},
+        },
+    },
+)
+SEND_SMS_PARAMS: dict[str, JsonSchema] = {
+    **_LOGIN,
+    "message": {"type": "string", "description": "text (7bit), or hex UCS-2 octets (16bit)"},
+    "msisdn": {"type": "string", "description": "one or more numbers, comma-separated"},
+    "sender": {"type": "string", "description": "one of the account's numbers"},
+    "dca": {"type": "string", "enum": ["7bit", "8bit", "16bit"], "description": "8bit: refused"},
+    "want_report": {"type": "string", "enum": ["0", "1"]},
+    "send_time": {"type": "string", "description": "yyyy-MM-dd HH:mm:ss, account's zone"},
+    "routing_group": {"type": "string", "description": "accepted, not used"},
+    "source_id": {"type": "string", "description": "accepted, not used"},
+    "repliable": {"type": "string", "description": "accepted, not used"},
+    "stop_dup_id": {"type": "string", "description": "accepted, not used"},
+}
+SEND_SMS_ANSWER = _text_response(
+    "`0|IN_PROGRESS|batch_id`; or `code|description|`: 23 authentication failure, 24 data "
+    "validation failed, 40 temporarily unavailable, 201 maximum batch size exceeded, 22 "
+    "internal fatal error."
+)
+GET_REPORT_PARAMS: dict[str, JsonSchema] = {
+    **_LOGIN,
+    "batch_id": {"type": "integer", "minimum": 0},
+    "msisdn": {"type": "string", "description": "only this recipient's row"},
+    "optional_fields": {"type": "string", "description": ", ".join(eapi.REPORT_FIELDS)},
+}
+GET_REPORT_ANSWER = _text_response(
+    "`0|Results to follow`, an empty line, then `msisdn|status_code[|optional fields]` per "
+    "message (status codes: "
+    + ", ".join(f"{code}" for code in sorted(set(eapi.REPORT_CODES.values())))
+    + "); or `code|description|`."
+)
+
+
+def sending_paths() -> dict[str, Any]:
+    paths = {
+        "/services/rest/message/sendSingle2": _polling(
+            "MC5 Send Single Message", "mc5", SEND_SINGLE_PARAMS, SEND_SINGLE_ANSWER,
+            "mc5SendSingle2", ("username", "password", "text"),
+        )
+    }  # fmt: skip
+    for prefix in ("/eapi", ""):
+        tail = prefix.replace("/", "_")
+        paths[f"{prefix}/submission/send_sms/2/2.0"] = _polling(
+            "EAPI send_sms: one message to one or more recipients, as one batch", "eapi",
+            SEND_SMS_PARAMS, SEND_SMS_ANSWER, f"eapiSendSms{tail}",
+            ("username", "password", "message", "msisdn"),
+        )  # fmt: skip
+        paths[f"{prefix}/status_reports/get_report/2/2.0"] = _polling(
+            "EAPI get_report: the status of each message of a batch", "eapi",
+            GET_REPORT_PARAMS, GET_REPORT_ANSWER, f"eapiGetReport{tail}",
+            ("username", "password", "batch_id"),
+        )  # fmt: skip
+    return paths
 
 
 # --- upstream delivery ---------------------------------------------------------------------
@@ -576,6 +671,7 @@ def document() -> dict[str, Any]:
                 EAPI_ANSWER,
                 name,
             )
+    paths.update(sending_paths())
     paths.update(inbound_paths())
     paths.update(admin_paths())
     paths.update(ops_paths())

@@ -283,14 +283,18 @@ class OutboundStore(StoreBase):
         async with self.db.snapshot("list_batch") as connection:
             rows = (
                 await connection.execute(
-                    select(_messages.id, _messages.recipient, _messages.status,
+                    select(_messages.id, _messages.sender, _messages.recipient,
+                           _messages.text, _messages.received_at, _messages.status,
                            _messages.status_at)
                     .join(t.batch_messages, batches.message_id == _messages.id)
                     .where(batches.account_id == account_id, batches.batch_id == batch_id)
                     .order_by(_messages.id)
                 )
             ).all()  # fmt: skip
-        return [Batched(row[0], row[1], MessageStatus(row[2]), row[3]) for row in rows]
+        return [
+            Batched(row[0], row[1], row[2], row[3], row[4], MessageStatus(row[5]), row[6])
+            for row in rows
+        ]
 
     async def _mark_part(
         self, connection: Connection, smsc_message_id: str, state: str, error: str, now: int
