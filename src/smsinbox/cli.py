@@ -578,6 +578,13 @@ def smpp_add(
     gsm_packed: Annotated[
         bool, typer.Option(help="The SMSC packs GSM 7-bit text eight septets to seven octets.")
     ] = False,
+    route: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A recipient prefix whose messages this bind sends (repeat it); * for every "
+            "recipient no other bind's prefix claims. None: it sends nothing."
+        ),
+    ] = None,
     disabled: Annotated[bool, typer.Option(help="Add it without binding yet.")] = False,
 ) -> None:
     """Bind to an SMSC: `smsinbox serve` binds within seconds and keeps the bind up."""
@@ -589,6 +596,7 @@ def smpp_add(
                 system_type=system_type, mode=mode, address_range=address_range, tls=tls,
                 window=window, throughput=throughput, enquire_link_s=enquire_link,
                 default_alphabet=default_alphabet, gsm_packed=gsm_packed, enabled=not disabled,
+                routes=" ".join(route or ()),
             )
         )  # fmt: skip
 
@@ -635,6 +643,24 @@ def smpp_show(ctx: typer.Context, name: str) -> None:
         if field.name in ("created_at", "state_at"):
             value = when(value)
         typer.echo(f"{field.name}: {value if value != '' else '-'}")
+
+
+@smpp_app.command("routes")
+def smpp_routes(
+    ctx: typer.Context,
+    name: str,
+    prefixes: Annotated[
+        list[str] | None,
+        typer.Argument(help="Recipient prefixes, * for the rest; none: no sending."),
+    ] = None,
+) -> None:
+    """Set the recipients a bind sends to (the running server applies it within seconds)."""
+
+    async def work(services: Services) -> None:
+        await services.smpp.set_routes(name, " ".join(prefixes or ()))
+
+    run(ctx, work)
+    typer.echo(f"SMPP bind {name} sends to: {' '.join(prefixes or ()) or 'nobody'}")
 
 
 @smpp_app.command("remove")

@@ -89,6 +89,14 @@ class SmppStore(StoreBase):
                 .values(state=state, last_error=last_error[:255], state_at=now)
             )
 
+    async def set_smpp_bind_routes(self, name: str, routes: str) -> None:
+        async with self.db.transaction("set_smpp_bind_routes") as connection:
+            changed = await connection.execute(
+                update(t.smpp_binds).where(t.smpp_binds.c.name == name).values(routes=routes)
+            )
+        if changed.rowcount == 0:
+            raise NotFound(f"no SMPP bind named {name!r}")
+
     async def set_smpp_bind_enabled(self, name: str, enabled: bool) -> None:
         async with self.db.transaction("set_smpp_bind_enabled") as connection:
             changed = await connection.execute(

@@ -277,6 +277,12 @@ class SmppBinds:
     async def remove(self, name: str) -> None:
         await self.store.remove_smpp_bind(name, now=self.clock())
 
+    async def set_routes(self, name: str, routes: str) -> None:
+        """Change the recipient prefixes a bind sends to (InvalidInput if not prefixes)."""
+        bind = await self.store.get_smpp_bind(name)
+        _check(dataclasses.replace(bind, routes=routes))
+        await self.store.set_smpp_bind_routes(name, routes)
+
     async def set_enabled(self, name: str, enabled: bool) -> None:
         await self.store.set_smpp_bind_enabled(name, enabled)
 
