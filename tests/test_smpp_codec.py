@@ -368,7 +368,10 @@ def test_a_long_message_missing_a_part_says_which() -> None:
         3,
     )
     assert not assembled.complete and assembled.missing == [2]
-    assert assembled.text == "x" * (153 + 94)  # parts one and three
+    assert assembled.text == "x" * 153 + "[…]" + "x" * 94  # the gap is shown
+    [only_last] = [messages.read(pdu) for pdu in parts_of("y" * 400, 9)][2:]
+    assembled = messages.assemble([(3, only_last.alphabet, only_last.units)], 3)  # type: ignore[union-attr]
+    assert assembled.text == "[…][…]" + "y" * 94 and assembled.missing == [1, 2]
 
 
 def test_sar_tlvs_number_the_parts_where_there_is_no_header() -> None:

@@ -165,27 +165,50 @@ class Assembled:
     missing: list[int]  # part numbers never received
 
 
+# Stands in a stored text where parts of it never came: what a reader sees of the gap.
+MISSING = "[…]"
+
+
 def assemble(parts: Iterable[tuple[int, Alphabet, bytes]], total: int) -> Assembled:
     """The message of `parts` (part number, alphabet, units) in part order, the first copy
     of each part only. Parts in one alphabet are joined before decoding (see the module
-    docstring); a message whose parts differ in alphabet is decoded part by part."""
+    docstring); a message whose parts differ in alphabet is decoded part by part. Where
+    parts are missing the text says so: MISSING stands in each gap."""
     first: dict[int, tuple[Alphabet, bytes]] = {}
     for sequence, of, units in parts:
         if 0 < sequence <= total:
             first.setdefault(sequence, (of, units))
-    ordered = [first[sequence] for sequence in sorted(first)]
     missing = [sequence for sequence in range(1, total + 1) if sequence not in first]
-    if not ordered:
+    if not first:
         return Assembled("", b"", Alphabet.BINARY, False, missing)
+    ordered = [first[sequence] for sequence in sorted(first)]
     alphabets = {of for of, _ in ordered}
     joined = b"".join(units for _, units in ordered)
+    of = ordered[0][0] if len(alphabets) == 1 else (
+        Alphabet.BINARY if Alphabet.BINARY in alphabets else ordered[0][0]
+    )  # fmt: skip
+    # Runs of parts with no gap between them, each decoded whole, and a gap marked.
+    pieces: list[str] = []
+    run: list[tuple[Alphabet, bytes]] = []
+    for sequence in range(1, total + 2):
+        if sequence in first:
+            run.append(first[sequence])
+            continue
+        if run:
+            pieces.append(_decode_run(run))
+            run = []
+        if sequence <= total:
+            pieces.append(MISSING)
+    text = "" if of is Alphabet.BINARY and len(alphabets) == 1 else "".join(pieces)
+    return Assembled(text, joined, of, not missing, missing)
+
+
+def _decode_run(run: list[tuple[Alphabet, bytes]]) -> str:
+    alphabets = {of for of, _ in run}
     if len(alphabets) == 1:
         [of] = alphabets
-        text = coding.text(of, joined)
-    else:
-        of = Alphabet.BINARY if Alphabet.BINARY in alphabets else ordered[0][0]
-        text = "".join(coding.text(part_of, units) for part_of, units in ordered)
-    return Assembled(text, joined, of, not missing, missing)
+        return coding.text(of, b"".join(units for _, units in run))
+    return "".join(coding.text(of, units) for of, units in run)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
