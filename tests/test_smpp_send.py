@@ -17,6 +17,7 @@ from smsinbox.core import gsm
 from smsinbox.models import MessageStatus, SmppBind
 from smsinbox.services import Services
 from smsinbox.smpp import udh
+from smsinbox.store.conversations import recount_conversations
 from tests.conftest import free_port
 
 ALICE = "447700900001"
@@ -177,6 +178,13 @@ async def test_a_throttled_message_is_tried_again_and_a_refused_one_is_rejected(
         refused = await services.mailbox.send_from(1, ALICE, FRIEND, "bad number")
         (await smsc.next_submit()).reject(smpp34.ESME_RINVDSTADR)
         await eventually(lambda: _is(services, refused, MessageStatus.REJECTED))
+    # The conversation counts the rejected message as unsent, the sent one not; as a
+    # recount from the messages themselves finds.
+    [conversation] = await services.store.list_conversations(1)
+    assert (conversation.message_count, conversation.unsent_count) == (2, 1)
+    async with services.store.db.transaction("test_recount") as connection:
+        await recount_conversations(connection, 1, [FRIEND])
+    assert await services.store.list_conversations(1) == [conversation]
 
 
 async def test_a_message_no_bind_routes_fails_when_its_time_runs_out(

@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
-from smsinbox.models import Batched, MessageStatus, Outbound, Submission
+from smsinbox.models import UNSENT_STATUSES, Batched, MessageStatus, Outbound, Submission
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.conversations import recount_conversations
 from smsinbox.store.database import Connection
 from smsinbox.store.engine import StorageEngine
 from smsinbox.store.messages import change_messages
@@ -105,15 +104,11 @@ class OutboundStore(StoreBase):
         """Put an outgoing message in the queue for an SMSC and mark it pending (its status
         pushed); a message queued already stays as it is."""
         async with self.db.transaction("queue_outgoing") as connection:
-            counterpart = await connection.scalar(
-                select(_messages.counterpart)
-                .where(_messages.account_id == account_id)
-                .where(_messages.id == message_id)
-            )
+            found = await _counterparts(connection, account_id, [message_id])
             queued = await connection.scalar(
                 select(_queue.id).where(_queue.message_id == message_id)
             )
-            if counterpart is None or queued is not None:
+            if not found or queued is not None:
                 return
             await connection.execute(
                 insert(t.outbound).values(
@@ -123,9 +118,8 @@ class OutboundStore(StoreBase):
                 )
             )  # fmt: skip
             await _set_statuses(
-                connection, self.db.engine, account_id, {message_id: counterpart},
-                MessageStatus.PENDING, now,
-            )  # fmt: skip
+                connection, self.db.engine, account_id, found, MessageStatus.PENDING, now
+            )
         self.outbox_changed()
         self.outbound_changed()
 
@@ -209,7 +203,8 @@ class OutboundStore(StoreBase):
             for done in finished:
                 assert done.status is not None
                 by_outcome[(done.account_id, done.status)].append(done.message_id)
-            for (account_id, status), ids in by_outcome.items():
+            # In account order: two of these never wait for each other's counter rows.
+            for (account_id, status), ids in sorted(by_outcome.items()):
                 counterparts = await _counterparts(connection, account_id, ids)
                 await _set_statuses(
                     connection, self.db.engine, account_id, counterparts, status, now
@@ -365,36 +360,58 @@ class OutboundStore(StoreBase):
             status = status_of_parts([part.state for part in parts], parts[0].total)
             if status is not MessageStatus.SENT:
                 await _set_statuses(
-                    connection, self.db.engine, account_id, {message_id: row.counterpart},
-                    status, now,
+                    connection, self.db.engine, account_id,
+                    {message_id: (row.counterpart, row.status)}, status, now,
                 )  # fmt: skip
 
 
 async def _counterparts(
     connection: Connection, account_id: int, message_ids: list[int]
-) -> dict[int, str]:
+) -> dict[int, tuple[str, str]]:
+    """Each message's counterpart and status as they stand."""
     rows = await connection.execute(
-        select(_messages.id, _messages.counterpart)
+        select(_messages.id, _messages.counterpart, _messages.status)
         .where(_messages.account_id == account_id)
         .where(_messages.id.in_(message_ids))
     )
-    return {int(row[0]): row[1] for row in rows}
+    return {int(row[0]): (row[1], row[2]) for row in rows}
+
+
+_UNSENT = frozenset(status.value for status in UNSENT_STATUSES)
+_ADJUST_UNSENT = (
+    update(t.conversations)
+    .where(t.conversations.c.account_id == bindparam("for_account"))
+    .where(t.conversations.c.counterpart == bindparam("for_counterpart"))
+    .values(unsent_count=t.conversations.c.unsent_count + bindparam("delta"))
+)
 
 
 async def _set_statuses(
     connection: Connection,
     engine: StorageEngine,
     account_id: int,
-    counterparts: dict[int, str],
+    messages: dict[int, tuple[str, str]],
     status: MessageStatus,
     now: int,
 ) -> None:
-    """Give messages of one account a status: each with a modseq of its own (sync sees
-    the change), their conversations' unsent figures recounted, a status push queued."""
-    ids = sorted(counterparts)
+    """Give messages of one account (id -> counterpart, status before) a status: each with
+    a modseq of its own (sync sees the change), their conversations' unsent figures moved
+    by the change (a status change moves nothing else of a conversation), a status push
+    queued."""
+    ids = sorted(messages)
     if not ids:
         return
     await change_messages(connection, account_id, ids, {"status": status, "status_at": now})
-    await recount_conversations(connection, account_id, sorted(set(counterparts.values())))
+    unsent_now = status.value in _UNSENT
+    deltas: defaultdict[str, int] = defaultdict(int)
+    for counterpart, before in messages.values():
+        deltas[counterpart] += int(unsent_now) - int(before in _UNSENT)
+    adjustments = [
+        {"for_account": account_id, "for_counterpart": counterpart, "delta": delta}
+        for counterpart, delta in sorted(deltas.items())
+        if delta
+    ]
+    if adjustments:
+        await connection.execute(_ADJUST_UNSENT, adjustments)
     for message_id in ids:
         await enqueue_deliveries(engine, connection, account_id, message_id, "status", now)

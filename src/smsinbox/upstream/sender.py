@@ -173,6 +173,11 @@ class SmppSender:
                     delay = min(max(delay * 2, 1.0), 30.0)
                     log.warning("SMPP sender: store unavailable, next try in %.0f s", delay)
                     claimed = 0
+                except Exception:
+                    # A fault of one pass must not end sending: what it claimed is due
+                    # again when its lease ends.
+                    log.exception("SMPP sender pass failed")
+                    delay, claimed = 5.0, 0
                 if claimed and not self._finished:
                     continue
                 self._wake.clear()
