@@ -166,6 +166,13 @@ class OutboundStore(StoreBase):
             for row in rows
         ]  # fmt: skip
 
+    async def renew_outbound(self, message_ids: Sequence[int], *, until: int) -> None:
+        """Hold claimed messages until `until` (a sender still at them)."""
+        async with self.db.transaction("renew_outbound") as connection:
+            await connection.execute(
+                update(t.outbound).where(_queue.message_id.in_(message_ids)).values(due_at=until)
+            )
+
     async def record_submissions(self, submissions: Iterable[Submission], *, now: int) -> None:
         """Record what attempts came to, all in one transaction: the parts accepted, the
         messages that leave the queue with their status, the ones to try again; and any
@@ -184,6 +191,18 @@ class OutboundStore(StoreBase):
                 for done in submissions
                 for part in done.parts
             ]  # fmt: skip
+            if parts:
+                # A part recorded already (its message attempted twice at once, which
+                # leases make rare) keeps its first record.
+                recorded = {
+                    (row.message_id, row.part)
+                    for row in await connection.execute(
+                        _SUBMITTED, {"ids": sorted({part["message_id"] for part in parts})}
+                    )
+                }
+                parts = [
+                    part for part in parts if (part["message_id"], part["part"]) not in recorded
+                ]
             if parts:
                 await connection.execute(_INSERT_PART, parts)
             retries = [

@@ -20,7 +20,6 @@ finished while the last was written), so the store is never the pace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -46,6 +45,8 @@ TEMPORARY = frozenset(
 # How long a claimed message is held: longer than its parts' answers and the bind's pace can
 # take; a sender that stops meanwhile leaves it due again after this.
 LEASE_MS = 120_000
+# With a throughput limit on every bind, claim no more than they send in this long.
+PACED_CLAIM_S = 10
 # How long a stopping sender waits for the answers to what it has submitted.
 STOP_GRACE_S = 5.0
 # A message tried again waits this long the first time, doubling up to the longest.
@@ -156,6 +157,8 @@ class SmppSender:
         self._paces: dict[str, Pace] = {}
         self._finished: list[Submission] = []
         self._attempts: set[asyncio.Task[None]] = set()
+        self._in_hand: set[int] = set()  # ids of the messages being attempted here
+        self._renewed_at = 0
         store.outbound_listeners.append(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -167,6 +170,7 @@ class SmppSender:
             while not stop.is_set():
                 try:
                     await self._record()
+                    await self._renew()
                     claimed = await self._claim()
                     delay = 0.0
                 except StoreUnavailable:
@@ -192,9 +196,15 @@ class SmppSender:
             if self._attempts:
                 _, unfinished = await asyncio.wait(set(self._attempts), timeout=STOP_GRACE_S)
                 for attempt in unfinished:
-                    attempt.cancel()  # its message is due again when its lease ends
-            with contextlib.suppress(StoreUnavailable):
+                    attempt.cancel()  # what it had sent is recorded as it ends
+                if unfinished:
+                    await asyncio.wait(unfinished)
+            try:
                 await self._record()
+            except Exception:
+                # Their leases run out and they are tried again: never lost, and the binds
+                # still unbind cleanly.
+                log.exception("SMPP sender: outcomes of the last attempts not recorded")
 
     async def _claim(self) -> int:
         """Claim as many due messages as the binds have room for, and start them."""
@@ -215,9 +225,21 @@ class SmppSender:
                 now=now,
             )
             return 0
+        # No more than the binds' pace sends in a while: the rest stays for other senders.
+        pace = [configured.throughput for configured, _ in bound]
+        if all(pace):
+            room = min(room, sum(pace) * PACED_CLAIM_S - len(self._attempts))
         if room <= 0 or (self._attempts and room < capacity // 2):
             return 0  # claimed in handfuls, not one by one as each attempt ends
-        claimed = await self.store.claim_outbound(now=now, until=now + LEASE_MS, limit=room)
+        claimed = [
+            message
+            for message in await self.store.claim_outbound(
+                now=now, until=now + LEASE_MS, limit=room
+            )
+            # In hand already (its lease ran out while it waited for its turn): its
+            # attempt goes on, and the new lease holds it longer.
+            if message.message_id not in self._in_hand
+        ]
         # Bound binds first: of two routing the same prefix, the bound one sends.
         routable = [configured for configured, _ in bound] + [
             configured for configured, bind in running if (configured, bind) not in bound
@@ -236,24 +258,54 @@ class SmppSender:
         finished, self._finished = self._finished, []
         try:
             await self.store.record_submissions(finished, now=self.clock())
-        except BaseException:
+        except StoreUnavailable:
             self._finished[:0] = finished  # kept for the next try; their leases hold them
             raise
+        except BaseException:
+            # Not the store's absence: the same records would fail again. Their leases
+            # run out and the messages are tried again (from their recorded parts).
+            log.exception("SMPP sender: %d outcomes not recorded", len(finished))
+            raise
+        finally:
+            for outcome in finished:
+                self._in_hand.discard(outcome.message_id)
+
+    async def _renew(self) -> None:
+        """Hold the messages in hand a while longer, once their lease is half gone, so no
+        other sender takes one this one is still sending."""
+        now = self.clock()
+        if now < self._renewed_at + LEASE_MS // 2 or not self._in_hand:
+            return
+        await self.store.renew_outbound(sorted(self._in_hand), until=now + LEASE_MS)
+        self._renewed_at = now
 
     async def _attempt(
         self, message: Outbound, configured: SmppBind | None, bind: Bind | None
     ) -> None:
+        self._in_hand.add(message.message_id)
+        accepted: list[SentPart] = []
         try:
-            outcome = await self._submit(message, configured, bind)
+            outcome = await self._submit(message, configured, bind, accepted)
+        except asyncio.CancelledError:
+            # Stopped mid-way: the parts the SMSC accepted are recorded, so they are not
+            # sent again.
+            self._finished.append(self._retry(message, accepted, "the sender stopped"))
+            raise
         except Exception as error:
             log.exception("submitting message %d failed", message.message_id)
-            outcome = self._retry(message, [], f"{type(error).__name__}: {error}")
+            outcome = self._retry(message, accepted, f"{type(error).__name__}: {error}")
         self._finished.append(outcome)
         self._wake.set()
 
     async def _submit(
-        self, message: Outbound, configured: SmppBind | None, bind: Bind | None
+        self,
+        message: Outbound,
+        configured: SmppBind | None,
+        bind: Bind | None,
+        accepted: list[SentPart],
     ) -> Submission:
+        """Submit the message's parts not yet accepted, adding each accepted to `accepted`
+        as its answer comes."""
         now = self.clock()
         if now >= message.expires_at:
             return _failed(message, "no bind accepted it in time")
@@ -267,7 +319,6 @@ class SmppSender:
         )
         total = len(parts.short_messages)
         pace = self._pace(configured)
-        accepted: list[SentPart] = []
         for number, short_message in enumerate(parts.short_messages, start=1):
             if number in message.submitted:
                 continue
