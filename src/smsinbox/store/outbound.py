@@ -13,10 +13,22 @@ worst a part met otherwise (rejected, then undeliverable, then expired).
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from smsinbox.models import UNSENT_STATUSES, Batched, MessageStatus, Outbound, Submission
 from smsinbox.store import tables as t
@@ -89,6 +101,31 @@ def receipt_id_forms(smsc_message_id: str) -> list[str]:
     if digits and len(digits) <= 16 and all(c in "0123456789abcdefABCDEF" for c in digits):
         forms.add(str(int(digits, 16)))
     return sorted(forms)
+
+
+# Advisory locks (PostgreSQL) on the SMSC's message ids, under a namespace of their own.
+_ID_LOCKS = 0x534D5050 << 32
+_LOCK_IDS = text(
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(:keys) AS k ORDER BY k) AS ids"
+).bindparams(bindparam("keys", type_=ARRAY(BigInteger)))
+
+
+async def _lock_ids(connection: Connection, engine: StorageEngine, ids: Iterable[str]) -> None:
+    """Make the transactions that record parts and the ones that record receipts about the
+    same SMSC ids take turns (PostgreSQL; SQLite has one writer at a time anyway).
+
+    Without it, a receipt recorded while its part's transaction is open finds no part and
+    is kept as early, while that transaction has already looked for early receipts and
+    commits without it: neither sees the other, and the receipt is never applied. With it,
+    whichever comes second starts its reads after the first committed. Every written form
+    of an id is locked (see receipt_id_forms), so a receipt naming it in decimal and a part
+    recorded in hex meet on a lock."""
+    if engine.name != "postgresql":
+        return
+    keys = sorted({_ID_LOCKS | zlib.crc32(form.encode()) for found in ids
+                   for form in receipt_id_forms(found)})  # fmt: skip
+    if keys:
+        await connection.execute(_LOCK_IDS, {"keys": keys})
 
 
 class OutboundStore(StoreBase):
@@ -204,6 +241,9 @@ class OutboundStore(StoreBase):
                     part for part in parts if (part["message_id"], part["part"]) not in recorded
                 ]
             if parts:
+                await _lock_ids(
+                    connection, self.db.engine, [str(part["smsc_message_id"]) for part in parts]
+                )
                 await connection.execute(_INSERT_PART, parts)
             retries = [
                 {"for_message": done.message_id, "retry_at": done.retry_at,
@@ -242,6 +282,7 @@ class OutboundStore(StoreBase):
         about no part recorded yet is kept for it (its submit_sm_resp may still be on its
         way to the store). Whether a part was found."""
         async with self.db.transaction("record_receipt") as connection:
+            await _lock_ids(connection, self.db.engine, [smsc_message_id])
             found = await self._mark_part(connection, smsc_message_id, state, error, now)
             if found is None:
                 await connection.execute(
