@@ -17,6 +17,7 @@ from smsinbox.core import gsm
 from smsinbox.models import MessageStatus, SmppBind
 from smsinbox.services import Services
 from smsinbox.smpp import udh
+from smsinbox.store import outbound
 from smsinbox.store.conversations import recount_conversations
 from tests.conftest import free_port
 
@@ -201,3 +202,66 @@ async def test_a_message_no_bind_routes_fails_when_its_time_runs_out(
 
 async def _is(services: Services, message_id: int, status: MessageStatus) -> bool:
     return await status_of(services, message_id) is status
+
+
+def test_receipt_ids_are_matched_in_any_written_form() -> None:
+    kept = outbound.stored_id(" 001a2b")
+    assert kept == "1a2b"
+    for named in ("6699", "0006699", "1A2B", "001a2b"):
+        assert kept in outbound.receipt_id_forms(named), named
+    assert outbound.stored_id("000") == "0"
+
+
+async def test_a_receipt_naming_the_id_without_its_zeros_and_in_decimal_delivers(
+    services: Services, smsc: Smsc
+) -> None:
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "zeros")
+        (await smsc.next_submit()).accept("001a2b")
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        await smsc.receipt(str(0x1A2B))
+        await eventually(lambda: _is(services, message_id, MessageStatus.DELIVERED))
+
+
+async def test_the_worst_receipt_of_a_message_s_parts_is_its_status(
+    services: Services, smsc: Smsc
+) -> None:
+    text = "Привет! " * 20  # three parts
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, text)
+        for number in range(1, 4):
+            (await smsc.next_submit()).accept(f"w-{number}")
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        await smsc.receipt("w-1", "EXPIRED")
+        await eventually(lambda: _is(services, message_id, MessageStatus.EXPIRED))
+        await smsc.receipt("w-2", "UNDELIV")
+        await eventually(lambda: _is(services, message_id, MessageStatus.UNDELIVERABLE))
+        await smsc.receipt("w-3", "DELIVRD")
+        await asyncio.sleep(0.3)
+        assert await status_of(services, message_id) is MessageStatus.UNDELIVERABLE
+
+
+async def test_a_receipt_that_came_while_parts_were_still_being_sent_counts_once_sent(
+    services: Services, smsc: Smsc
+) -> None:
+    text = "Привет! " * 10  # two parts
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, text)
+        (await smsc.next_submit()).accept("p-1")
+        (await smsc.next_submit()).reject(smpp34.ESME_RMSGQFUL)
+        # Part one's receipt while part two waits to be tried again.
+        await smsc.receipt("p-1", "UNDELIV")
+        assert await status_of(services, message_id) is MessageStatus.PENDING
+        (await smsc.next_submit(timeout=10)).accept("p-2")
+        await eventually(lambda: _is(services, message_id, MessageStatus.UNDELIVERABLE))
+
+
+async def test_a_message_taking_too_many_parts_in_the_bind_s_alphabet_is_rejected(
+    services: Services, smsc: Smsc
+) -> None:
+    # 225 parts in GSM 7-bit; a Latin-1 SMSC cannot take '€', so UCS-2: 256 parts.
+    text = "€" * (67 * 256)
+    async with running(services, smsc, default_alphabet="latin1"):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, text)
+        await eventually(lambda: _is(services, message_id, MessageStatus.REJECTED))
+    assert smsc.submitted.empty()

@@ -21,11 +21,10 @@ from smsinbox.errors import (
 )
 from smsinbox.models import Conversation, InboundMessage, Message, MessageStatus
 from smsinbox.smpp.coding import count_parts
+from smsinbox.smpp.messages import MAX_PARTS
 from smsinbox.store import Store
 
 MIN_SEARCH = 3
-# A concatenated message numbers its parts in one octet.
-MAX_PARTS = 255
 MAX_DEVICE_MESSAGE_ID = 128
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100

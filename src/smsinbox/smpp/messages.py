@@ -221,6 +221,14 @@ class Outgoing:
 
 
 _UDHI_ESM_CLASS = 0x40
+# A concatenation header numbers the parts in one octet.
+MAX_PARTS = 255
+
+
+class TooManyParts(ValueError):
+    """A text that takes more short messages than a concatenation header can number."""
+
+
 # The single-octet alphabets an SMSC may take data_coding 0 to mean, as Python writes them.
 _DEFAULT_CODECS = {Alphabet.LATIN1: "latin-1", Alphabet.ASCII: "ascii"}
 
@@ -251,6 +259,8 @@ def outgoing(
             segments = coding.segment_ucs2(message)
             of, payloads = segments.alphabet, segments.payloads
     total = len(payloads)
+    if total > MAX_PARTS:
+        raise TooManyParts(f"{total} parts; a concatenated message has at most {MAX_PARTS}")
     data_coding = 0 if of is Alphabet.GSM else coding.DATA_CODING[of]
     short_messages = []
     for sequence, payload in enumerate(payloads, start=1):

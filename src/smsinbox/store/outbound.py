@@ -48,6 +48,10 @@ _WORST_FIRST = [
 ]
 FINAL_PART_STATES = frozenset({"delivered", *(state for state, _ in _WORST_FIRST)})
 
+# The statuses a part's receipt may still change: sent, and the failures a worse one
+# (rejected before undeliverable before expired) replaces.
+_SETTLING = frozenset({MessageStatus.SENT, MessageStatus.UNDELIVERABLE, MessageStatus.EXPIRED})
+
 _queue = t.outbound.c
 _parts = t.sent_parts.c
 _early = t.early_receipts.c
@@ -89,17 +93,23 @@ def status_of_parts(states: Sequence[str], total: int) -> MessageStatus:
     return MessageStatus.SENT
 
 
+def stored_id(smsc_message_id: str) -> str:
+    """An SMSC's message id as kept: without surrounding space or leading zeros, which SMSCs
+    add in one place and not in another."""
+    return smsc_message_id.strip().lstrip("0")[:65] or "0"
+
+
 def receipt_id_forms(smsc_message_id: str) -> list[str]:
-    """The forms an SMSC may give one message id in: many answer submit_sm with an id in
-    hex and name it in decimal in the receipt, or the other way round, some with leading
-    zeros."""
-    forms = {smsc_message_id, smsc_message_id.lstrip("0") or "0"}
-    digits = smsc_message_id.strip()
-    if digits.isdigit() and len(digits) <= 20:
-        number = int(digits)
+    """The kept forms (see stored_id) an id may have been recorded in: many SMSCs answer
+    submit_sm with an id in hex and name it in decimal in the receipt, or the other way
+    round, in either case of hex digits."""
+    kept = stored_id(smsc_message_id)
+    forms = {kept, kept.lower(), kept.upper()}
+    if kept.isdigit() and len(kept) <= 20:
+        number = int(kept)
         forms |= {f"{number:x}", f"{number:X}"}
-    if digits and len(digits) <= 16 and all(c in "0123456789abcdefABCDEF" for c in digits):
-        forms.add(str(int(digits, 16)))
+    if len(kept) <= 16 and all(c in "0123456789abcdefABCDEF" for c in kept):
+        forms.add(str(int(kept, 16)))
     return sorted(forms)
 
 
@@ -222,7 +232,7 @@ class OutboundStore(StoreBase):
                 {
                     "account_id": done.account_id, "message_id": done.message_id,
                     "part": part.part, "total": part.total, "bind_id": part.bind_id,
-                    "smsc_message_id": part.smsc_message_id[:65], "state": "sent",
+                    "smsc_message_id": stored_id(part.smsc_message_id), "state": "sent",
                     "error": "", "submitted_at": now, "state_at": now,
                 }
                 for done in submissions
@@ -268,6 +278,16 @@ class OutboundStore(StoreBase):
                 await _set_statuses(
                     connection, self.db.engine, account_id, counterparts, status, now
                 )
+            now_sent = [done.message_id for done in finished if done.status is MessageStatus.SENT]
+            if now_sent:
+                # Receipts of parts that came while the message was still being sent.
+                reported = await connection.execute(
+                    select(_parts.account_id, _parts.message_id)
+                    .where(_parts.message_id.in_(now_sent))
+                    .where(_parts.state != "sent")
+                    .distinct()
+                )
+                await self._settle(connection, [(row[0], row[1]) for row in reported], now)
             if parts:
                 await self._apply_early_receipts(
                     connection, [str(part["smsc_message_id"]) for part in parts], now
@@ -287,7 +307,7 @@ class OutboundStore(StoreBase):
             if found is None:
                 await connection.execute(
                     insert(t.early_receipts).values(
-                        smsc_message_id=smsc_message_id[:65], state=state,
+                        smsc_message_id=stored_id(smsc_message_id), state=state,
                         error=error[:32], received_at=now,
                     )
                 )  # fmt: skip
@@ -410,8 +430,8 @@ class OutboundStore(StoreBase):
                     )
                 )
             ).first()
-            if row is None or row.status != MessageStatus.SENT.value:
-                continue  # still being sent (settled when it is), or final already
+            if row is None or row.status not in _SETTLING:
+                continue  # still being sent (settled when it is), or final for good
             parts = (
                 await connection.execute(
                     select(_parts.state, _parts.total).where(_parts.message_id == message_id)

@@ -105,6 +105,7 @@ def submit_sm(
     bind: SmppBind, message: Outbound, short_message: bytes, parts: messages.Outgoing
 ) -> Pdu:
     sender_ton, sender_npi = _address_kind(message.sender)
+    recipient_ton, recipient_npi = _address_kind(message.recipient)
     return Pdu(
         Command.SUBMIT_SM,
         0,
@@ -113,8 +114,8 @@ def submit_sm(
             "source_addr_ton": sender_ton,
             "source_addr_npi": sender_npi,
             "source_addr": message.sender,
-            "dest_addr_ton": 1,
-            "dest_addr_npi": 1,
+            "dest_addr_ton": recipient_ton,
+            "dest_addr_npi": recipient_npi,
             "destination_addr": message.recipient,
             "esm_class": parts.esm_class,
             "protocol_id": 0,
@@ -132,9 +133,9 @@ def submit_sm(
 
 def _address_kind(address: str) -> tuple[int, int]:
     """type_of_number and numbering_plan_indicator: international E.164 for a number,
-    alphanumeric for a name."""
+    network-specific for a short code (8 digits at most), alphanumeric for a name."""
     if address.isdigit():
-        return (1, 1) if len(address) > 8 else (3, 1)  # short codes are subscriber numbers
+        return (1, 1) if len(address) > 8 else (3, 1)
     return 5, 0
 
 
@@ -311,12 +312,18 @@ class SmppSender:
             return _failed(message, "no bind accepted it in time")
         if configured is None or bind is None:
             return self._retry(message, [], f"no SMPP bind routes {message.recipient}")
-        parts = messages.outgoing(
-            message.text,
-            message.message_id % 256,
-            default_alphabet=Alphabet(configured.default_alphabet),
-            packed=configured.gsm_packed,
-        )
+        try:
+            parts = messages.outgoing(
+                message.text,
+                message.message_id % 256,
+                default_alphabet=Alphabet(configured.default_alphabet),
+                packed=configured.gsm_packed,
+            )
+        except messages.TooManyParts as error:  # in this bind's alphabet
+            return Submission(
+                message.account_id, message.message_id, accepted, MessageStatus.REJECTED,
+                error=f"{configured.name}: {error}",
+            )  # fmt: skip
         total = len(parts.short_messages)
         pace = self._pace(configured)
         for number, short_message in enumerate(parts.short_messages, start=1):
