@@ -1,14 +1,15 @@
 """smsinbox benchmarks: each hot path beside the ceiling of the same server, same run.
 
-    python bench/run.py [--mode quick|full] [--engines sqlite,postgresql]
+    python bench/run.py [--mode quick|full] [--engines sqlite,postgresql] [--only smpp]
 
 For each engine and stored-history size it generates data, starts `smsinbox serve` as a
 real process (uvicorn with uvloop and httptools, production settings), and drives it with
 wrk from a separate process: each route at saturation, MC5 and EAPI polls again at half
 their maximum rate (open loop, bench/openloop.py), ingest with pollers running beside it,
-Kannel carrying messages to a trivial receiver and to smsinbox (bench/kannel.py), and
-push deliveries to a local receiver (bench/push.py). Prints one table and writes
-bench/results/latest.json.
+Kannel carrying messages to a trivial receiver and to smsinbox (bench/kannel.py), SMPP
+ingest and sending through one bind (bench/smpp.py), and push deliveries to a local
+receiver (bench/push.py). Prints one table and writes bench/results/latest.json.
+`--only smpp` measures the ceiling and the SMPP rows alone (bench/results/latest-smpp.json).
 """
 
 from __future__ import annotations
@@ -58,13 +59,16 @@ PG_URL = os.environ.get(
 # measured maximum ingest rate and of the push drain rate, so neither ingest nor the worker
 # falls behind.
 # smpp_messages: deliver_sm the SMSC sends through the bind at each window.
+# smpp_send_messages: messages queued, then submitted through the bind, at each window.
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"sizes": [(10, 1000)], "duration": 2, "connections": 16,
-              "kannel_messages": 500, "push_rate": 50, "smpp_messages": 2_000},
+              "kannel_messages": 500, "push_rate": 50, "smpp_messages": 2_000,
+              "smpp_send_messages": 2_000},
     "full": {"sizes": [(10, 1000), (1000, 1000)], "duration": 15, "connections": 32,
-             "kannel_messages": 20_000, "push_rate": 100, "smpp_messages": 30_000},
+             "kannel_messages": 20_000, "push_rate": 100, "smpp_messages": 30_000,
+             "smpp_send_messages": 10_000},
 }  # fmt: skip
-# The SMSC's deliveries in flight at once (bench/smpp.py).
+# The SMSC's deliveries in flight at once, and the binds' windows sending (bench/smpp.py).
 SMPP_WINDOWS = (10, 100)
 POLLED_ACCOUNTS = 10
 ADMIN_TOKEN = "adm_bench_token"
@@ -310,7 +314,13 @@ class RssSampler:
 
 
 def bench_engine(
-    engine: str, mode: dict[str, Any], wrk: str, kannel_binaries: tuple[str, str, str]
+    engine: str,
+    mode: dict[str, Any],
+    wrk: str,
+    kannel_binaries: tuple[str, str, str] | None,
+    *,
+    only: str | None = None,
+    profile: Path | None = None,
 ) -> list[dict[str, Any]]:
     results = []
     for accounts, per_account in mode["sizes"]:
@@ -323,7 +333,10 @@ def bench_engine(
             asyncio.run(generate(database_url, accounts=accounts, per_account=per_account,
                                  progress=progress))  # fmt: skip
             run = Run(Server(database_url, workdir), mode, wrk, accounts, workdir)
-            measured, rss_rest, rss_peak = run.everything(kannel_binaries)
+            run.profile = None if profile is None else profile / f"{engine}-{stored}"
+            measured, rss_rest, rss_peak = (
+                run.smpp_only() if only == "smpp" else run.everything(kannel_binaries)
+            )
             print(f"  {time.monotonic() - began:.0f} s in all")
             results += rows(engine, stored, accounts, measured, rss_rest, rss_peak)
     return results
@@ -346,9 +359,11 @@ class Run:
         self.created = time.monotonic()
         self.token = server.cli("upstream", "add", "bench").splitlines()[-1]
         self.kannel_token = server.cli("upstream", "add", "kannel").splitlines()[-1]
+        # Where py-spy's recordings of the server sending go, if anywhere.
+        self.profile: Path | None = None
 
     def everything(
-        self, kannel_binaries: tuple[str, str, str]
+        self, kannel_binaries: tuple[str, str, str] | None
     ) -> tuple[dict[str, dict[str, Any]], float, float]:
         """The figures by route, the RSS at rest, and the most RSS while measuring (not the
         start-up's: migrations and imports peak far above any load seen so far)."""
@@ -394,11 +409,23 @@ class Run:
             self.half_rate("mc5_poll", mc5)
             self.half_rate("eapi_poll", eapi)
             self.ingest_while_polling(mc5)
+            assert kannel_binaries is not None
             self.kannel(kannel_binaries)
             # Before push: its endpoints stay on the accounts, and every message stored
-            # after them queues deliveries.
+            # after them queues deliveries (and every status change, a status push).
             self.smpp()
+            self.smpp_send()
             self.push()
+            return self.measured, rss_rest, self.memory.peak_since(measuring)
+
+    def smpp_only(self) -> tuple[dict[str, dict[str, Any]], float, float]:
+        """The ceiling and the SMPP rows alone (`--only smpp`)."""
+        with self.server, RssSampler(self.server) as self.memory:
+            rss_rest = self.server.rss_mb()
+            measuring = time.monotonic()
+            self.saturated({"ceiling": (self.server.url + "/_bench/noop", None)})
+            self.smpp()
+            self.smpp_send()
             return self.measured, rss_rest, self.memory.peak_since(measuring)
 
     def warm_credentials(self) -> None:
@@ -532,6 +559,19 @@ class Run:
             self.record(name, figures, started)
             started = time.monotonic()
 
+    def smpp_send(self) -> None:
+        """submit_sm a second through one bind, each accepted and its message's SENT
+        committed; beside it the SMSC's own ceiling."""
+        settle(self.server.url)
+        started = time.monotonic()
+        rows = smpp.measure_send(
+            self.server, port=free_port(), accounts=POLLED_ACCOUNTS, windows=SMPP_WINDOWS,
+            messages=self.mode["smpp_send_messages"], profile=self.profile,
+        )  # fmt: skip
+        for name, figures in rows.items():
+            self.record(name, figures, started)
+            started = time.monotonic()
+
 
 # Kannel's placeholders for smsinbox's parameters, exactly as docs/inbound.md has them.
 KANNEL_QUERY = "/inbound/sms?token={token}&from=%p&to=%P&text=%b&coding=%c&charset=%C&id=%I"
@@ -621,8 +661,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
               f"{number_or_dash(row['p99_ceiling_units'], 8, 0)}"
               f"{row['rss_peak_mb']:>8.0f}")  # fmt: skip
     print(
-        "\nper s: requests, or for kannel_* messages, push_drain deliveries and smpp_ingest"
-        " deliver_sm, per second;"
+        "\nper s: requests, or for kannel_* messages, push_drain deliveries, smpp_ingest"
+        " deliver_sm and smpp_send submit_sm, per second;"
         "\np99 xc: p99 in ceiling requests (p99 x the ceiling's rate); RSS: peak during the run"
     )
     for row in results:
@@ -645,6 +685,16 @@ def print_table(results: list[dict[str, Any]]) -> None:
                   f"{row['messages']:,} deliver_sm stored in {row['seconds']:.2f} s; CPU per "
                   f"message server {row['server_cpu_us']:,.0f} us, SMSC (smpp34, in the "
                   f"harness) {row['smsc_cpu_us']:,.0f} us")  # fmt: skip
+        if row["route"].startswith("smpp_send_w"):
+            print(f"{row['engine']} {row['stored']:,}: SMPP sending, window {row['window']}: "
+                  f"{row['messages']:,} submit_sm accepted and their messages SENT in "
+                  f"{row['seconds']:.2f} s; CPU per message server "
+                  f"{row['server_cpu_us']:,.0f} us, SMSC (smpp34, in the harness, with the "
+                  f"queue's polling) {row['smsc_cpu_us']:,.0f} us")  # fmt: skip
+        if row["route"] == "smpp_send_peer":
+            print(f"{row['engine']} {row['stored']:,}: the SMSC alone (smpp34's client in a "
+                  f"process of its own, {row['window']} in flight): {row['rps']:,.0f} "
+                  f"submit_sm/s; its CPU per submit_sm {row['smsc_cpu_us']:,.0f} us")  # fmt: skip
         if row["route"].startswith("push_drain"):
             print(f"{row['engine']} {row['stored']:,}: push drained {row['deliveries']:,} "
                   f"deliveries to {row.get('endpoints', 1)} endpoint(s) in "
@@ -672,6 +722,9 @@ TARGETS: list[tuple[str, str, str, float, float | None, str]] = [
     # The SMPP issue's: SQLite only (it names none for PostgreSQL).
     ("SMPP ingest, one bind, window 100, deliver_sm/s", "smpp_ingest_w100", "rps", 5000,
      None, "min"),
+    # The SMPP sending issue's: submit_sm >= 2,000/s, on both engines (it names no engine).
+    ("SMPP send, one bind, window 100, submit_sm/s", "smpp_send_w100", "rps", 2000, 2000,
+     "min"),
 ]  # fmt: skip
 # Rates that must hold at 1M stored as at 10k (within this factor).
 SIZE_FACTOR = 1.2
@@ -703,7 +756,8 @@ def print_summary(results: list[dict[str, Any]]) -> None:
         small, large = sizes[0], sizes[-1]
         for (engine, stored, name), row in by_key.items():
             other = by_key.get((engine, small, name))
-            if stored != large or other is None or name.startswith(("kannel", "push")):
+            if (stored != large or other is None or name.startswith(("kannel", "push"))
+                    or name == "smpp_send_peer"):  # fmt: skip
                 continue
             factor = other["rps"] / row["rps"] if row["rps"] else math.inf
             met = factor <= SIZE_FACTOR
@@ -716,20 +770,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument(
+        "--only",
+        choices=["smpp"],
+        help="the ceiling and these rows alone: smpp (ingest and sending)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="record the server with py-spy while it sends over SMPP "
+        "(bench/results/<engine>-<stored>/smpp_send_w<window>.svg and .txt)",
+    )
     args = parser.parse_args()
     mode = MODES[args.mode]
     wrk = ensure_wrk()
-    kannel_binaries = kannel.ensure_kannel()
+    kannel_binaries = None if args.only else kannel.ensure_kannel()
+    profile = HERE / "results" if args.py_spy else None
     results: list[dict[str, Any]] = []
     for engine in args.engines.split(","):
         if engine == "postgresql" and not postgres_available():
             print(f"postgresql: skipped, cannot reach {PG_URL}")
             continue
-        results += bench_engine(engine, mode, wrk, kannel_binaries)
+        results += bench_engine(engine, mode, wrk, kannel_binaries, only=args.only,
+                                profile=profile)  # fmt: skip
     print()
     print_table(results)
     print_summary(results)
-    out = HERE / "results" / "latest.json"
+    out = HERE / "results" / (f"latest-{args.only}.json" if args.only else "latest.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({
         "mode": args.mode,
@@ -737,6 +804,7 @@ def main() -> None:
                     "python": platform.python_version()},
         "duration_s": mode["duration"], "connections": mode["connections"],
         "kannel_messages": mode["kannel_messages"], "smpp_messages": mode["smpp_messages"],
+        "smpp_send_messages": mode["smpp_send_messages"], "only": args.only,
         "results": results,
     }, indent=2))  # fmt: skip
     print(f"\nwritten to {out.relative_to(HERE.parent)}")
