@@ -781,8 +781,15 @@ def main() -> None:
         help="record the server with py-spy while it sends over SMPP "
         "(bench/results/<engine>-<stored>/smpp_send_w<window>.svg and .txt)",
     )
+    parser.add_argument(
+        "--smpp-send-messages",
+        type=int,
+        help="messages each SMPP sending row submits (default: the mode's)",
+    )
     args = parser.parse_args()
-    mode = MODES[args.mode]
+    mode = dict(MODES[args.mode])
+    if args.smpp_send_messages:
+        mode["smpp_send_messages"] = args.smpp_send_messages
     wrk = ensure_wrk()
     kannel_binaries = None if args.only else kannel.ensure_kannel()
     profile = HERE / "results" if args.py_spy else None

@@ -36,7 +36,7 @@ from smsinbox.store.base import StoreBase
 from smsinbox.store.database import Connection
 from smsinbox.store.engine import StorageEngine
 from smsinbox.store.messages import change_messages
-from smsinbox.store.push import enqueue_deliveries
+from smsinbox.store.push import enqueue_many
 
 # What a part's receipt says (smpp/messages.py MessageState, lower-cased) and what it makes
 # of the message, worst first. A part with no final receipt is "sent".
@@ -80,6 +80,7 @@ _RETRY = (
         last_error=bindparam("error"),
     )
 )
+_ANY_EARLY = select(_early.id).limit(1)
 _LEAVE_QUEUE = delete(t.outbound).where(_queue.message_id.in_(bindparam("ids", expanding=True)))
 
 
@@ -164,10 +165,11 @@ class OutboundStore(StoreBase):
                     expires_at=expires_at, due_at=now, attempts=0, last_error="",
                 )
             )  # fmt: skip
-            await _set_statuses(
+            pushed = await _set_statuses(
                 connection, self.db.engine, account_id, found, MessageStatus.PENDING, now
             )
-        self.outbox_changed()
+        if pushed:
+            self.outbox_changed()
         self.outbound_changed()
 
     async def claim_outbound(
@@ -272,10 +274,11 @@ class OutboundStore(StoreBase):
             for done in finished:
                 assert done.status is not None
                 by_outcome[(done.account_id, done.status)].append(done.message_id)
+            pushed = False
             # In account order: two of these never wait for each other's counter rows.
             for (account_id, status), ids in sorted(by_outcome.items()):
                 counterparts = await _counterparts(connection, account_id, ids)
-                await _set_statuses(
+                pushed |= await _set_statuses(
                     connection, self.db.engine, account_id, counterparts, status, now
                 )
             now_sent = [done.message_id for done in finished if done.status is MessageStatus.SENT]
@@ -287,12 +290,15 @@ class OutboundStore(StoreBase):
                     .where(_parts.state != "sent")
                     .distinct()
                 )
-                await self._settle(connection, [(row[0], row[1]) for row in reported], now)
+                pushed |= await self._settle(
+                    connection, [(row[0], row[1]) for row in reported], now
+                )
             if parts:
-                await self._apply_early_receipts(
+                pushed |= await self._apply_early_receipts(
                     connection, [str(part["smsc_message_id"]) for part in parts], now
                 )
-        self.outbox_changed()
+        if pushed:
+            self.outbox_changed()
 
     async def record_receipt(
         self, smsc_message_id: str, state: str, error: str, *, now: int
@@ -312,8 +318,9 @@ class OutboundStore(StoreBase):
                     )
                 )  # fmt: skip
                 return False
-            await self._settle(connection, [found], now)
-        self.outbox_changed()
+            pushed = await self._settle(connection, [found], now)
+        if pushed:
+            self.outbox_changed()
         return True
 
     async def purge_early_receipts(self, *, received_before: int) -> int:
@@ -395,7 +402,10 @@ class OutboundStore(StoreBase):
 
     async def _apply_early_receipts(
         self, connection: Connection, smsc_message_ids: list[str], now: int
-    ) -> None:
+    ) -> bool:
+        """Apply the receipts kept for these ids; whether a status push was queued."""
+        if await connection.scalar(_ANY_EARLY) is None:
+            return False  # the usual case: a receipt comes after its part is recorded
         forms = sorted({form for found in smsc_message_ids for form in receipt_id_forms(found)})
         early = (
             await connection.execute(
@@ -405,7 +415,7 @@ class OutboundStore(StoreBase):
             )
         ).all()
         if not early:
-            return
+            return False
         settled: list[tuple[int, int]] = []
         for receipt in early:
             found = await self._mark_part(
@@ -416,12 +426,14 @@ class OutboundStore(StoreBase):
         await connection.execute(
             delete(t.early_receipts).where(_early.id.in_([receipt.id for receipt in early]))
         )
-        await self._settle(connection, settled, now)
+        return await self._settle(connection, settled, now)
 
     async def _settle(
         self, connection: Connection, messages: Iterable[tuple[int, int]], now: int
-    ) -> None:
-        """Give each sent message the status its parts' states make."""
+    ) -> bool:
+        """Give each sent message the status its parts' states make; whether a status push
+        was queued."""
+        pushed = False
         for account_id, message_id in sorted(set(messages)):
             row = (
                 await connection.execute(
@@ -438,11 +450,12 @@ class OutboundStore(StoreBase):
                 )
             ).all()
             status = status_of_parts([part.state for part in parts], parts[0].total)
-            if status is not MessageStatus.SENT:
-                await _set_statuses(
+            if status.value != row.status:
+                pushed |= await _set_statuses(
                     connection, self.db.engine, account_id,
                     {message_id: (row.counterpart, row.status)}, status, now,
                 )  # fmt: skip
+        return pushed
 
 
 async def _counterparts(
@@ -473,14 +486,14 @@ async def _set_statuses(
     messages: dict[int, tuple[str, str]],
     status: MessageStatus,
     now: int,
-) -> None:
+) -> bool:
     """Give messages of one account (id -> counterpart, status before) a status: each with
     a modseq of its own (sync sees the change), their conversations' unsent figures moved
     by the change (a status change moves nothing else of a conversation), a status push
-    queued."""
+    queued. Whether any push was."""
     ids = sorted(messages)
     if not ids:
-        return
+        return False
     await change_messages(connection, account_id, ids, {"status": status, "status_at": now})
     unsent_now = status.value in _UNSENT
     deltas: defaultdict[str, int] = defaultdict(int)
@@ -493,5 +506,4 @@ async def _set_statuses(
     ]
     if adjustments:
         await connection.execute(_ADJUST_UNSENT, adjustments)
-    for message_id in ids:
-        await enqueue_deliveries(engine, connection, account_id, message_id, "status", now)
+    return await enqueue_many(engine, connection, account_id, ids, "status", now)

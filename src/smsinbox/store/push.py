@@ -168,6 +168,36 @@ async def enqueue_deliveries(
         await engine.notify(connection, NOTIFY_CHANNEL)
 
 
+_WANTED = (
+    select(_endpoints.id)
+    .where(_endpoints.account_id == bindparam("for_account"))
+    .where(_endpoints.enabled.is_(True))
+    .where(_endpoints.events.like(bindparam("events_like")))
+    .limit(1)
+)
+
+
+async def enqueue_many(
+    engine: StorageEngine,
+    connection: Connection,
+    account_id: int,
+    message_ids: Sequence[int],
+    event: str,
+    now: int,
+) -> bool:
+    """enqueue_deliveries for several messages of one account: one look at its endpoints,
+    and nothing more when none wants `event`. Whether any delivery was queued."""
+    wanted = {"for_account": account_id, "events_like": f"%{event}%"}
+    if not message_ids or await connection.scalar(_WANTED, wanted) is None:
+        return False
+    await connection.execute(
+        _ENQUEUE,
+        [{**wanted, "for_message": found, "for_event": event, "at": now} for found in message_ids],
+    )
+    await engine.notify(connection, NOTIFY_CHANNEL)
+    return True
+
+
 class PushStore(StoreBase):
     async def add_endpoint(
         self,

@@ -45,6 +45,8 @@ TEMPORARY = frozenset(
 # How long a claimed message is held: longer than its parts' answers and the bind's pace can
 # take; a sender that stops meanwhile leaves it due again after this.
 LEASE_MS = 120_000
+# Messages a bind may have in hand at once, whatever its window.
+MIN_IN_HAND = 100
 # With a throughput limit on every bind, claim no more than they send in this long.
 PACED_CLAIM_S = 10
 # How long a stopping sender waits for the answers to what it has submitted.
@@ -158,19 +160,28 @@ class SmppSender:
         self._paces: dict[str, Pace] = {}
         self._finished: list[Submission] = []
         self._attempts: set[asyncio.Task[None]] = set()
-        self._in_hand: set[int] = set()  # ids of the messages being attempted here
+        # Ids of the messages in hand here: being attempted, or their outcome not yet
+        # recorded; and of those, the ones being attempted.
+        self._in_hand: set[int] = set()
+        self._attempting: set[int] = set()
         self._renewed_at = 0
+        self._recorder: asyncio.Task[None] | None = None
+        self._recording_after = 0.0  # loop time: after a store outage, wait a moment
         store.outbound_listeners.append(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim, submit and record until `stop`; then finish the attempts in hand (their
-        binds are still up: the caller unbinds after this returns)."""
+        binds are still up: the caller unbinds after this returns).
+
+        Outcomes are recorded by a task of their own, one transaction at a time: those that
+        finish while one is written go together in the next, so the store's round trips
+        never set the pace, and claiming goes on meanwhile."""
         stopping = asyncio.create_task(stop.wait())
         delay = 0.0
         try:
             while not stop.is_set():
+                self._start_recording()
                 try:
-                    await self._record()
                     await self._renew()
                     claimed = await self._claim()
                     delay = 0.0
@@ -183,11 +194,13 @@ class SmppSender:
                     # again when its lease ends.
                     log.exception("SMPP sender pass failed")
                     delay, claimed = 5.0, 0
-                if claimed and not self._finished:
+                if claimed:
                     continue
                 self._wake.clear()
                 waking = asyncio.ensure_future(self._wake.wait())
-                waiting: set[asyncio.Future[Any]] = {stopping, waking, *self._attempts}
+                waiting: set[asyncio.Future[Any]] = {stopping, waking}
+                if self._recorder is not None:
+                    waiting.add(self._recorder)
                 await asyncio.wait(
                     waiting, timeout=delay or POLL_S, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -200,21 +213,32 @@ class SmppSender:
                     attempt.cancel()  # what it had sent is recorded as it ends
                 if unfinished:
                     await asyncio.wait(unfinished)
-            try:
-                await self._record()
-            except Exception:
-                # Their leases run out and they are tried again: never lost, and the binds
-                # still unbind cleanly.
-                log.exception("SMPP sender: outcomes of the last attempts not recorded")
+            if self._recorder is not None:
+                await self._recorder
+            self._recording_after = 0.0
+            self._start_recording()
+            if self._recorder is not None:
+                await self._recorder
+
+    def _start_recording(self) -> None:
+        """Record what has finished, unless a record is being written (what finishes
+        meanwhile goes in the next) or the store was away a moment ago."""
+        recorder = self._recorder
+        if recorder is not None and not recorder.done():
+            return
+        if not self._finished or asyncio.get_running_loop().time() < self._recording_after:
+            return
+        self._recorder = asyncio.create_task(self._record(), name="smpp sender records")
 
     async def _claim(self) -> int:
         """Claim as many due messages as the binds have room for, and start them."""
         now = self.clock()
         running = [(configured, bind) for configured, bind in self.running() if _sends(configured)]
         bound = [(configured, bind) for configured, bind in running if bind.state is State.BOUND]
-        # Room for twice the windows: a message's parts go one after another, so each
-        # message in hand has at most one submit_sm in flight.
-        capacity = sum(configured.window for configured, _ in bound) * 2
+        # Room for twice the windows (a message's parts go one after another, so each
+        # message in hand has at most one submit_sm in flight), and for a batch worth
+        # recording at once however small the window: the rest wait for the window.
+        capacity = sum(max(configured.window * 2, MIN_IN_HAND) for configured, _ in bound)
         room = capacity - len(self._attempts)
         if not bound:
             # Nothing can be sent from here now: only give up on the messages out of time.
@@ -260,41 +284,48 @@ class SmppSender:
         try:
             await self.store.record_submissions(finished, now=self.clock())
         except StoreUnavailable:
-            self._finished[:0] = finished  # kept for the next try; their leases hold them
-            raise
-        except BaseException:
+            # Kept for the next try, still in hand: their leases hold them meanwhile.
+            self._finished[:0] = finished
+            self._recording_after = asyncio.get_running_loop().time() + 1.0
+            log.warning("SMPP sender: outcomes not recorded, store unavailable")
+            return
+        except Exception:
             # Not the store's absence: the same records would fail again. Their leases
             # run out and the messages are tried again (from their recorded parts).
             log.exception("SMPP sender: %d outcomes not recorded", len(finished))
-            raise
-        finally:
-            for outcome in finished:
-                self._in_hand.discard(outcome.message_id)
+        for outcome in finished:
+            self._in_hand.discard(outcome.message_id)
+        self._wake.set()  # room for more
 
     async def _renew(self) -> None:
         """Hold the messages in hand a while longer, once their lease is half gone, so no
         other sender takes one this one is still sending."""
         now = self.clock()
-        if now < self._renewed_at + LEASE_MS // 2 or not self._in_hand:
+        if now < self._renewed_at + LEASE_MS // 2 or not self._attempting:
             return
-        await self.store.renew_outbound(sorted(self._in_hand), until=now + LEASE_MS)
+        # Only those still being attempted: one whose outcome waits to be recorded must
+        # keep the time that record gives it (when to try again), not a new lease.
+        await self.store.renew_outbound(sorted(self._attempting), until=now + LEASE_MS)
         self._renewed_at = now
 
     async def _attempt(
         self, message: Outbound, configured: SmppBind | None, bind: Bind | None
     ) -> None:
         self._in_hand.add(message.message_id)
+        self._attempting.add(message.message_id)
         accepted: list[SentPart] = []
         try:
             outcome = await self._submit(message, configured, bind, accepted)
         except asyncio.CancelledError:
             # Stopped mid-way: the parts the SMSC accepted are recorded, so they are not
             # sent again.
+            self._attempting.discard(message.message_id)
             self._finished.append(self._retry(message, accepted, "the sender stopped"))
             raise
         except Exception as error:
             log.exception("submitting message %d failed", message.message_id)
             outcome = self._retry(message, accepted, f"{type(error).__name__}: {error}")
+        self._attempting.discard(message.message_id)
         self._finished.append(outcome)
         self._wake.set()
 
