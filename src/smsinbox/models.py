@@ -333,6 +333,23 @@ class Submission:
     status: MessageStatus | None  # None: some parts wait for another try
     retry_at: int | None = None
     error: str = ""
+    recipient: str = ""  # the message's other party (its conversation)
+    resumed: bool = False  # parts of it were accepted before this attempt
+
+    @classmethod
+    def of(
+        cls,
+        message: Outbound,
+        parts: list[SentPart],
+        status: MessageStatus | None,
+        *,
+        retry_at: int | None = None,
+        error: str = "",
+    ) -> Submission:
+        return cls(
+            message.account_id, message.message_id, parts, status, retry_at, error,
+            message.recipient, bool(message.submitted),
+        )  # fmt: skip
 
 
 class Batched(NamedTuple):

@@ -29,6 +29,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from smsinbox.models import UNSENT_STATUSES, Batched, MessageStatus, Outbound, Submission
 from smsinbox.store import tables as t
@@ -70,7 +72,14 @@ _CLAIMED = (
 _SUBMITTED = select(_parts.message_id, _parts.part).where(
     _parts.message_id.in_(bindparam("ids", expanding=True))
 )
-_INSERT_PART = insert(t.sent_parts)
+_INSERT_PARTS = {
+    "sqlite": sqlite_insert(t.sent_parts).on_conflict_do_nothing(
+        index_elements=["message_id", "part"]
+    ),
+    "postgresql": postgresql_insert(t.sent_parts).on_conflict_do_nothing(
+        index_elements=["message_id", "part"]
+    ),
+}
 _RETRY = (
     update(t.outbound)
     .where(_queue.message_id == bindparam("for_message"))
@@ -188,20 +197,27 @@ class OutboundStore(StoreBase):
             )
             if expired_only:
                 due = due.where(_queue.expires_at <= now)
-            claimed = list(await connection.scalars(due))
+            # Held in the same statement that finds them (PostgreSQL skips rows another
+            # sender is claiming; SQLite has one writer).
+            claimed = list(
+                await connection.scalars(
+                    update(t.outbound)
+                    .where(_queue.id.in_(due.scalar_subquery()))
+                    .values(due_at=until)
+                    .returning(_queue.id)
+                )
+            )
             if not claimed:
                 return []
-            await connection.execute(
-                update(t.outbound).where(_queue.id.in_(claimed)).values(due_at=until)
-            )
             rows = (await connection.execute(_CLAIMED, {"claimed": claimed})).all()
             deleted = [row.message_id for row in rows if row.deleted]
             if deleted:
                 await connection.execute(_LEAVE_QUEUE, {"ids": deleted})
             rows = [row for row in rows if not row.deleted]
             submitted: defaultdict[int, set[int]] = defaultdict(set)
-            if rows:
-                ids = [row.message_id for row in rows]
+            tried = [row.message_id for row in rows if row.attempts]
+            if tried:  # a message never tried has no part accepted
+                ids = tried
                 for message_id, part in await connection.execute(_SUBMITTED, {"ids": ids}):
                     submitted[message_id].add(part)
         return [
@@ -241,22 +257,12 @@ class OutboundStore(StoreBase):
                 for part in done.parts
             ]  # fmt: skip
             if parts:
-                # A part recorded already (its message attempted twice at once, which
-                # leases make rare) keeps its first record.
-                recorded = {
-                    (row.message_id, row.part)
-                    for row in await connection.execute(
-                        _SUBMITTED, {"ids": sorted({part["message_id"] for part in parts})}
-                    )
-                }
-                parts = [
-                    part for part in parts if (part["message_id"], part["part"]) not in recorded
-                ]
-            if parts:
                 await _lock_ids(
                     connection, self.db.engine, [str(part["smsc_message_id"]) for part in parts]
                 )
-                await connection.execute(_INSERT_PART, parts)
+                # A part recorded already (its message attempted twice at once, which
+                # leases make rare) keeps its first record.
+                await connection.execute(_INSERT_PARTS[self.db.engine.name], parts)
             retries = [
                 {"for_message": done.message_id, "retry_at": done.retry_at,
                  "error": done.error[:255]}
@@ -276,12 +282,24 @@ class OutboundStore(StoreBase):
                 by_outcome[(done.account_id, done.status)].append(done.message_id)
             pushed = False
             # In account order: two of these never wait for each other's counter rows.
+            recipients = {done.message_id: done.recipient for done in finished}
             for (account_id, status), ids in sorted(by_outcome.items()):
-                counterparts = await _counterparts(connection, account_id, ids)
+                if all(recipients[found] for found in ids):
+                    # A queued message is pending until its sender records it: its
+                    # counterpart and status are known without reading them.
+                    counterparts = {
+                        found: (recipients[found], MessageStatus.PENDING.value) for found in ids
+                    }
+                else:
+                    counterparts = await _counterparts(connection, account_id, ids)
                 pushed |= await _set_statuses(
                     connection, self.db.engine, account_id, counterparts, status, now
                 )
-            now_sent = [done.message_id for done in finished if done.status is MessageStatus.SENT]
+            now_sent = [
+                done.message_id
+                for done in finished
+                if done.status is MessageStatus.SENT and done.resumed
+            ]
             if now_sent:
                 # Receipts of parts that came while the message was still being sent.
                 reported = await connection.execute(

@@ -351,10 +351,9 @@ class SmppSender:
                 packed=configured.gsm_packed,
             )
         except messages.TooManyParts as error:  # in this bind's alphabet
-            return Submission(
-                message.account_id, message.message_id, accepted, MessageStatus.REJECTED,
-                error=f"{configured.name}: {error}",
-            )  # fmt: skip
+            return Submission.of(
+                message, accepted, MessageStatus.REJECTED, error=f"{configured.name}: {error}"
+            )
         total = len(parts.short_messages)
         pace = self._pace(configured)
         for number, short_message in enumerate(parts.short_messages, start=1):
@@ -373,20 +372,17 @@ class SmppSender:
                     if answer.status == Status.ESME_RTHROTTLED:
                         pace.hold(THROTTLE_HOLD_S)
                     return self._retry(message, accepted, f"{configured.name}: {status}")
-                return Submission(
-                    message.account_id, message.message_id, accepted, MessageStatus.REJECTED,
-                    error=f"{configured.name}: {status}",
-                )  # fmt: skip
+                return Submission.of(
+                    message, accepted, MessageStatus.REJECTED, error=f"{configured.name}: {status}"
+                )
             accepted.append(SentPart(number, total, configured.id, answer.text("message_id")))
-        return Submission(message.account_id, message.message_id, accepted, MessageStatus.SENT)
+        return Submission.of(message, accepted, MessageStatus.SENT)
 
     def _retry(self, message: Outbound, accepted: list[SentPart], error: str) -> Submission:
         retry_at = self.clock() + retry_delay_ms(message.attempts)
         if retry_at >= message.expires_at:
             return _failed(message, error, accepted)
-        return Submission(
-            message.account_id, message.message_id, accepted, None, retry_at=retry_at, error=error
-        )
+        return Submission.of(message, accepted, None, retry_at=retry_at, error=error)
 
     def _pace(self, configured: SmppBind) -> Pace:
         pace = self._paces.get(configured.name)
@@ -401,9 +397,7 @@ def _sends(bind: SmppBind) -> bool:
 
 def _failed(message: Outbound, error: str, accepted: list[SentPart] | None = None) -> Submission:
     log.warning("message %d to %s failed: %s", message.message_id, message.recipient, error)
-    return Submission(
-        message.account_id, message.message_id, accepted or [], MessageStatus.FAILED, error=error
-    )
+    return Submission.of(message, accepted or [], MessageStatus.FAILED, error=error)
 
 
 def _status_name(status: int) -> str:
