@@ -62,6 +62,18 @@ def status_line(error: DomainError) -> str:
     return pipe.line(*INTERNAL_ERROR, "")
 
 
+async def _read(request: Request, *required: str) -> WireParams:
+    """The request's parameters, each of `required` present and not empty."""
+    try:
+        params = await WireParams.read(request)
+    except UnsupportedMediaType as error:
+        raise InvalidInput(f"unsupported content type {error}") from None
+    for name in required:
+        if not params.text(name):
+            raise InvalidInput(f"missing required parameter {name}", name)
+    return params
+
+
 def _text(body: str) -> Response:
     return Response(body.encode("utf-8"), media_type=MEDIA_TYPE)
 
@@ -108,13 +120,7 @@ def render_page(page: IdPage, *, with_encoding: bool) -> str:
 async def _get_inbox(request: Request, *, with_encoding: bool) -> Response:
     services: Core = request.app.state.services
     try:
-        try:
-            params = await WireParams.read(request)
-        except UnsupportedMediaType as error:
-            raise InvalidInput(f"unsupported content type {error}") from None
-        for name in ("username", "password", "last_retrieved_id"):
-            if not params.text(name):
-                raise InvalidInput(f"missing required parameter {name}", name)
+        params = await _read(request, "username", "password", "last_retrieved_id")
         page = await services.inbox.messages_after_id(
             params.text("username"),
             params.text("password"),
@@ -207,13 +213,7 @@ async def send_sms(request: Request) -> Response:
     accepted and not used."""
     services: Core = request.app.state.services
     try:
-        try:
-            params = await WireParams.read(request)
-        except UnsupportedMediaType as error:
-            raise InvalidInput(f"unsupported content type {error}") from None
-        for name in ("username", "password", "message", "msisdn"):
-            if not params.text(name):
-                raise InvalidInput(f"missing required parameter {name}", name)
+        params = await _read(request, "username", "password", "message", "msisdn")
         text = _send_text(params)
         batch_id = await services.send_api.send_batch(
             params.text("username"),
@@ -259,13 +259,7 @@ async def get_report(request: Request) -> Response:
     for. A batch the account does not have has no rows."""
     services: Core = request.app.state.services
     try:
-        try:
-            params = await WireParams.read(request)
-        except UnsupportedMediaType as error:
-            raise InvalidInput(f"unsupported content type {error}") from None
-        for name in ("username", "password", "batch_id"):
-            if not params.text(name):
-                raise InvalidInput(f"missing required parameter {name}", name)
+        params = await _read(request, "username", "password", "batch_id")
         batch_id = parse_count(params.text("batch_id"))
         if batch_id is None:
             raise InvalidInput("batch_id must be a non-negative integer", "batch_id")

@@ -68,6 +68,19 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+async def _read(request: Request, *required: str) -> WireParams:
+    """The request's parameters, each of `required` present and not empty (a body that is
+    not a form reads as no parameters at all: the first is missing)."""
+    try:
+        params = await WireParams.read(request)
+    except UnsupportedMediaType:
+        raise MissingParameter(required[0]) from None
+    for name in required:
+        if not params.text(name):
+            raise MissingParameter(name)
+    return params
+
+
 def _since(raw: str | None) -> int:
     since = parse_count(raw)
     if since is None:
@@ -99,13 +112,7 @@ def render_page(page: SincePage) -> dict[str, Any]:
 async def _check(request: Request, *, outgoing: bool) -> Response:
     services: Core = request.app.state.services
     try:
-        try:
-            params = await WireParams.read(request)
-        except UnsupportedMediaType:
-            raise MissingParameter("username") from None
-        for name in ("username", "password", "since"):
-            if not params.text(name):
-                raise MissingParameter(name)
+        params = await _read(request, "username", "password", "since")
         page = await services.inbox.messages_since(
             params.text("username"),
             params.text("password"),
@@ -138,13 +145,7 @@ async def send_single2(request: Request) -> Response:
     GSM 7-bit or UCS-2, and the account's own number is the sender."""
     services: Core = request.app.state.services
     try:
-        try:
-            params = await WireParams.read(request)
-        except UnsupportedMediaType:
-            raise MissingParameter("username") from None
-        for name in ("username", "password", "text"):
-            if not params.text(name):
-                raise MissingParameter(name)
+        params = await _read(request, "username", "password", "text")
         if not params.text("recipient") and not params.text("replyTo"):
             raise MissingParameter("recipient")
         message_id, recipient = await services.send_api.send_single(
