@@ -459,10 +459,10 @@ async def _retried_once(services: Services) -> bool:
 async def test_messages_waiting_for_the_bind_s_pace_are_sent_once_each(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Held longer than a claim's lease while the bind's pace (one a second) comes round to
-    them: no message is claimed again while it is in hand, and sending goes on after."""
-    monkeypatch.setattr(sender, "LEASE_MS", 2_000)
-    async with FaultySmsc() as smsc, running(services, smsc, throughput=1):
+    """Held longer than a claim's lease while the bind's pace (four a second) comes round
+    to them: no message is claimed again while it is in hand, and sending goes on after."""
+    monkeypatch.setattr(sender, "LEASE_MS", 500)
+    async with FaultySmsc() as smsc, running(services, smsc, throughput=4):
         sent = [
             await services.mailbox.send_from(1, ALICE, f"33612{n:06d}", f"m{n}") for n in range(5)
         ]
@@ -474,10 +474,11 @@ async def test_messages_waiting_for_the_bind_s_pace_are_sent_once_each(
 
 
 async def test_parts_accepted_before_the_server_stops_are_not_sent_again(
-    services: Services,
+    services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stopped while a long message's second part waits for its answer: the first part,
     accepted, is recorded, so a restart sends only the other two."""
+    monkeypatch.setattr(sender, "STOP_GRACE_S", 0.3)  # how long a stop waits for answers
     smsc = FaultySmsc(lambda submitted: ACCEPT if submitted.number == 1 else SILENCE)
     async with smsc, running(services, smsc):
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, LONG)
