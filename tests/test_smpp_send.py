@@ -191,10 +191,10 @@ async def test_a_throttled_message_is_tried_again_and_a_refused_one_is_rejected(
 async def test_a_message_no_bind_routes_fails_when_its_time_runs_out(
     services: Services, smsc: Smsc
 ) -> None:
-    services.mailbox.send_expiry_ms = 1500
+    services.mailbox.send_expiry_ms = 3000
     async with running(services, smsc, routes="44"):
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "to France")
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.3)
         assert await status_of(services, message_id) is MessageStatus.PENDING
         await eventually(lambda: _is(services, message_id, MessageStatus.FAILED), timeout=20)
         assert smsc.submitted.empty()

@@ -441,12 +441,12 @@ async def test_a_full_queue_on_part_two_sends_only_parts_two_and_three_again(
 
 
 async def test_a_message_throttled_until_its_time_runs_out_fails(services: Services) -> None:
+    # How many tries fit in the time depends on how busy the machine is; that it ends
+    # failed, tried and never accepted, does not.
     services.mailbox.send_expiry_ms = 3_000
     smsc = FaultySmsc(lambda submitted: Reply(Status.ESME_RTHROTTLED))
     async with smsc, running(services, smsc):
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "too late")
-        await eventually(lambda: _retried_once(services))
-        assert await status_of(services, message_id) is MessageStatus.PENDING
         await eventually(all_are(services, [message_id], MessageStatus.FAILED))
         assert await services.store.outbound_figures() == (0, 0)
     assert smsc.submitted and smsc.accepted == []
