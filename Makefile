@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist); `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: install run test lint typecheck unit bench bench-quick clean
 
@@ -41,7 +43,7 @@ $(NODE_PEER): tests/smsc/package-lock.json
 	fi
 
 unit: install $(NODE_PEER)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk and Kannel if missing)
 bench: install

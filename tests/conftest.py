@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import uvicorn
@@ -26,6 +27,41 @@ from smsinbox.store import Database
 from smsinbox.store.migrate import upgrade
 from smsinbox.store.tables import metadata
 from smsinbox.web.protocol import JoinedWritesProtocol
+
+
+def _one_store_per_worker() -> None:
+    """Under pytest-xdist (`make test` runs two workers), each worker gets a PostgreSQL
+    database and a Redis database of its own, since tests empty both as they begin. Test
+    modules read these variables when imported, after this conftest."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    number = int(worker[2:])
+    shared = os.environ.get("SMSINBOX_TEST_DATABASE_URL", "")
+    if shared:
+        parts = urlsplit(shared)
+        own = f"{parts.path.lstrip('/')}_{worker}"
+        asyncio.run(_create_database(urlunsplit(parts._replace(path="/postgres")), own))
+        os.environ["SMSINBOX_TEST_DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{own}"))
+    redis_url = os.environ.get("SMSINBOX_TEST_REDIS_URL", "")
+    if redis_url:
+        base, _, index = redis_url.rpartition("/")
+        os.environ["SMSINBOX_TEST_REDIS_URL"] = f"{base}/{(int(index) - number) % 16}"
+
+
+async def _create_database(maintenance_url: str, name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(maintenance_url)
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+_one_store_per_worker()
 
 PG_URL = os.environ.get("SMSINBOX_TEST_DATABASE_URL", "")
 REQUIRE_PG = os.environ.get("SMSINBOX_TEST_REQUIRE_POSTGRES") == "1"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
 
 import httpx
 import smpp34
@@ -20,23 +19,10 @@ from smsinbox.smpp import coding, udh
 from tests.conftest import LiveServer, free_port
 from tests.receiver import Receiver
 from tests.test_cli import ok, smsinbox
+from tests.waiting import eventually
 
 ALICE = "447700900001"
 SENDER = "447700900123"
-
-
-async def eventually(check: Callable[[], object], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def polled_texts(http: httpx.AsyncClient) -> list[str]:

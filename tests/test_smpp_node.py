@@ -11,8 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from smsinbox.models import MessageStatus, SmppBind
 from smsinbox.services import Services
 from smsinbox.smpp import coding, udh
 from tests.conftest import LiveServer, free_port
+from tests.waiting import eventually
 
 SMSC = Path(__file__).parent / "smsc"
 ALICE = "447700900001"
@@ -152,14 +152,6 @@ def short_message(submit: dict[str, Any]) -> bytes:
 
 async def texts(services: Services) -> list[str]:
     return sorted(m.text for m in await services.store.list_recent_messages("alice", 100))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.05)
 
 
 class Sending:

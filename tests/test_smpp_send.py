@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import smpp34
@@ -20,17 +19,10 @@ from smsinbox.smpp import udh
 from smsinbox.store import outbound
 from smsinbox.store.conversations import recount_conversations
 from tests.conftest import free_port
+from tests.waiting import eventually
 
 ALICE = "447700900001"
 FRIEND = "33612345678"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.05)
 
 
 class Smsc:

@@ -31,6 +31,7 @@ from smsinbox.smpp.pdu import Command, Pdu, Status
 from smsinbox.upstream import sender
 from smsinbox.upstream import smpp as upstream_smpp
 from tests.conftest import free_port
+from tests.waiting import eventually
 
 ALICE = "447700900001"
 FRIEND = "33612345678"
@@ -229,7 +230,7 @@ async def running(
     try:
         await asyncio.wait_for(smsc.binding.wait(), 15)
         if smsc.answer_bind is None:
-            await until(lambda: services.smpp.states()["carrier"][0] is State.BOUND)
+            await eventually(lambda: services.smpp.states()["carrier"][0] is State.BOUND)
         yield
     finally:
         stop.set()
@@ -245,21 +246,6 @@ def short_response_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
         "bind_settings",
         lambda bind: dataclasses.replace(configured(bind), response_timeout_s=1.0),
     )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("not reached in time")
-        await asyncio.sleep(0.05)
-
-
-async def until(check: Callable[[], bool], timeout: float = 20) -> None:
-    async def checked() -> bool:
-        return check()
-
-    await eventually(checked, timeout)
 
 
 async def status_of(services: Services, message_id: int) -> MessageStatus:
@@ -295,7 +281,7 @@ async def test_a_throttled_message_is_submitted_again_and_sent(services: Service
         await eventually(lambda: _retried_once(services))
         # Waiting to be tried again, then tried again (its answer held): pending throughout.
         assert await status_of(services, message_id) is MessageStatus.PENDING
-        await until(lambda: len(smsc.submitted) == 2)
+        await eventually(lambda: len(smsc.submitted) == 2)
         assert await status_of(services, message_id) is MessageStatus.PENDING
         answer_again.set()
         await eventually(all_are(services, [message_id], MessageStatus.SENT))
@@ -329,10 +315,10 @@ async def test_a_submit_never_answered_is_made_again_and_sent_once_answered(
 
     async with FaultySmsc(script) as smsc, running(services, smsc):
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "are you there?")
-        await until(lambda: len(smsc.submitted) == 1)
+        await eventually(lambda: len(smsc.submitted) == 1)
         await eventually(lambda: _retried_once(services))
         assert await status_of(services, message_id) is MessageStatus.PENDING
-        await until(lambda: len(smsc.submitted) == 2)
+        await eventually(lambda: len(smsc.submitted) == 2)
         assert await status_of(services, message_id) is MessageStatus.PENDING
         answer_again.set()
         await eventually(all_are(services, [message_id], MessageStatus.SENT))
@@ -428,7 +414,7 @@ async def test_a_full_queue_on_part_two_sends_only_parts_two_and_three_again(
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, LONG)
         await eventually(lambda: _retried_once(services))
         assert await status_of(services, message_id) is MessageStatus.PENDING
-        await until(lambda: len(smsc.submitted) == 3)
+        await eventually(lambda: len(smsc.submitted) == 3)
         assert await status_of(services, message_id) is MessageStatus.PENDING
         answer_again.set()
         await eventually(all_are(services, [message_id], MessageStatus.SENT))
@@ -482,7 +468,7 @@ async def test_parts_accepted_before_the_server_stops_are_not_sent_again(
     smsc = FaultySmsc(lambda submitted: ACCEPT if submitted.number == 1 else SILENCE)
     async with smsc, running(services, smsc):
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, LONG)
-        await until(lambda: len(smsc.submitted) == 2)
+        await eventually(lambda: len(smsc.submitted) == 2)
     now = time.time_ns() // 1_000_000 + 600_000  # past any lease or retry
     [queued] = await services.store.claim_outbound(now=now, until=now + 1, limit=10)
     assert queued.message_id == message_id and queued.submitted == frozenset({1})
