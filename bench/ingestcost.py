@@ -1,12 +1,13 @@
 """What the database itself spends on one ingested message, with no server around it.
 
-    python bench/ingestcost.py [--messages 3000] [--accounts 10 --per-account 1000]
+    python bench/ingestcost.py [--messages 3000] [--accounts 10 --per-account 1000] [--batch 32]
     python bench/ingestcost.py --engine postgresql [--messages 20000]
 
 Generates bench/run.py's 10k SQLite history (with `--accounts 1000`, its 1M one), then
 stores messages through smsinbox's own batch statements (`store_batch`) on a bare
 `sqlite3` connection: 32 messages to a durable commit, as the server's group commit takes
-them under load, each batch in a savepoint, and the full-text index's chunks
+them under load (`--batch 100`: as an SMPP bind with 100 in flight gives them), each
+batch in a savepoint, and the full-text index's chunks
 (store/fts.py) as the server's commits take them; the messages go to every account in
 turn, as bench/run.py's ingest does. Prints messages per second and CPU per message: the
 most one core could ingest with this schema if every other cost were zero.
@@ -53,7 +54,9 @@ def arrivals(numbers: range, accounts: int, now: int) -> list[Arrival]:
     ]  # fmt: skip
 
 
-async def sqlite_cost(path: Path, messages: int, accounts: int) -> tuple[float, float]:
+async def sqlite_cost(
+    path: Path, messages: int, accounts: int, batch: int = BATCH
+) -> tuple[float, float]:
     """Seconds and CPU seconds to store `messages` as the server's writer would."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -61,10 +64,10 @@ async def sqlite_cost(path: Path, messages: int, accounts: int) -> tuple[float, 
     db.execute("PRAGMA foreign_keys=ON")
     driver = SqliteDriver(db)
     started, cpu = time.perf_counter(), time.process_time()
-    for first in range(0, messages, BATCH):
+    for first in range(0, messages, batch):
         db.execute("BEGIN IMMEDIATE")
         db.execute("SAVEPOINT writer")
-        numbers = range(first, min(messages, first + BATCH))
+        numbers = range(first, min(messages, first + batch))
         await store_batch(driver, arrivals(numbers, accounts, int(time.time() * 1000)))
         db.execute("RELEASE writer")
         fts.index_chunk(db, at_least=fts.CHUNK)
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--accounts", type=int, default=10, help="1000 for the 1M history")
     parser.add_argument("--per-account", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=BATCH, help="messages a commit (SQLite)")
     args = parser.parse_args()
     if args.engine == "postgresql":
         asyncio.run(postgres_cost(args.messages or 20_000, args.accounts, args.per_account))
@@ -135,9 +139,9 @@ def main() -> None:
         path = Path(tmp) / "bench.db"
         asyncio.run(generate(f"sqlite:///{path}", accounts=args.accounts,
                              per_account=args.per_account, progress=lambda *_: None))  # fmt: skip
-        elapsed, cpu = asyncio.run(sqlite_cost(path, args.messages, args.accounts))
+        elapsed, cpu = asyncio.run(sqlite_cost(path, args.messages, args.accounts, args.batch))
     print(f"sqlite3 alone, {args.accounts * args.per_account:,} stored over {args.accounts:,} "
-          f"accounts: {args.messages / elapsed:,.0f} messages/s, "
+          f"accounts, {args.batch} a commit: {args.messages / elapsed:,.0f} messages/s, "
           f"{cpu * 1e6 / args.messages:.0f} us CPU per message")  # fmt: skip
 
 

@@ -553,7 +553,7 @@ class Run:
         started = time.monotonic()
         rows = smpp.measure(
             self.server, port=free_port(), accounts=POLLED_ACCOUNTS, windows=SMPP_WINDOWS,
-            messages=self.mode["smpp_messages"],
+            messages=self.mode["smpp_messages"], profile=self.profile,
         )  # fmt: skip
         for name, figures in rows.items():
             self.record(name, figures, started)
@@ -778,8 +778,13 @@ def main() -> None:
     parser.add_argument(
         "--py-spy",
         action="store_true",
-        help="record the server with py-spy while it sends over SMPP "
-        "(bench/results/<engine>-<stored>/smpp_send_w<window>.svg and .txt)",
+        help="record the server with py-spy while it takes and sends over SMPP "
+        "(bench/results/<engine>-<stored>/smpp_{ingest,send}_w<window>.svg and .txt)",
+    )
+    parser.add_argument(
+        "--smpp-messages",
+        type=int,
+        help="deliver_sm each SMPP ingest row delivers (default: the mode's)",
     )
     parser.add_argument(
         "--smpp-send-messages",
@@ -788,6 +793,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     mode = dict(MODES[args.mode])
+    if args.smpp_messages:
+        mode["smpp_messages"] = args.smpp_messages
     if args.smpp_send_messages:
         mode["smpp_send_messages"] = args.smpp_send_messages
     wrk = ensure_wrk()

@@ -70,14 +70,26 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(
-    server: Any, *, port: int, accounts: int, windows: tuple[int, ...], messages: int
+    server: Any,
+    *,
+    port: int,
+    accounts: int,
+    windows: tuple[int, ...],
+    messages: int,
+    profile: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One row per window: `smpp_ingest_w<window>`."""
-    return asyncio.run(_measure(server, port, accounts, windows, messages))
+    """One row per window: `smpp_ingest_w<window>`. With `profile`, py-spy records the
+    server during each window into that directory."""
+    return asyncio.run(_measure(server, port, accounts, windows, messages, profile))
 
 
 async def _measure(
-    server: Any, port: int, accounts: int, windows: tuple[int, ...], messages: int
+    server: Any,
+    port: int,
+    accounts: int,
+    windows: tuple[int, ...],
+    messages: int,
+    profile: Path | None,
 ) -> dict[str, dict[str, Any]]:
     smsc = smpp34.Server("127.0.0.1", port, system_id="BENCH")
     await smsc.start()
@@ -105,12 +117,14 @@ async def _measure(
         for window in windows:
             sent = messages // window * window
             stored = server.stored()
+            recorders = _py_spy(server.pid, profile / f"smpp_ingest_w{window}") if profile else []
             server_cpu, harness_cpu = cpu_seconds(server.pid), time.process_time()
             started = time.perf_counter()
             await deliver(sent, window)
             elapsed = time.perf_counter() - started
             server_cpu = cpu_seconds(server.pid) - server_cpu
             harness_cpu = time.process_time() - harness_cpu
+            _stop(recorders)
             if refused or server.stored() - stored != sent:
                 raise RuntimeError(f"smpp: {refused} refused, {server.stored() - stored} of "
                                    f"{sent} stored")  # fmt: skip
@@ -283,10 +297,7 @@ async def _send(
         harness_cpu = time.process_time() - smsc.first_harness_cpu
         server_cpu = cpu_seconds(smsc.server_pid) - smsc.first_server_cpu
     finally:
-        for recorder in recorders:
-            recorder.send_signal(signal.SIGINT)
-        for recorder in recorders:
-            recorder.wait(60)
+        _stop(recorders)
     elapsed = ended - smsc.first_at
     sent = await count_sent(services, first_id, last_id)
     if smsc.accepted != messages or sent != messages:
@@ -368,6 +379,13 @@ def _py_spy(pid: int, path: Path) -> list[subprocess.Popen[bytes]]:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for form, suffix in (("flamegraph", ".svg"), ("raw", ".txt"))
     ]  # fmt: skip
+
+
+def _stop(recorders: list[subprocess.Popen[bytes]]) -> None:
+    for recorder in recorders:
+        recorder.send_signal(signal.SIGINT)
+    for recorder in recorders:
+        recorder.wait(60)
 
 
 def summarise(raw: Path, top: int = 15) -> None:
