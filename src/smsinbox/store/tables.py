@@ -47,6 +47,9 @@ PENDING = "state = 'pending'"
 TOMBSTONE = "deleted = true"
 # Outgoing messages: what incoming ones are threaded onto (their replies).
 OUTGOING = "direction = 'out'"
+# Messages an upstream or a device named: the ones their de-duplication indexes hold.
+WITH_UPSTREAM_ID = "upstream_message_id IS NOT NULL"
+FROM_A_DEVICE = "device_id IS NOT NULL"
 
 accounts = Table(
     "accounts",
@@ -216,8 +219,24 @@ messages = Table(
     Index(None, "account_id", "id"),
     Index(None, "account_id", "counterpart", "id"),
     Index(None, "account_id", "modseq"),
-    Index(None, "upstream_id", "upstream_message_id", unique=True),
-    Index(None, "account_id", "device_id", "device_message_id", unique=True),
+    # Only messages with the ids each guards (see migration 0008): the others cannot collide.
+    Index(
+        None,
+        "upstream_id",
+        "upstream_message_id",
+        unique=True,
+        sqlite_where=text(WITH_UPSTREAM_ID),
+        postgresql_where=text(WITH_UPSTREAM_ID),
+    ),
+    Index(
+        None,
+        "account_id",
+        "device_id",
+        "device_message_id",
+        unique=True,
+        sqlite_where=text(FROM_A_DEVICE),
+        postgresql_where=text(FROM_A_DEVICE),
+    ),
     # Outgoing messages waiting to be sent: scheduled ones, and local deliveries in flight.
     # Partial, so the dispatcher's look (every second) never touches the other messages.
     Index(
