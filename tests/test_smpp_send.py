@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import smpp34
@@ -257,3 +258,26 @@ async def test_a_message_taking_too_many_parts_in_the_bind_s_alphabet_is_rejecte
         message_id = await services.mailbox.send_from(1, ALICE, FRIEND, text)
         await eventually(lambda: _is(services, message_id, MessageStatus.REJECTED))
     assert smsc.submitted.empty()
+
+
+async def test_the_sender_rests_once_what_it_sent_is_recorded(
+    services: Services, smsc: Smsc
+) -> None:
+    """With nothing to send, the sender looks at the queue when woken or once a
+    second: an outcome recorded earlier must not keep it claiming in a loop."""
+    claims = 0
+    claim = services.store.claim_outbound
+
+    async def counted(**arguments: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim(**arguments)
+
+    services.store.claim_outbound = counted  # type: ignore[method-assign]
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "one")
+        (await smsc.next_submit()).accept("1")
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+        claims = 0
+        await asyncio.sleep(2.5)
+        assert claims <= 5, f"{claims} claims in 2.5 s with nothing to send"

@@ -199,7 +199,9 @@ class SmppSender:
                 self._wake.clear()
                 waking = asyncio.ensure_future(self._wake.wait())
                 waiting: set[asyncio.Future[Any]] = {stopping, waking}
-                if self._recorder is not None:
+                if self._recorder is not None and not self._recorder.done():
+                    # Its end may leave outcomes to record and room to claim. A record
+                    # finished earlier is not waited for: it would end the wait at once.
                     waiting.add(self._recorder)
                 await asyncio.wait(
                     waiting, timeout=delay or POLL_S, return_when=asyncio.FIRST_COMPLETED
