@@ -329,12 +329,12 @@ class Submission:
 
     account_id: int
     message_id: int
+    recipient: str  # the message's other party (its conversation)
+    resumed: bool  # parts of it were accepted before this attempt
     parts: list[SentPart]
     status: MessageStatus | None  # None: some parts wait for another try
     retry_at: int | None = None
     error: str = ""
-    recipient: str = ""  # the message's other party (its conversation)
-    resumed: bool = False  # parts of it were accepted before this attempt
 
     @classmethod
     def of(
@@ -347,8 +347,8 @@ class Submission:
         error: str = "",
     ) -> Submission:
         return cls(
-            message.account_id, message.message_id, parts, status, retry_at, error,
-            message.recipient, bool(message.submitted),
+            message.account_id, message.message_id, message.recipient, bool(message.submitted),
+            parts, status, retry_at, error,
         )  # fmt: skip
 
 

@@ -29,8 +29,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from smsinbox.models import UNSENT_STATUSES, Batched, MessageStatus, Outbound, Submission
 from smsinbox.store import tables as t
@@ -72,14 +70,14 @@ _CLAIMED = (
 _SUBMITTED = select(_parts.message_id, _parts.part).where(
     _parts.message_id.in_(bindparam("ids", expanding=True))
 )
-_INSERT_PARTS = {
-    "sqlite": sqlite_insert(t.sent_parts).on_conflict_do_nothing(
-        index_elements=["message_id", "part"]
-    ),
-    "postgresql": postgresql_insert(t.sent_parts).on_conflict_do_nothing(
-        index_elements=["message_id", "part"]
-    ),
-}
+# A part recorded already (its message attempted twice at once, which leases make rare)
+# keeps its first record: standard ON CONFLICT, the same on both engines.
+_INSERT_PARTS = text(
+    "INSERT INTO sent_parts (account_id, message_id, part, total, bind_id, smsc_message_id,"
+    " state, error, submitted_at, state_at) VALUES (:account_id, :message_id, :part, :total,"
+    " :bind_id, :smsc_message_id, :state, :error, :submitted_at, :state_at)"
+    " ON CONFLICT (message_id, part) DO NOTHING"
+)
 _RETRY = (
     update(t.outbound)
     .where(_queue.message_id == bindparam("for_message"))
@@ -217,8 +215,7 @@ class OutboundStore(StoreBase):
             submitted: defaultdict[int, set[int]] = defaultdict(set)
             tried = [row.message_id for row in rows if row.attempts]
             if tried:  # a message never tried has no part accepted
-                ids = tried
-                for message_id, part in await connection.execute(_SUBMITTED, {"ids": ids}):
+                for message_id, part in await connection.execute(_SUBMITTED, {"ids": tried}):
                     submitted[message_id].add(part)
         return [
             Outbound(
@@ -260,9 +257,7 @@ class OutboundStore(StoreBase):
                 await _lock_ids(
                     connection, self.db.engine, [str(part["smsc_message_id"]) for part in parts]
                 )
-                # A part recorded already (its message attempted twice at once, which
-                # leases make rare) keeps its first record.
-                await connection.execute(_INSERT_PARTS[self.db.engine.name], parts)
+                await connection.execute(_INSERT_PARTS, parts)
             retries = [
                 {"for_message": done.message_id, "retry_at": done.retry_at,
                  "error": done.error[:255]}
@@ -282,16 +277,13 @@ class OutboundStore(StoreBase):
                 by_outcome[(done.account_id, done.status)].append(done.message_id)
             pushed = False
             # In account order: two of these never wait for each other's counter rows.
+            # A queued message is pending until its sender records it: its counterpart
+            # (the recipient) and status are known without reading them.
             recipients = {done.message_id: done.recipient for done in finished}
             for (account_id, status), ids in sorted(by_outcome.items()):
-                if all(recipients[found] for found in ids):
-                    # A queued message is pending until its sender records it: its
-                    # counterpart and status are known without reading them.
-                    counterparts = {
-                        found: (recipients[found], MessageStatus.PENDING.value) for found in ids
-                    }
-                else:
-                    counterparts = await _counterparts(connection, account_id, ids)
+                counterparts = {
+                    found: (recipients[found], MessageStatus.PENDING.value) for found in ids
+                }
                 pushed |= await _set_statuses(
                     connection, self.db.engine, account_id, counterparts, status, now
                 )
