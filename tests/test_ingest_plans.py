@@ -70,6 +70,10 @@ class Recording:
         self.statements.append((sql, rows[0]))
         await self.driver.executemany(sql, rows)
 
+    async def insert(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        self.statements.append((sql, parameters))
+        return await self.driver.insert(sql, parameters)
+
 
 async def fill(services: Services) -> int:
     """ACCOUNTS accounts with a number each, half of them pushed, an upstream and as many

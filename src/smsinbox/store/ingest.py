@@ -52,7 +52,6 @@ _OWNER = "SELECT account_id FROM numbers WHERE msisdn = ?"
 _UNROUTED = (
     "INSERT INTO unrouted (sender, recipient, text, encoding, body, reply_ref, upstream_id,"
     " upstream_message_id, received_at, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " RETURNING id"
 )
 # Takes `n` positions in the account's commit order: sequence numbers and modseqs
 # last - n + 1 .. last, and a receive time that never goes backwards (DESIGN invariant 2).
@@ -77,7 +76,7 @@ _INSERT_MESSAGE = (
     " (SELECT id FROM messages INDEXED BY ix_messages_outgoing_by_counterpart"
     " WHERE account_id = ? AND direction = 'out' AND counterpart = ?"
     " AND sender = ? AND received_at >= ? AND deleted = false ORDER BY id DESC LIMIT 1)),"
-    " ?, ?, ?, ?, ?, false, false, false) RETURNING id"
+    " ?, ?, ?, ?, ?, false, false, false)"
 )
 _PUSHED = (
     "SELECT count(*) FROM push_endpoints WHERE account_id = ? AND enabled = true"
@@ -283,7 +282,7 @@ class _RowByRow:
         unrouted_ids = {}
         for index in unrouted:
             row = _unrouted_row(arrivals[index].inbound, arrivals[index].now)
-            unrouted_ids[index] = int(await driver.fetchval(_UNROUTED, row))
+            unrouted_ids[index] = await driver.insert(_UNROUTED, row)
         rows: list[_MessageRow] = []
         for account in sorted(routed):
             indexes = routed[account]
@@ -319,19 +318,17 @@ class _RowByRow:
 
     async def _insert(self, driver: Driver, row: _MessageRow) -> int:
         inbound = row.inbound
-        return int(
-            await driver.fetchval(
-                _INSERT_MESSAGE,
-                (
-                    row.account_id, row.seq, row.modseq, row.modseq, row.received_at,
-                    row.received_at, inbound.sender, inbound.recipient, inbound.sender,
-                    inbound.text, inbound.encoding.value, inbound.body,
-                    row.account_id, inbound.reply_ref,
-                    row.account_id, inbound.sender, inbound.recipient, row.window_start,
-                    inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
-                    MessageStatus.RECEIVED.value, inbound.origin,
-                ),
-            )
+        return await driver.insert(
+            _INSERT_MESSAGE,
+            (
+                row.account_id, row.seq, row.modseq, row.modseq, row.received_at,
+                row.received_at, inbound.sender, inbound.recipient, inbound.sender,
+                inbound.text, inbound.encoding.value, inbound.body,
+                row.account_id, inbound.reply_ref,
+                row.account_id, inbound.sender, inbound.recipient, row.window_start,
+                inbound.upstream_id, inbound.upstream_message_id, inbound.sent_at,
+                MessageStatus.RECEIVED.value, inbound.origin,
+            ),
         )  # fmt: skip
 
     async def _bump_conversations(
