@@ -251,6 +251,28 @@ async def test_a_message_the_store_refuses_fails_alone(services: Services, alice
     assert sorted(m.seq for m in stored) == list(range(1, 11))
 
 
+async def test_a_caller_that_goes_away_leaves_its_message_stored(
+    services: Services, alice: int
+) -> None:
+    """A client that hangs up while its batch is written cancels its wait, not its
+    message: the message is stored, the others' answers come, and a redelivery of it
+    finds the copy."""
+    callers = [
+        asyncio.create_task(services.ingestor.accept(sms(f"m{i}", upstream_message_id=f"u{i}"),
+                                                     upstream_id=None))
+        for i in range(5)
+    ]  # fmt: skip
+    await asyncio.sleep(0)  # all five are in the lane; the writer has not committed them
+    callers[2].cancel()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(outcomes[2], asyncio.CancelledError)
+    assert all(o.outcome is IngestOutcome.STORED for i, o in enumerate(outcomes) if i != 2)  # type: ignore[union-attr]
+    stored = await services.store.list_recent_messages("alice", 10)
+    assert sorted(m.text for m in stored) == [f"m{i}" for i in range(5)]
+    again = await services.ingestor.accept(sms("m2", upstream_message_id="u2"), upstream_id=None)
+    assert again.outcome is IngestOutcome.DUPLICATE
+
+
 async def test_receive_time_never_goes_backwards_within_an_account(
     services: Services, alice: int
 ) -> None:
