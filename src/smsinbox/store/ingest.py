@@ -617,7 +617,7 @@ class IngestQueue:
         return bool(self._writers)
 
     async def submit(self, arrival: Arrival) -> IngestResult:
-        outcome = asyncio.get_running_loop().create_future()
+        outcome: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         lane = zlib.crc32(arrival.inbound.recipient.encode()) % len(self._lanes)
         self._lanes[lane].append((arrival, outcome))
         if lane not in self._writers:
