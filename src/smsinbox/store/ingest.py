@@ -626,7 +626,9 @@ class IngestQueue:
             )
         # A caller that goes away (a client that hangs up) cancels only its wait for the
         # outcome, not its message: the message stays in the lane, is stored anyway, and a
-        # redelivery finds it.
+        # redelivery finds it. Awaited as it is: a shield's second future put another round
+        # of the event loop between a commit and its callers' answers, and on SQLite the
+        # next batch's statements, which hold the loop, often ran first.
         return await outcome
 
     async def _write_while_waiting(self, lane: int) -> None:
@@ -636,7 +638,6 @@ class IngestQueue:
                 batch = waiting[:MAX_BATCH]
                 del waiting[:MAX_BATCH]
                 await self._write(batch)
-                await _let_callers_answer()
         finally:
             # Here, not in a done callback: one runs a loop round later, and a message
             # submitted meanwhile would find the lane "being written" and wait for good.
@@ -681,18 +682,6 @@ class IngestQueue:
             if queued:
                 await self.db.engine.driver_notify(driver, NOTIFY_CHANNEL)
         return results, queued
-
-
-async def _let_callers_answer() -> None:
-    """Let the callers of the batch just committed resume and send their answers before
-    the next batch is written. On SQLite a batch's statements hold the event loop, so
-    without this the answers (and the next messages their upstream sends on receiving
-    them) would wait for the whole next batch: an SMPP bind with 100 deliveries in flight
-    formed batches a third of its window, the rest held back. Each hop is a round of the
-    loop: a caller resumes in the first, and the answers it writes in one go (an SMPP
-    session's) leave in the second."""
-    for _ in range(2):
-        await asyncio.sleep(0)
 
 
 def _fail(batch: list[tuple[Arrival, asyncio.Future[IngestResult]]], error: BaseException) -> None:
