@@ -95,6 +95,10 @@ SEND_SINGLE_REFUSALS: list[tuple[dict[str, str], int]] = [
     ({**ALICE_LOGIN, "recipient": "not a number", "text": "x"}, 2),
     ({**ALICE_LOGIN, "recipient": BOB, "text": "x", "sender": BOB}, 2),
     ({**ALICE_LOGIN, "replyTo": "999999", "text": "x"}, 2),
+    # Digits Python reads but no client writes, and an id too long for any message.
+    ({**ALICE_LOGIN, "replyTo": "²", "text": "x"}, 2),
+    ({**ALICE_LOGIN, "replyTo": "١٢", "text": "x"}, 2),
+    ({**ALICE_LOGIN, "replyTo": "9" * 30, "text": "x"}, 2),
     ({**ALICE_LOGIN, "recipient": BOB, "text": "x" * (153 * 255 + 1)}, 2),  # 256 parts
     ({**ALICE_LOGIN, "recipient": BOB, "text": "x" * 40_001}, 2),
     ({"username": "alice", "password": "wrong", "recipient": BOB, "text": "x"}, 3),

@@ -203,6 +203,9 @@ def test_receipt_ids_are_matched_in_any_written_form() -> None:
     for named in ("6699", "0006699", "1A2B", "001a2b"):
         assert kept in outbound.receipt_id_forms(named), named
     assert outbound.stored_id("000") == "0"
+    # Digits that are not ASCII are an id like any other text, not a number to convert.
+    assert outbound.receipt_id_forms("²") == ["²"]
+    assert outbound.receipt_id_forms("١٢") == ["١٢"]
 
 
 async def test_a_receipt_naming_the_id_without_its_zeros_and_in_decimal_delivers(

@@ -17,6 +17,7 @@ from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.numbers import normalize_msisdn, normalize_sender
+from smsinbox.core.values import parse_count
 from smsinbox.errors import BatchTooLarge, InvalidInput, MissingParameter, SenderWithoutNumber
 from smsinbox.models import Account, Batched
 from smsinbox.store import Store
@@ -55,9 +56,10 @@ class SendApi:
         account = await self.authenticator.authenticate(username, password, caller)
         from_number = await self._sender(account, sender)
         if reply_to:
-            if not reply_to.isdigit():
+            answered_id = parse_count(reply_to)
+            if answered_id is None:
                 raise InvalidInput("replyTo must be the documentId of a message", "replyTo")
-            answered = await self.store.get_message(account.id, int(reply_to))
+            answered = await self.store.get_message(account.id, answered_id)
             if answered is None:
                 raise InvalidInput("replyTo names no message of this account", "replyTo")
             if not recipient:

@@ -113,7 +113,8 @@ def receipt_id_forms(smsc_message_id: str) -> list[str]:
     round, in either case of hex digits."""
     kept = stored_id(smsc_message_id)
     forms = {kept, kept.lower(), kept.upper()}
-    if kept.isdigit() and len(kept) <= 20:
+    # ASCII only: str.isdigit also admits "²", which int() refuses (a receipt that raised).
+    if kept.isascii() and kept.isdigit() and len(kept) <= 20:
         number = int(kept)
         forms |= {f"{number:x}", f"{number:X}"}
     if len(kept) <= 16 and all(c in "0123456789abcdefABCDEF" for c in kept):

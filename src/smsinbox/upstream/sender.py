@@ -136,7 +136,7 @@ def submit_sm(
 def _address_kind(address: str) -> tuple[int, int]:
     """type_of_number and numbering_plan_indicator: international E.164 for a number,
     network-specific for a short code (8 digits at most), alphanumeric for a name."""
-    if address.isdigit():
+    if address.isascii() and address.isdigit():
         return (1, 1) if len(address) > 8 else (3, 1)
     return 5, 0
 
