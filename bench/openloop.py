@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import loops
+
 
 @dataclass(frozen=True)
 class Request:
@@ -137,12 +139,6 @@ def run_open_loop(
     `make(i)` builds request i when it is sent (so a timestamp in it is the send time).
     """
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    try:
-        import uvloop
-
-        run: Callable[..., dict[str, float]] = uvloop.run
-    except ImportError:
-        run = asyncio.run
     # No garbage collection while it runs: a full collection over the harness's heap (the
     # generated history's imports, thousands of finished request tasks) took 60-85 ms, a
     # pause counted in the latency of every request due meanwhile, as if the server had
@@ -151,7 +147,7 @@ def run_open_loop(
     gc.freeze()
     gc.disable()
     try:
-        return run(_run(port, make, rate, duration, connections))
+        return loops.run(_run(port, make, rate, duration, connections))
     finally:
         gc.enable()
         gc.unfreeze()

@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+import loops
+
 STAMP = re.compile(rb"bench-t(?:=|%3D)([0-9.]+)")
 LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.I)
 # The headers of smsinbox's own answer to Kannel, so smsbox does the same work with both.
@@ -138,9 +140,4 @@ class Receiver:
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-    except ImportError:  # plain asyncio is slower, still far faster than what it receives
-        asyncio.run(serve(int(sys.argv[1])))
-    else:
-        uvloop.run(serve(int(sys.argv[1])))
+    loops.run(serve(int(sys.argv[1])))

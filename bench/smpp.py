@@ -35,13 +35,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import smpp34
 from sqlalchemy import func, insert, select
 
+import loops
 from datagen import number
 from smsinbox.config import Settings
 from smsinbox.core import records
@@ -49,7 +49,6 @@ from smsinbox.models import MessageStatus
 from smsinbox.services import Services
 from smsinbox.store import tables
 
-T = TypeVar("T")
 SENDER = "447900000003"
 BIND = "bench-smsc"
 # Sending: the binds (one per window), the numbers sent to (no account owns them; each
@@ -64,17 +63,6 @@ STALLED_S = 60
 LOADERS = 50
 # The SMSC's own ceiling: smpp34's client with this many submit_sm in flight.
 PEER_WINDOW = 100
-
-
-def _run(main: Coroutine[Any, Any, T]) -> T:
-    """Run the harness's side on uvloop, as the server runs (and as the other harnesses
-    do): the SMSC shares the two cores with the server, and asyncio's own loop cost it a
-    share of CPU a message that it took from the server."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -93,7 +81,7 @@ def measure(
 ) -> dict[str, dict[str, Any]]:
     """One row per window: `smpp_ingest_w<window>`. With `profile`, py-spy records the
     server during each window into that directory."""
-    return _run(_measure(server, port, accounts, windows, messages, profile))
+    return loops.run(_measure(server, port, accounts, windows, messages, profile))
 
 
 async def _measure(
@@ -218,7 +206,7 @@ def measure_send(
     """`smpp_send_peer`, the SMSC's own ceiling, then one row per window:
     `smpp_send_w<window>`. With `profile`, py-spy records the server during each window
     into that directory."""
-    return _run(_measure_send(server, port, accounts, windows, messages, profile))
+    return loops.run(_measure_send(server, port, accounts, windows, messages, profile))
 
 
 async def _measure_send(
@@ -452,7 +440,7 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, required=True)
     parser.add_argument("--window", type=int, default=PEER_WINDOW)
     args = parser.parse_args()
-    print(json.dumps(_run(submit(args.port, args.messages, args.window))), flush=True)
+    print(json.dumps(loops.run(submit(args.port, args.messages, args.window))), flush=True)
     # smpp34's runtime threads can abort the interpreter as it finalizes (PyGILState_Release
     # in a finalizing runtime), after the figures are out: leave without finalizing.
     os._exit(0)
