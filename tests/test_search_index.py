@@ -14,7 +14,14 @@ from smsinbox.store import tables as t
 from smsinbox.store.migrate import alembic_config, head_revision
 
 ALICE_NUMBER = "447700900001"
-INDEXED = "SELECT rowid FROM messages_search ORDER BY rowid"
+# The messages SQLite's index holds, by id (its entries are keyed by account and sequence).
+INDEXED = (
+    "SELECT m.id FROM messages_search s JOIN messages m"
+    f" ON m.account_id = s.rowid >> {fts.ACCOUNT_SHIFT}"
+    f" AND m.seq = s.rowid & {(1 << fts.ACCOUNT_SHIFT) - 1} ORDER BY m.id"
+)
+# The same for revisions before 0009, keyed by id.
+INDEXED_BY_ID = "SELECT rowid FROM messages_search ORDER BY rowid"
 
 
 def needle(n: int) -> RawInbound:
@@ -104,7 +111,35 @@ async def test_downgrading_past_chunked_indexing_indexes_what_was_missing(
     async with db.transaction("test_downgrade") as connection:
         await connection.run_sync(migrate, "downgrade", "0004")
     async with db.snapshot("test_read_index") as connection:
-        assert list(await connection.scalars(text(INDEXED))) == ids
+        assert list(await connection.scalars(text(INDEXED_BY_ID))) == ids
     async with db.transaction("test_upgrade") as connection:
         await connection.run_sync(migrate, "upgrade", head_revision())
     assert await found(services, alice) == set(ids)
+
+
+async def test_a_search_finds_its_own_accounts_messages_among_interleaved_ones(
+    services: Services, alice: int
+) -> None:
+    bob = (await services.accounts.add("bob", "pw", msisdns=("447700900002",))).id
+    mine: set[int] = set()
+    for n in range(30):  # the two accounts' messages alternate, as ids and in the index
+        mine.add((await services.ingestor.accept(needle(n), upstream_id=None)).id)
+        theirs = RawInbound(sender="447700900123", recipient="447700900002", text=b"needle")
+        await services.ingestor.accept(theirs, upstream_id=None)
+    assert await found(services, alice) == mine
+    assert len(await found(services, bob)) == 30
+    assert await found(services, alice, "needle 29") == {max(mine)}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_sqlite_keeps_an_indexed_message_whose_text_changes(
+    services: Services, alice: int
+) -> None:
+    ids = [(await services.ingestor.accept(needle(n), upstream_id=None)).id for n in range(3)]
+    assert await found(services, alice) == set(ids)  # the search indexed them
+    async with services.store.db.transaction("test_edit") as connection:
+        await connection.execute(
+            t.messages.update().where(t.messages.c.id == ids[1]).values(text="haystack")
+        )
+    assert await found(services, alice) == {ids[0], ids[2]}
+    assert await found(services, alice, "haystack") == {ids[1]}

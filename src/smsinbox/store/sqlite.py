@@ -374,12 +374,15 @@ class SqliteEngine(StorageEngine):
         return func.max(first, second)  # SQLite's max() of several arguments
 
     def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
-        # The index holds every account's messages, each tagged with its owner; a phrase
-        # in double quotes matches literally (FTS5 syntax in the query means nothing).
+        # The account's stretch of the index (store/fts.py), joined to its messages by
+        # sequence; a phrase in double quotes matches literally (FTS5 syntax in the query
+        # means nothing).
         phrase = '"' + query.replace('"', '""') + '"'
-        match = f'owner:"a{account_id}z" AND {{text counterpart}}: {phrase}'
-        return statement.join(_FTS, _FTS.c.rowid == t.messages.c.id).where(
-            literal_column("messages_search").op("MATCH")(match)
+        first, last = fts.account_keys(account_id)
+        return (
+            statement.join(_FTS, t.messages.c.seq == _FTS.c.rowid - first)
+            .where(_FTS.c.rowid.between(first, last))
+            .where(literal_column("messages_search").op("MATCH")(phrase))
         )
 
     def serialise_migrations(self, connection: SyncConnection) -> None:
