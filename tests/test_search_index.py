@@ -143,3 +143,27 @@ async def test_sqlite_keeps_an_indexed_message_whose_text_changes(
         )
     assert await found(services, alice) == {ids[0], ids[2]}
     assert await found(services, alice, "haystack") == {ids[1]}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgresql_finds_matches_older_than_the_newest_it_reads_in_order(
+    services: Services, alice: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smsinbox.store import postgres
+
+    # A search reads the newest SEARCH_RECENT in order, then asks the trigram indexes.
+    monkeypatch.setattr(postgres, "SEARCH_RECENT", 4)
+
+    def hay(n: int) -> RawInbound:
+        return RawInbound(sender="447700900123", recipient=ALICE_NUMBER, text=f"hay {n}".encode())
+
+    older = [(await services.ingestor.accept(needle(n), upstream_id=None)).id for n in range(3)]
+    for n in range(6):
+        await services.ingestor.accept(hay(n), upstream_id=None)
+    newer = (await services.ingestor.accept(needle(9), upstream_id=None)).id
+    hits = await services.store.search_messages(
+        alice, "needle", counterpart=None, locked=None, limit=3
+    )
+    assert [message.id for message in hits] == [newer, older[2], older[1]]
+    assert await found(services, alice) == {*older, newer}
+    assert await found(services, alice, "hay") == set(range(older[-1] + 1, newer))

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import Select
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
+from sqlalchemy.engine import Row as ResultRow
 from sqlalchemy.sql import ColumnElement, Executable
 
 from smsinbox.store.driver import Driver, Row
@@ -123,13 +124,21 @@ class StorageEngine(abc.ABC):
         """The larger of two values."""
 
     @abc.abstractmethod
-    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
-        """`statement` (over `messages`) narrowed to messages of the account whose text or
-        counterpart contains `query`, case-insensitively."""
+    async def search(
+        self,
+        connection: Connection,
+        statement: Select[Any],
+        account_id: int,
+        query: str,
+        limit: int,
+    ) -> list[ResultRow[Any]]:
+        """The rows of `statement` (the account's messages that may be found, each a row of
+        MESSAGE_COLUMNS) whose text or counterpart contains `query`, case-insensitively:
+        the newest `limit`, newest first."""
 
     @abc.abstractmethod
     async def prepare_search(self) -> None:
-        """Make `text_search` see every message committed before the call."""
+        """Make `search` see every message committed before the call."""
 
     @abc.abstractmethod
     def serialise_migrations(self, connection: SyncConnection) -> None:

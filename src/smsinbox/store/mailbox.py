@@ -191,15 +191,14 @@ class MailboxStore(StoreBase):
             .where(messages.account_id == account_id)
             .where(messages.deleted.is_(False))
         )
-        statement = self.db.engine.text_search(statement, account_id, query)
         if counterpart is not None:
             statement = statement.where(messages.counterpart == counterpart)
         if locked is not None:
             statement = statement.where(messages.locked.is_(locked))
         await self.db.prepare_search()
         async with self.db.snapshot("search_messages") as connection:
-            rows = await connection.execute(statement.order_by(messages.id.desc()).limit(limit))
-            return [message_from_row(row) for row in rows.all()]
+            rows = await self.db.engine.search(connection, statement, account_id, query, limit)
+            return [message_from_row(row) for row in rows]
 
 
 async def _select_ids(

@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import event, exc, or_, text
+from sqlalchemy import Select, event, exc, or_, select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.engine import Row as ResultRow
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql import ColumnElement, func
 
@@ -30,6 +31,9 @@ LISTEN_CHECK_S = 10.0
 MAX_LISTEN_BACKOFF_S = 30.0
 # A pooled connection idle longer than this is checked before use (see _check_when_idle).
 IDLE_CHECK_S = 1.0
+# A search reads up to this many of the account's newest messages in order before it asks
+# the trigram indexes for older ones (see search).
+SEARCH_RECENT = 1000
 # Any constant works; it only has to be the same in every process.
 _MIGRATION_LOCK = 0x5D51B0C5
 
@@ -225,16 +229,57 @@ class PostgresEngine(StorageEngine):
     async def prepare_search(self) -> None:
         return None  # GIN indexes are written with the rows they index
 
-    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
-        # ILIKE over the account's messages, helped by the pg_trgm indexes.
+    async def search(
+        self,
+        connection: Connection,
+        statement: Select[Any],
+        account_id: int,
+        query: str,
+        limit: int,
+    ) -> list[ResultRow[Any]]:
+        # The account's newest messages first, read in id order from its index: a search
+        # for a common word fills its page there. Left to choose, the planner took the
+        # pg_trgm indexes, which hold every account's messages, and over a million
+        # messages intersected 200,000 rows for one account's "message 7" (50 ms, against
+        # 2 ms for the account's newest few hundred read in order). Beyond the newest
+        # SEARCH_RECENT, what is still missing is left to the planner and the trigram
+        # indexes: a rare word in a large account.
         pattern = like_pattern(query)
-        messages = t.messages.c
-        return statement.where(
-            or_(
-                messages.text.ilike(pattern, escape="\\"),
-                messages.counterpart.ilike(pattern, escape="\\"),
+
+        def matching(columns: Any) -> ColumnElement[bool]:
+            return or_(
+                columns.text.ilike(pattern, escape="\\"),
+                columns.counterpart.ilike(pattern, escape="\\"),
             )
+
+        newest_first = t.messages.c.id.desc()
+        # A LIMIT in the subquery keeps the match out of it: the planner cannot push it
+        # down to an index and reads the newest rows in order, stopping at a full page.
+        recent = statement.order_by(newest_first).limit(SEARCH_RECENT).subquery()
+        page = select(*recent.c).where(matching(recent.c)).order_by(recent.c.id.desc())
+        rows = list((await connection.execute(page.limit(limit))).all())
+        if len(rows) == limit:
+            return rows
+        boundary = await connection.scalar(
+            statement.with_only_columns(t.messages.c.id)
+            .order_by(newest_first)
+            .offset(SEARCH_RECENT - 1)
+            .limit(1)
         )
+        if boundary is None:
+            return rows  # the account has no more messages than were read
+        older = await connection.execute(
+            statement.where(t.messages.c.id < boundary)
+            .where(matching(t.messages.c))
+            .order_by(newest_first)
+            .limit(limit)
+        )
+        # Under READ COMMITTED a message stored between the two statements moves the
+        # boundary up: a row of both answers is kept once.
+        seen = {row.id for row in rows}
+        rows += [row for row in older.all() if row.id not in seen]
+        rows.sort(key=lambda row: row.id, reverse=True)
+        return rows[:limit]
 
     def serialise_migrations(self, connection: SyncConnection) -> None:
         # The lock ends with the transaction.

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import RootTransaction, column, create_engine, event, exc, literal_column
+from sqlalchemy import RootTransaction, Select, column, create_engine, event, exc, literal_column
 from sqlalchemy import table as table_clause
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
+from sqlalchemy.engine import Row as ResultRow
 from sqlalchemy.sql import ColumnElement, Executable, func
 
 from smsinbox.store import fts
@@ -373,7 +374,20 @@ class SqliteEngine(StorageEngine):
     def greatest(self, first: ColumnElement[Any], second: Any) -> ColumnElement[Any]:
         return func.max(first, second)  # SQLite's max() of several arguments
 
+    async def search(
+        self,
+        connection: Connection,
+        statement: Select[Any],
+        account_id: int,
+        query: str,
+        limit: int,
+    ) -> list[ResultRow[Any]]:
+        found = self.text_search(statement, account_id, query)
+        rows = await connection.execute(found.order_by(t.messages.c.id.desc()).limit(limit))
+        return list(rows.all())
+
     def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
+        """`statement` narrowed to the account's messages that contain `query`."""
         # The account's stretch of the index (store/fts.py), joined to its messages by
         # sequence; a phrase in double quotes matches literally (FTS5 syntax in the query
         # means nothing).
