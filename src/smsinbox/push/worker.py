@@ -25,9 +25,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-import yarl
-
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.values import parse_count
 from smsinbox.errors import StoreUnavailable
@@ -35,6 +32,7 @@ from smsinbox.metrics import Metrics
 from smsinbox.models import DeliveryState
 from smsinbox.push import formats
 from smsinbox.push.addresses import AddressPolicy, RefusedAddress
+from smsinbox.push.http11 import AnswerError, PushClient
 from smsinbox.store import Store
 from smsinbox.store.push import NOTIFY_CHANNEL, AttemptOutcome, DueDelivery
 
@@ -105,7 +103,7 @@ class PushWorker:
         self._outcomes: list[tuple[DueDelivery, AttemptOutcome, str]] = []
         self._outcome_ready = asyncio.Event()
         self._wake = asyncio.Event()
-        self._client: aiohttp.ClientSession | None = None
+        self._client: PushClient | None = None
         store.outbox_listeners.append(self.wake)
 
     def wake(self) -> None:
@@ -140,27 +138,16 @@ class PushWorker:
 
     @contextlib.asynccontextmanager
     async def _http_client(self) -> AsyncIterator[None]:
-        # One pool per run of HTTP/1.1 keep-alive connections, reused per receiver: as many
-        # to each as its lane sends at once. aiohttp rather than httpx: httpcore looks at
-        # every pooled connection on every request, and pushes at a thousand a second
-        # spent most of their time there.
-        # Endpoints are limited by their lanes, not by host: several customers' endpoints
-        # may share a host and must not share a limit.
-        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
-        async with aiohttp.ClientSession(
-            connector=connector,
-            # The whole attempt has one deadline of its own (see _send).
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s),
-            # The answer is read only for its size and emptiness: never decompressed.
-            auto_decompress=False,
-            # Cookies a receiver sets must not travel to another customer's receiver.
-            cookie_jar=aiohttp.DummyCookieJar(),
-        ) as client:
-            self._client = client
-            try:
-                yield
-            finally:
-                self._client = None
+        # One client per run, its keep-alive connections reused per receiver: as many to
+        # each as its lane sends at once (push/http11.py). Several customers' endpoints may
+        # share a host; their lanes, not the host, limit what is sent to each.
+        client = PushClient()
+        self._client = client
+        try:
+            yield
+        finally:
+            self._client = None
+            await client.close()
 
     def _full_lanes(self) -> list[int]:
         return [
@@ -256,36 +243,31 @@ class PushWorker:
                 request = formats.build(delivery, now=dt.datetime.now(dt.UTC))
                 await self.addresses.check(request.url)
                 assert self._client is not None
-                async with self._client.request(
+                answer = await self._client.request(
                     request.method,
-                    _url(request.url),
-                    params=request.params or None,
+                    request.url,
+                    params=request.params,
                     headers=request.headers,
-                    data=request.content,
-                    allow_redirects=False,
-                ) as response:
-                    status = response.status
-                    answer = b""
-                    while len(answer) < MAX_ANSWER_BYTES:
-                        chunk = await response.content.read(MAX_ANSWER_BYTES - len(answer))
-                        if not chunk:
-                            break
-                        answer += chunk
-                    retry_after = _retry_after(response.headers.get("retry-after"))
-            ok = formats.succeeded(delivery, status, answer)
+                    body=request.content,
+                    keep=MAX_ANSWER_BYTES,
+                )
+                status = answer.status
+                retry_after = _retry_after(answer.retry_after)
+            ok = formats.succeeded(delivery, status, answer.body)
             if not ok:
                 error = f"HTTP {status}" + (" with an empty body" if status == 200 else "")
             if status not in (429, 503):
                 retry_after = None
         except RefusedAddress as refused:
             error = str(refused)
-        except (aiohttp.ClientError, ValueError) as failure:
-            # ValueError: a URL aiohttp cannot send to (checked when added, but stored rows
-            # outlive the checks of older versions).
-            error = f"{type(failure).__name__}: {failure}"[:255]
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a kind
             status = None
             error = f"no complete answer within {self.timeout_s:g} s"
+        except (OSError, AnswerError, ValueError) as failure:
+            # OSError: no connection (refused, unreachable, TLS); ValueError: a URL that
+            # cannot be sent to (checked when added, but stored rows outlive the checks of
+            # older versions).
+            error = f"{type(failure).__name__}: {failure}"[:255]
         latency = time.perf_counter() - started
         self.metrics.push_latency.observe(latency)
         return self._outcome(delivery, ok, status, error, retry_after, int(latency * 1000))
@@ -403,11 +385,6 @@ class PushWorker:
 
 
 @functools.lru_cache(maxsize=1024)
-def _url(url: str) -> yarl.URL:
-    """The operator's URL exactly as given (no re-quoting of its path), parsed once."""
-    return yarl.URL(url, encoded=True)
-
-
 def _retry_after(value: str | None) -> float | None:
     """Seconds a receiver asks to wait: a count of seconds or an HTTP date; else None."""
     if not value:
