@@ -1,7 +1,7 @@
 """Push: how fast the worker empties a backlog, and how long a message takes to be pushed.
 
-One `standard` endpoint (signed JSON, the default format) is added with
-`smsinbox push add`, pointing at bench/receiver.py on loopback (the server runs with
+One `standard` endpoint (signed JSON, the default format) is added through the admin
+API, pointing at bench/receiver.py on loopback (the server runs with
 `push_allow_private` on for this). Two measurements:
 
 - **drain**: a replay since 0 (the admin API's, `smsinbox push replay` over HTTP, so it
@@ -42,7 +42,7 @@ def measure(
     connections: int,
 ) -> dict[str, dict[str, Any]]:
     """The `push_drain` and `push_latency` figures for one endpoint on `account`."""
-    server.cli("push", "add", username(account), f"{receiver.url}/push")
+    add_endpoint(server, admin_token, account, f"{receiver.url}/push")
     drain = replayed(server, receiver, admin_token=admin_token, accounts=[account])
 
     receiver.control("reset")
@@ -87,9 +87,21 @@ def drain_many(
     """
     for account in accounts:
         if account != has_endpoint:  # measure() added that one
-            server.cli("push", "add", username(account), f"{receiver.url}/push/{account}")
+            add_endpoint(server, admin_token, account, f"{receiver.url}/push/{account}")
     return {**replayed(server, receiver, admin_token=admin_token, accounts=list(accounts)),
             "endpoints": len(accounts)}  # fmt: skip
+
+
+def add_endpoint(server: Any, admin_token: str, account: int, url: str) -> None:
+    """A push endpoint for the account, through the admin API (as `smsinbox push add`
+    would add it, without starting a process for each)."""
+    answer = httpx.post(
+        f"{server.url}/admin/accounts/{username(account)}/push",
+        json={"url": url},
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=60,
+    )
+    answer.raise_for_status()
 
 
 def replayed(

@@ -97,7 +97,7 @@ async def _measure(
     try:
         server.cli("smpp", "add", BIND, "--host", "127.0.0.1", "--port", str(port),
                    "--system-id", "bench", "--password", "bench")  # fmt: skip
-        esme = await asyncio.wait_for(smsc.next(), 60)  # the server reads new binds every 5 s
+        esme = await asyncio.wait_for(smsc.next(), 60)  # the server reads binds every smpp_refresh
         recipients = [number(i % accounts + 1) for i in range(accounts)]
         refused = 0
 
@@ -282,7 +282,7 @@ async def _send(
     )  # fmt: skip
     recorders = _py_spy(smsc.server_pid, profile / f"smpp_send_w{window}") if profile else []
     try:
-        await asyncio.wait_for(smsc.first.wait(), 60)  # the server reads binds every 5 s
+        await asyncio.wait_for(smsc.first.wait(), 60)  # the server reads binds every smpp_refresh
         progressed = time.monotonic()
         while waiting:
             await asyncio.sleep(POLL_S)

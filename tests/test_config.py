@@ -64,6 +64,7 @@ def test_overrides_win_and_none_means_unset() -> None:
         ({"SMSINBOX_DEFAULT_TIME_ZONE": "Mars/Base"}, "not an IANA zone"),
         ({"SMSINBOX_PUSH_RETRY_SCHEDULE": "5,10"}, "starting with 0"),
         ({"SMSINBOX_PUSH_RETRY_SCHEDULE": "0,soon"}, "push_retry_schedule"),
+        ({"SMSINBOX_SMPP_REFRESH": "0"}, "smpp_refresh must be positive"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
@@ -81,3 +82,15 @@ def test_unknown_and_mistyped_file_settings_are_refused(tmp_path: Path) -> None:
         load_settings(config, environ={})
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "missing.toml", environ={})
+
+
+def test_smpp_refresh_sets_how_often_the_binds_are_read(tmp_path: Path) -> None:
+    from smsinbox.services import Services
+
+    settings = load_settings(
+        environ={
+            "SMSINBOX_SMPP_REFRESH": "0.5",
+            "SMSINBOX_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        }
+    )
+    assert Services.build(settings).smpp.refresh_s == 0.5

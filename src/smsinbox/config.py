@@ -216,6 +216,11 @@ class Settings:
         "Turn it off in all but one process when several serve the same store and the SMSC "
         "allows one bind per account.",
     )
+    smpp_refresh: float = setting(
+        5.0,
+        "Seconds between reads of the SMPP bind configuration in `smsinbox serve`: how soon "
+        "`smsinbox smpp add`, `enable`, `disable`, `routes` and `remove` take effect there.",
+    )
     send_expiry: int = setting(
         86_400,
         "Seconds an outgoing message to a number outside this server may wait in the queue "
@@ -279,6 +284,8 @@ class Settings:
             problems.append("eapi_page_size and retention_interval must be positive")
         if self.send_expiry < 1:
             problems.append("send_expiry must be positive")
+        if self.smpp_refresh <= 0:
+            problems.append("smpp_refresh must be positive")
         if self.smpp_reassembly_timeout < 1:
             problems.append("smpp_reassembly_timeout must be positive")
         if (

@@ -148,6 +148,7 @@ class Services:
                 store,
                 SmppInbound(store, ingestor, reassembly_timeout_s=settings.smpp_reassembly_timeout),
                 metrics,
+                refresh_s=settings.smpp_refresh,
             ),
         )
 
