@@ -82,7 +82,6 @@ class _Connection(asyncio.Protocol):
         self._body = bytearray()
         self._retry_after: str | None = None
         self._headers_done = False
-        self._header_name = b""
 
     # asyncio.Protocol
 

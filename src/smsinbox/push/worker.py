@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import email.utils
-import functools
 import logging
 import random
 import time
@@ -384,7 +383,6 @@ class PushWorker:
             waiter.cancel()
 
 
-@functools.lru_cache(maxsize=1024)
 def _retry_after(value: str | None) -> float | None:
     """Seconds a receiver asks to wait: a count of seconds or an HTTP date; else None."""
     if not value:
