@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import postgres_seconds
 from datagen import generate, number
 from smsinbox.models import Encoding, InboundMessage
 from smsinbox.store import fts
@@ -77,20 +78,6 @@ async def sqlite_cost(
     return elapsed, cpu
 
 
-def postgres_cpu_s() -> float:
-    """CPU seconds used so far by every PostgreSQL process (its backends and workers)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, _, tail = stat.read_text().rpartition(")")
-        except OSError:
-            continue  # gone meanwhile
-        if head.endswith(("(postgres", "(postmaster")):
-            fields = tail.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 async def postgres_cost(messages: int, accounts: int, per_account: int) -> None:
     import asyncpg
 
@@ -109,10 +96,10 @@ async def postgres_cost(messages: int, accounts: int, per_account: int) -> None:
             async with connection.transaction():
                 await store_batch(driver, batch)
 
-    started, cpu, server = time.perf_counter(), time.process_time(), postgres_cpu_s()
+    started, cpu, server = time.perf_counter(), time.process_time(), postgres_seconds()
     await asyncio.gather(*(write(connection) for connection in connections))
     elapsed = time.perf_counter() - started
-    cpu, server = time.process_time() - cpu, postgres_cpu_s() - server
+    cpu, server = time.process_time() - cpu, postgres_seconds() - server
     for connection in connections:
         await connection.close()
     client_us, server_us = cpu * 1e6 / messages, server * 1e6 / messages

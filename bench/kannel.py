@@ -15,18 +15,19 @@ and logs in a temporary directory.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from cpu import process_seconds
 
 KANNEL_PACKAGES = ("kannel", "kannel-extras")
 SENDER = "447900000001"
@@ -142,8 +143,8 @@ def carry(
         processes.append(subprocess.Popen([smsbox, str(config)], stdout=log, stderr=log))
         _wait_for_smsbox(ports["admin"], processes)
         before = arrived()
-        cpu_before = {"kannel": _cpu_seconds(p.pid for p in processes),
-                      "far_end": _cpu_seconds([far_end_pid])}  # fmt: skip
+        cpu_before = {"kannel": process_seconds(p.pid for p in processes),
+                      "far_end": process_seconds([far_end_pid])}  # fmt: skip
         # Each message to one of the accounts' numbers (fakesmsc picks a template at random).
         templates = [f"{SENDER} {to} text kannel bench message" for to in recipients]
         processes.append(
@@ -164,8 +165,8 @@ def carry(
                 f"kannel delivered {count} of {messages} messages to {get_url.split('?')[0]} "
                 f"within {limit_s:.0f} s; see {workdir}"
             )
-        kannel_cpu = _cpu_seconds(p.pid for p in processes) - cpu_before["kannel"]
-        far_end_cpu = _cpu_seconds([far_end_pid]) - cpu_before["far_end"]
+        kannel_cpu = process_seconds(p.pid for p in processes) - cpu_before["kannel"]
+        far_end_cpu = process_seconds([far_end_pid]) - cpu_before["far_end"]
         first, last = span()
         seconds = max(last - first, 1e-3)
         return {
@@ -186,16 +187,6 @@ def carry(
             except subprocess.TimeoutExpired:
                 process.kill()
         log.close()
-
-
-def _cpu_seconds(pids: Iterable[int]) -> float:
-    """User and system CPU time the processes have used so far (Linux's /proc)."""
-    ticks = 0
-    for pid in pids:
-        # The fields after the command name, which is in parentheses and may hold spaces.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

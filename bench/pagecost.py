@@ -36,8 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu import postgres_seconds
 from datagen import generate
-from ingestcost import postgres_cpu_s
 from smsinbox.store import inbox, sync
 from smsinbox.store.driver import numbered
 
@@ -149,10 +149,10 @@ async def postgres_cost(url: str, seconds: float, ceiling: float | None) -> None
                 turn += 1
                 done += 1
 
-        started, cpu, there = time.perf_counter(), time.process_time(), postgres_cpu_s()
+        started, cpu, there = time.perf_counter(), time.process_time(), postgres_seconds()
         await asyncio.gather(*(client(i, statements, ends) for i in range(CLIENTS)))
         report(name, done, time.perf_counter() - started, time.process_time() - cpu,
-               postgres_cpu_s() - there, ceiling, "postgresql")  # fmt: skip
+               postgres_seconds() - there, ceiling, "postgresql")  # fmt: skip
     for connection in connections:
         await connection.close()
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from cpu import postgres_seconds, process_seconds
 from datagen import number, username
 from openloop import Request, run_open_loop
 from receiver import Receiver
@@ -110,6 +111,9 @@ def replayed(
     """Replay every message of the accounts through the admin API (which wakes the server's
     worker at once) and time the deliveries from the first to arrive to the last."""
     receiver.control("reset")
+    remote = server.database_url.startswith("postgresql")
+    cpu_before = (process_seconds([server.pid]), process_seconds([receiver.pid]),
+                  postgres_seconds() if remote else 0.0)  # fmt: skip
     queued = 0
     for account in accounts:
         queued += httpx.post(
@@ -122,4 +126,18 @@ def replayed(
     if stats["count"] < queued:
         raise RuntimeError(f"push: {stats['count']} of {queued} replayed deliveries arrived")
     seconds = max(stats["last"] - stats["first"], 1e-3)
-    return {"rps": (queued - 1) / seconds, "deliveries": queued, "seconds": seconds}
+    server_cpu, receiver_cpu, database_cpu = (
+        after - before
+        for after, before in zip(
+            (process_seconds([server.pid]), process_seconds([receiver.pid]),
+             postgres_seconds() if remote else 0.0),
+            cpu_before, strict=True,
+        )
+    )  # fmt: skip
+    return {
+        "rps": (queued - 1) / seconds, "deliveries": queued, "seconds": seconds,
+        # CPU a delivery (SQLite's work is the server's own).
+        "server_cpu_us": server_cpu * 1e6 / queued,
+        "database_cpu_us": database_cpu * 1e6 / queued if remote else None,
+        "receiver_cpu_us": receiver_cpu * 1e6 / queued,
+    }  # fmt: skip

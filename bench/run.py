@@ -543,11 +543,16 @@ class Run:
             for name, figures in pushed.items():
                 self.record(name, figures, started)
             started = time.monotonic()
+            recording = self.profile / "push_drain_10" if self.profile else None
+            recorders = smpp.py_spy(self.server.pid, recording) if recording else []
             spread = push.drain_many(
                 self.server, receiver, admin_token=ADMIN_TOKEN,
                 accounts=range(1, min(PUSH_ENDPOINTS, self.accounts) + 1),
                 has_endpoint=PUSHED_ACCOUNT,
             )  # fmt: skip
+            smpp.stop(recorders)
+            if recording:
+                smpp.summarise(recording.with_suffix(".txt"))
             self.record("push_drain_10", spread, started)
 
     def smpp(self) -> None:
@@ -701,7 +706,11 @@ def print_table(results: list[dict[str, Any]]) -> None:
         if row["route"].startswith("push_drain"):
             print(f"{row['engine']} {row['stored']:,}: push drained {row['deliveries']:,} "
                   f"deliveries to {row.get('endpoints', 1)} endpoint(s) in "
-                  f"{row['seconds']:.2f} s")  # fmt: skip
+                  f"{row['seconds']:.2f} s; CPU a delivery: server "
+                  f"{row['server_cpu_us']:,.0f} us"
+                  + (f", PostgreSQL {row['database_cpu_us']:,.0f} us"
+                     if row.get("database_cpu_us") is not None else "")
+                  + f", receiver {row['receiver_cpu_us']:,.0f} us")  # fmt: skip
 
 
 # Each target of the performance issue: (what, route, figure, SQLite target, PostgreSQL
@@ -781,8 +790,9 @@ def main() -> None:
     parser.add_argument(
         "--py-spy",
         action="store_true",
-        help="record the server with py-spy while it takes and sends over SMPP "
-        "(bench/results/<engine>-<stored>/smpp_{ingest,send}_w<window>.svg and .txt)",
+        help="record the server with py-spy while it takes and sends over SMPP and drains "
+        "to ten push endpoints (bench/results/<engine>-<stored>/"
+        "{smpp_ingest_w<window>,smpp_send_w<window>,push_drain_10}.svg and .txt)",
     )
     parser.add_argument(
         "--smpp-messages",
@@ -794,8 +804,18 @@ def main() -> None:
         type=int,
         help="messages each SMPP sending row submits (default: the mode's)",
     )
+    parser.add_argument(
+        "--stored",
+        help="only these sizes of stored history, as messages: 10000, 1000000 (default: "
+        "the mode's)",
+    )
     args = parser.parse_args()
     mode = dict(MODES[args.mode])
+    if args.stored:
+        wanted = {int(size) for size in args.stored.split(",")}
+        mode["sizes"] = [size for size in mode["sizes"] if size[0] * size[1] in wanted]
+        if not mode["sizes"]:
+            parser.error(f"--stored: no size of {args.mode} mode stores {args.stored}")
     if args.smpp_messages:
         mode["smpp_messages"] = args.smpp_messages
     if args.smpp_send_messages:

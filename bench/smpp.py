@@ -42,6 +42,7 @@ import smpp34
 from sqlalchemy import func, insert, select
 
 import loops
+from cpu import process_seconds
 from datagen import number
 from smsinbox.config import Settings
 from smsinbox.core import records
@@ -63,11 +64,6 @@ STALLED_S = 60
 LOADERS = 50
 # The SMSC's own ceiling: smpp34's client with this many submit_sm in flight.
 PEER_WINDOW = 100
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -118,14 +114,14 @@ async def _measure(
         for window in windows:
             sent = messages // window * window
             stored = server.stored()
-            recorders = _py_spy(server.pid, profile / f"smpp_ingest_w{window}") if profile else []
-            server_cpu, harness_cpu = cpu_seconds(server.pid), time.process_time()
+            recorders = py_spy(server.pid, profile / f"smpp_ingest_w{window}") if profile else []
+            server_cpu, harness_cpu = process_seconds([server.pid]), time.process_time()
             started = time.perf_counter()
             await deliver(sent, window)
             elapsed = time.perf_counter() - started
-            server_cpu = cpu_seconds(server.pid) - server_cpu
+            server_cpu = process_seconds([server.pid]) - server_cpu
             harness_cpu = time.process_time() - harness_cpu
-            _stop(recorders)
+            stop(recorders)
             if refused or server.stored() - stored != sent:
                 raise RuntimeError(f"smpp: {refused} refused, {server.stored() - stored} of "
                                    f"{sent} stored")  # fmt: skip
@@ -188,7 +184,7 @@ class Smsc:
                 if not self.first.is_set():
                     self.first_at = time.perf_counter()
                     self.first_harness_cpu = time.process_time()
-                    self.first_server_cpu = cpu_seconds(self.server_pid)
+                    self.first_server_cpu = process_seconds([self.server_pid])
                     self.first.set()
             elif isinstance(event, smpp34.Unbound):
                 self.unbound.set()
@@ -280,7 +276,7 @@ async def _send(
         server.cli, "smpp", "add", name, "--host", "127.0.0.1", "--port", str(smsc.port),
         "--system-id", "bench", "--password", "bench", "--window", str(window), "--route", "*",
     )  # fmt: skip
-    recorders = _py_spy(smsc.server_pid, profile / f"smpp_send_w{window}") if profile else []
+    recorders = py_spy(smsc.server_pid, profile / f"smpp_send_w{window}") if profile else []
     try:
         await asyncio.wait_for(smsc.first.wait(), 60)  # the server reads binds every smpp_refresh
         progressed = time.monotonic()
@@ -296,9 +292,9 @@ async def _send(
                                    f"{log_tail(Path(server.log.name))}")  # fmt: skip
         ended = time.perf_counter()
         harness_cpu = time.process_time() - smsc.first_harness_cpu
-        server_cpu = cpu_seconds(smsc.server_pid) - smsc.first_server_cpu
+        server_cpu = process_seconds([smsc.server_pid]) - smsc.first_server_cpu
     finally:
-        _stop(recorders)
+        stop(recorders)
     elapsed = ended - smsc.first_at
     sent = await count_sent(services, first_id, last_id)
     if smsc.accepted != messages or sent != messages:
@@ -369,7 +365,7 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _py_spy(pid: int, path: Path) -> list[subprocess.Popen[bytes]]:
+def py_spy(pid: int, path: Path) -> list[subprocess.Popen[bytes]]:
     """py-spy recording the server until interrupted: a flame graph and collapsed stacks
     (`path`.svg and .txt)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +378,7 @@ def _py_spy(pid: int, path: Path) -> list[subprocess.Popen[bytes]]:
     ]  # fmt: skip
 
 
-def _stop(recorders: list[subprocess.Popen[bytes]]) -> None:
+def stop(recorders: list[subprocess.Popen[bytes]]) -> None:
     for recorder in recorders:
         recorder.send_signal(signal.SIGINT)
     for recorder in recorders:

@@ -13,6 +13,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from smsinbox.config import Settings
+from smsinbox.core.ingest import RawInbound
 from smsinbox.errors import InvalidInput
 from smsinbox.push.worker import PushWorker
 from smsinbox.services import Services
@@ -424,3 +425,23 @@ async def test_a_worker_wakes_at_once_for_messages_stored_elsewhere(
         await running
         if writer is not services:
             await writer.close()
+
+
+async def test_next_due_is_the_first_delivery_due_after_the_given_time(
+    services: Services, upstream: str
+) -> None:
+    # The worker asks only for what falls due later: deliveries already due are either
+    # claimable (its claim took them) or held by another worker's claim.
+    await services.push.add("alice", "http://127.0.0.1:9/never")
+    services.ingestor.clock = lambda: 1_000
+    for text in (b"first", b"second"):
+        await services.ingestor.accept(
+            RawInbound("447700900123", NUMBER, text=text), upstream_id=None
+        )
+    store = services.store
+    assert await store.next_due_at(after=1_000) is None  # both due at 1,000
+    assert await store.next_due_at(after=999) == 1_000
+    claimed = await store.claim_due_deliveries(now=2_000, lease_ms=5_000, limit=1, per_endpoint=1)
+    assert len(claimed) == 1  # leased: due again at 7,000 unless its outcome comes first
+    assert await store.next_due_at(after=2_000) == 7_000
+    assert await store.next_due_at(after=7_000) is None

@@ -53,6 +53,9 @@ MAX_RETRY_AFTER_S = 24 * 3600
 ENDPOINT_SHARE = 4
 # Deliveries claimed ahead of the attempts in flight, as a multiple of them.
 PREFETCH = 2
+# While the worker holds deliveries, how long it waits at most for a wake-up before it
+# claims again (see _claim_while_running).
+HELD_RECHECK_S = 1.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -171,22 +174,32 @@ class PushWorker:
                 await self._sleep(stop, 5.0)  # an attempt ending or an outcome recorded wakes it
                 continue
             try:
+                now = self.clock()
                 claimed = await self.store.claim_due_deliveries(
-                    now=self.clock(),
+                    now=now,
                     lease_ms=self.lease_ms,
                     limit=room,
                     per_endpoint=self.endpoint_concurrency,
                     skip_endpoints=self._full_lanes(),
                 )
                 failures = 0
+                per_endpoint = collections.Counter(delivery.endpoint_id for delivery in claimed)
                 for delivery in claimed:
                     self._held[delivery.id] = delivery
                     lane = self._lanes.setdefault(delivery.endpoint_id, _Lane())
                     lane.waiting.append(delivery)
                     self._send_from(delivery.endpoint_id)
-                if len(claimed) == room:
-                    continue  # more may be due
-                next_due = await self.store.next_due_at()
+                if len(claimed) == room or self.endpoint_concurrency in per_endpoint.values():
+                    continue  # more may be due: of every endpoint, or of one that got its share
+                if self._held:
+                    # What is still due belongs to full lanes (or to another worker's claim):
+                    # an attempt ending wakes this loop, and so does each recorded outcome.
+                    # Retries of other endpoints falling due meanwhile wait at most a second.
+                    # Asking the store instead would find the full lanes' backlog due and
+                    # send this loop round again at once, a claim and a read each time.
+                    await self._sleep(stop, HELD_RECHECK_S)
+                    continue
+                next_due = await self.store.next_due_at(after=now)
             except StoreUnavailable:
                 failures += 1
                 await self._sleep(stop, min(2.0**failures, 30.0))

@@ -331,11 +331,19 @@ class PushStore(StoreBase):
                 .values(next_attempt_at=until)
             )
 
-    async def next_due_at(self) -> int | None:
+    async def next_due_at(self, *, after: int) -> int | None:
+        """When the next pending delivery falls due after `after` (epoch ms), if any.
+
+        Those due already are left out: a worker asks once its claim has taken all it
+        could, and what it could not take is held by another worker's claim. Read from
+        `after` on in ix_deliveries_pending, so the entries a drained backlog leaves at the
+        index's front until a vacuum are never walked."""
         deliveries = t.deliveries.c
         async with self.db.snapshot("next_due_at") as connection:
             found = await connection.scalar(
-                select(func.min(deliveries.next_attempt_at)).where(text(t.PENDING))
+                select(func.min(deliveries.next_attempt_at))
+                .where(text(t.PENDING))
+                .where(deliveries.next_attempt_at > after)
             )
         return None if found is None else int(found)
 
