@@ -13,9 +13,14 @@ from smsinbox.errors import StoreUnavailable
 from smsinbox.services import Services
 
 
+# The same answer every time, built once: the outermost layer sends a plain response's
+# status, headers and body as they are, and nothing changes them.
+_ALIVE = PlainTextResponse("ok\n")
+
+
 async def healthz(request: Request) -> Response:
     """GET /healthz — the process is up and serving."""
-    return PlainTextResponse("ok\n")
+    return _ALIVE
 
 
 async def readyz(request: Request) -> Response:
