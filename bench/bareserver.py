@@ -55,6 +55,7 @@ import httpx
 import orjson
 
 import kannel
+from cpu import process_seconds
 from datagen import PASSWORD, generate, number, username
 from receiver import Receiver
 from run import (
@@ -371,6 +372,8 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accoun
             synced = sync_requests(smsinbox, mysms_sessions(smsinbox, ACCOUNTS))
             bodies = [json.dumps(body) for body in synced]
             devices = [body["deviceId"] for body in synced]
+            assert bare.process is not None
+            pids = {"bare": bare.process.pid, "smsinbox": smsinbox.pid}
             sides = {
                 "bare": (bare.url, {
                     "ceiling": (bare.url + "/noop", None),
@@ -395,8 +398,14 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accoun
                         if route == "ingest":  # new ids each run: never a run of duplicates
                             script = ingest_script(token, accounts)
                         settle(base)
+                        cpu = process_seconds([pids[side]])
                         rate = run_wrk(wrk, target_url, script, seconds, 32)["rps"]
+                        cpu = process_seconds([pids[side]]) - cpu
                         figures.setdefault((side, route), []).append(rate)
+                        # The server's own CPU a request (a database server's not counted).
+                        figures.setdefault((side, route + " cpu"), []).append(
+                            cpu * 1e6 / max(rate * seconds, 1)
+                        )
                 if binaries is not None:
                     for side, rate in through_kannel(binaries, workdir, kannel_messages,
                                                      smsinbox, bare).items():  # fmt: skip
@@ -409,10 +418,12 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accoun
             rates = figures[(side, route)]
             ceilings = figures[(side, "ceiling")]
             ratios[side] = [r / c for r, c in zip(rates, ceilings, strict=True)]
+            cpu = figures[(side, route + " cpu")]
             print(f"  {route:10} {side:9} {min(rates):8,.0f}-{max(rates):,.0f}/s"
                   f"  x ceiling {min(ratios[side]):.4f}-{max(ratios[side]):.4f}"
                   f"  (ceiling {min(ceilings):,.0f}-{max(ceilings):,.0f};"
-                  f" target {target})")  # fmt: skip
+                  f" target {target}); server CPU a request {min(cpu):,.0f}-{max(cpu):,.0f}"
+                  " us")  # fmt: skip
         share = [s / b for s, b in zip(figures[("smsinbox", route)], figures[("bare", route)],
                                        strict=True)]  # fmt: skip
         print(f"  {route:10} smsinbox at {min(share):.2f}-{max(share):.2f} of the bare server")

@@ -197,14 +197,16 @@ class SqliteEngine(StorageEngine):
         # One writer connection, taken in turns in-process and serialised across processes
         # by BEGIN IMMEDIATE; reads run on their own pool and never wait for it. The writer
         # never waits on the loop thread: see _Batch.open.
-        self._writer = self._loop_engine(1, begin="BEGIN IMMEDIATE", busy_ms=0)
+        self._writer = self._loop_engine(1, begin="BEGIN IMMEDIATE", busy_ms=0, writer=True)
         self._reader = self._loop_engine(pool_size, begin="BEGIN", busy_ms=LOOP_READ_BUSY_MS)
         self._turn = _WriterTurn()
         self._batch: _Batch | None = None
         self._pool_size = pool_size
         self._idle_readers: list[sqlite3.Connection] = []
 
-    def _loop_engine(self, pool_size: int, *, begin: str, busy_ms: int) -> Engine:
+    def _loop_engine(
+        self, pool_size: int, *, begin: str, busy_ms: int, writer: bool = False
+    ) -> Engine:
         engine = create_engine(
             self.url.set(drivername="sqlite+pysqlite"),
             pool_size=pool_size,
@@ -227,6 +229,13 @@ class SqliteEngine(StorageEngine):
             # and must not hold the event loop for long then; the writer waits in a thread.
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            if writer:
+                # Each writer of a shared transaction runs in a savepoint (see transaction),
+                # and a page first changed in a savepoint is copied to its sub-journal: in a
+                # temporary file by default, which doubled the cost of a message's INSERT
+                # (18.6 -> 38.1 us; in memory 18.5). The copies last one savepoint: a
+                # batch's pages, not the database's.
+                cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         @event.listens_for(engine, "begin")

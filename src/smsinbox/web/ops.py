@@ -12,7 +12,6 @@ from smsinbox.core.clock import now_ms
 from smsinbox.errors import StoreUnavailable
 from smsinbox.services import Services
 
-
 # The same answer every time, built once: the outermost layer sends a plain response's
 # status, headers and body as they are, and nothing changes them.
 _ALIVE = PlainTextResponse("ok\n")
