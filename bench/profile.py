@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import spy  # noqa: E402
 from datagen import PASSWORD, generate, username  # noqa: E402
 from run import Server, ensure_wrk, fresh_database, ingest_script, rotating, run_wrk  # noqa: E402
 
@@ -44,46 +41,6 @@ def routes(server: Server, token: str) -> dict[str, tuple[str, Path | None]]:
         "mc5_poll": (server.url, rotating(mc5)),
         "eapi_poll": (server.url, rotating(eapi)),
     }
-
-
-def record(pid: int, seconds: int, raw: Path, svg: Path) -> None:
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    # Non-blocking: two samplers that each paused the server to read it got in each other's
-    # way, and one of them sometimes wrote nothing.
-    common = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "200",
-              "--nonblocking"]  # fmt: skip
-    threads = [
-        threading.Thread(target=subprocess.run, args=([*common, "-f", "raw", "-o", str(raw)],),
-                         kwargs={"capture_output": True}),
-        threading.Thread(target=subprocess.run, args=([*common, "-f", "flamegraph", "-o",
-                         str(svg)],), kwargs={"capture_output": True}),
-    ]  # fmt: skip
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
-def summarise(raw: Path, top: int) -> None:
-    """The frames with most samples in py-spy's collapsed-stack output."""
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = stack.split(";")
-        samples += count
-        own[frames[-1]] += count
-        for frame in set(frames):
-            total[frame] += count
-    print(f"  {samples} samples")
-    print("  own:")
-    for frame, count in own.most_common(top):
-        print(f"    {100 * count / samples:5.1f}%  {frame}")
-    print("  total:")
-    for frame, count in total.most_common(top * 2):
-        print(f"    {100 * count / samples:5.1f}%  {frame}")
 
 
 def main() -> None:
@@ -109,15 +66,12 @@ def main() -> None:
             for route in args.route:
                 url, script = known[route]
                 assert server.process is not None
-                raw, svg = out / f"profile-{route}.txt", out / f"profile-{route}.svg"
-                sampler = threading.Thread(
-                    target=record, args=(server.process.pid, args.seconds, raw, svg)
-                )
-                sampler.start()
+                recording = out / f"profile-{route}"
+                recorders = spy.start(server.process.pid, recording, seconds=args.seconds)
                 figures = run_wrk(wrk, url, script, args.seconds, args.connections)
-                sampler.join()
-                print(f"{route}: {figures['rps']:,.0f} requests/s under py-spy; {svg}")
-                summarise(raw, args.top)
+                spy.wait(recorders)
+                print(f"{route}: {figures['rps']:,.0f} requests/s under py-spy")
+                spy.summarise(recording.with_suffix(".txt"), args.top)
 
 
 if __name__ == "__main__":

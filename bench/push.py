@@ -112,8 +112,14 @@ def replayed(
     worker at once) and time the deliveries from the first to arrive to the last."""
     receiver.control("reset")
     remote = server.database_url.startswith("postgresql")
-    cpu_before = (process_seconds([server.pid]), process_seconds([receiver.pid]),
-                  postgres_seconds() if remote else 0.0)  # fmt: skip
+
+    def cpu_so_far() -> tuple[float, float, float]:
+        """Seconds of CPU of the server, the receiver and PostgreSQL (SQLite's work is
+        the server's own)."""
+        return (process_seconds([server.pid]), process_seconds([receiver.pid]),
+                postgres_seconds() if remote else 0.0)  # fmt: skip
+
+    cpu_before = cpu_so_far()
     queued = 0
     for account in accounts:
         queued += httpx.post(
@@ -127,16 +133,10 @@ def replayed(
         raise RuntimeError(f"push: {stats['count']} of {queued} replayed deliveries arrived")
     seconds = max(stats["last"] - stats["first"], 1e-3)
     server_cpu, receiver_cpu, database_cpu = (
-        after - before
-        for after, before in zip(
-            (process_seconds([server.pid]), process_seconds([receiver.pid]),
-             postgres_seconds() if remote else 0.0),
-            cpu_before, strict=True,
-        )
-    )  # fmt: skip
+        after - before for after, before in zip(cpu_so_far(), cpu_before, strict=True)
+    )
     return {
         "rps": (queued - 1) / seconds, "deliveries": queued, "seconds": seconds,
-        # CPU a delivery (SQLite's work is the server's own).
         "server_cpu_us": server_cpu * 1e6 / queued,
         "database_cpu_us": database_cpu * 1e6 / queued if remote else None,
         "receiver_cpu_us": receiver_cpu * 1e6 / queued,

@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 import kannel  # noqa: E402
 import push  # noqa: E402
 import smpp  # noqa: E402
+import spy  # noqa: E402
 from datagen import PASSWORD, generate, number, username  # noqa: E402
 from openloop import Request, run_open_loop  # noqa: E402
 from receiver import Receiver  # noqa: E402
@@ -544,15 +545,15 @@ class Run:
                 self.record(name, figures, started)
             started = time.monotonic()
             recording = self.profile / "push_drain_10" if self.profile else None
-            recorders = smpp.py_spy(self.server.pid, recording) if recording else []
+            recorders = spy.start(self.server.pid, recording) if recording else []
             spread = push.drain_many(
                 self.server, receiver, admin_token=ADMIN_TOKEN,
                 accounts=range(1, min(PUSH_ENDPOINTS, self.accounts) + 1),
                 has_endpoint=PUSHED_ACCOUNT,
             )  # fmt: skip
-            smpp.stop(recorders)
+            spy.stop(recorders)
             if recording:
-                smpp.summarise(recording.with_suffix(".txt"))
+                spy.summarise(recording.with_suffix(".txt"))
             self.record("push_drain_10", spread, started)
 
     def smpp(self) -> None:

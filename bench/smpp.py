@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +39,7 @@ import smpp34
 from sqlalchemy import func, insert, select
 
 import loops
+import spy
 from cpu import process_seconds
 from datagen import number
 from smsinbox.config import Settings
@@ -114,14 +112,14 @@ async def _measure(
         for window in windows:
             sent = messages // window * window
             stored = server.stored()
-            recorders = py_spy(server.pid, profile / f"smpp_ingest_w{window}") if profile else []
+            recorders = spy.start(server.pid, profile / f"smpp_ingest_w{window}") if profile else []
             server_cpu, harness_cpu = process_seconds([server.pid]), time.process_time()
             started = time.perf_counter()
             await deliver(sent, window)
             elapsed = time.perf_counter() - started
             server_cpu = process_seconds([server.pid]) - server_cpu
             harness_cpu = time.process_time() - harness_cpu
-            stop(recorders)
+            spy.stop(recorders)
             if refused or server.stored() - stored != sent:
                 raise RuntimeError(f"smpp: {refused} refused, {server.stored() - stored} of "
                                    f"{sent} stored")  # fmt: skip
@@ -276,7 +274,7 @@ async def _send(
         server.cli, "smpp", "add", name, "--host", "127.0.0.1", "--port", str(smsc.port),
         "--system-id", "bench", "--password", "bench", "--window", str(window), "--route", "*",
     )  # fmt: skip
-    recorders = py_spy(smsc.server_pid, profile / f"smpp_send_w{window}") if profile else []
+    recorders = spy.start(smsc.server_pid, profile / f"smpp_send_w{window}") if profile else []
     try:
         await asyncio.wait_for(smsc.first.wait(), 60)  # the server reads binds every smpp_refresh
         progressed = time.monotonic()
@@ -294,7 +292,7 @@ async def _send(
         harness_cpu = time.process_time() - smsc.first_harness_cpu
         server_cpu = process_seconds([smsc.server_pid]) - smsc.first_server_cpu
     finally:
-        stop(recorders)
+        spy.stop(recorders)
     elapsed = ended - smsc.first_at
     sent = await count_sent(services, first_id, last_id)
     if smsc.accepted != messages or sent != messages:
@@ -304,7 +302,7 @@ async def _send(
     # The server unbinds within its refresh; the next window's queue must not meet it.
     await asyncio.wait_for(smsc.unbound.wait(), 60)
     if profile:
-        summarise(profile / f"smpp_send_w{window}.txt")
+        spy.summarise(profile / f"smpp_send_w{window}.txt")
     return {
         "rps": messages / elapsed,
         "messages": messages,
@@ -363,47 +361,6 @@ async def count_sent(services: Services, first_id: int, last_id: int) -> int:
 
 def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def py_spy(pid: int, path: Path) -> list[subprocess.Popen[bytes]]:
-    """py-spy recording the server until interrupted: a flame graph and collapsed stacks
-    (`path`.svg and .txt)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    common = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
-    return [
-        subprocess.Popen([*common, "-f", form, "-o", str(path.with_suffix(suffix))],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for form, suffix in (("flamegraph", ".svg"), ("raw", ".txt"))
-    ]  # fmt: skip
-
-
-def stop(recorders: list[subprocess.Popen[bytes]]) -> None:
-    for recorder in recorders:
-        recorder.send_signal(signal.SIGINT)
-    for recorder in recorders:
-        recorder.wait(60)
-
-
-def summarise(raw: Path, top: int = 15) -> None:
-    """The frames with most samples in py-spy's collapsed stacks: own, then anywhere on the
-    stack."""
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    samples = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        frames = stack.split(";")
-        samples += int(count_text)
-        own[frames[-1]] += int(count_text)
-        for frame in set(frames):
-            total[frame] += int(count_text)
-    print(f"  {raw.with_suffix('.svg')}: {samples} samples; own:")
-    for frame, count in own.most_common(top):
-        print(f"    {100 * count / samples:5.1f}%  {frame}")
-    print("  total:")
-    for frame, count in total.most_common(top * 2):
-        print(f"    {100 * count / samples:5.1f}%  {frame}")
 
 
 async def submit(port: int, messages: int, window: int) -> dict[str, Any]:
