@@ -72,27 +72,12 @@ def pages(now_ms: int, engine: str) -> dict[str, Statements]:
 
 def search_statement(account: int) -> tuple[str, tuple[Any, ...]]:
     """The mysms search bench/run.py sends ("message 7", 100 at most) as smsinbox's store
-    builds it on SQLite: the SQL and its parameters."""
-    from sqlalchemy import select
-    from sqlalchemy.dialects import sqlite
-    from sqlalchemy.engine import make_url
+    runs it on SQLite: the SQL and its parameters."""
+    from smsinbox.store import fts, mailbox
+    from smsinbox.store.sqlite import search_sql
 
-    from smsinbox.store import tables as t
-    from smsinbox.store.rows import MESSAGE_COLUMNS
-    from smsinbox.store.sqlite import SqliteEngine
-
-    messages = t.messages.c
-    statement = (
-        select(*MESSAGE_COLUMNS)
-        .where(messages.account_id == account)
-        .where(messages.deleted.is_(False))
-    )
-    # Only its search predicate is used: it never connects.
-    unused = Path(tempfile.gettempdir()) / "pagecost-unused.db"
-    engine = SqliteEngine(make_url(f"sqlite:///{unused}"), pool_size=1, timeout=5)
-    statement = engine.text_search(statement, account, "message 7")
-    compiled = statement.order_by(messages.id.desc()).limit(100).compile(dialect=sqlite.dialect())
-    return str(compiled), tuple(compiled.params[name] for name in compiled.positiontup or ())
+    first, last = fts.account_keys(account)
+    return search_sql(mailbox._SEARCHABLE), (first, account, first, last, '"message 7"', 100)
 
 
 def report(name: str, done: int, elapsed: float, here_s: float, there_s: float,

@@ -1,7 +1,7 @@
 """Where a hot path's time goes: py-spy samples a real server while wrk saturates one route.
 
     python bench/profile.py ingest [--engine sqlite|postgresql] [--seconds 10]
-    python bench/profile.py healthz mc5_poll eapi_poll ...
+    python bench/profile.py healthz mc5_poll eapi_poll search sync_1000 ...
 
 Starts `smsinbox serve` over a generated 10k history exactly as bench/run.py does, runs wrk
 against the route, and records the server with py-spy meanwhile (`--native` off; the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,7 +24,17 @@ sys.path.insert(0, str(HERE))
 
 import spy  # noqa: E402
 from datagen import PASSWORD, generate, username  # noqa: E402
-from run import Server, ensure_wrk, fresh_database, ingest_script, rotating, run_wrk  # noqa: E402
+from run import (  # noqa: E402
+    Server,
+    ensure_wrk,
+    fresh_database,
+    ingest_script,
+    mysms_sessions,
+    posting,
+    rotating,
+    run_wrk,
+    sync_requests,
+)
 
 ACCOUNTS = 10
 
@@ -35,11 +46,16 @@ def routes(server: Server, token: str) -> dict[str, tuple[str, Path | None]]:
            for i in polled]  # fmt: skip
     eapi = [f"/eapi/reception/get_inbox/1/1.1?username={username(i)}&password={PASSWORD}"
             f"&last_retrieved_id=0" for i in polled]  # fmt: skip
+    sessions = mysms_sessions(server, polled)
+    searches = [json.dumps({**s, "query": "message 7", "limit": 100}) for s in sessions]
+    syncs = [json.dumps(body) for body in sync_requests(server, sessions)]
     return {
         "healthz": (server.url + "/healthz", None),
         "ingest": (server.url, ingest_script(token, ACCOUNTS)),
         "mc5_poll": (server.url, rotating(mc5)),
         "eapi_poll": (server.url, rotating(eapi)),
+        "search": (server.url, posting("/json/user/message/search", searches)),
+        "sync_1000": (server.url, posting("/json/user/message/sync", syncs)),
     }
 
 

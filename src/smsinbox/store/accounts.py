@@ -9,13 +9,16 @@ from sqlalchemy import delete, exc, insert, select, update
 from smsinbox.errors import AlreadyExists, InvalidState, NotFound
 from smsinbox.models import Account, AccountStatus, AccountSummary
 from smsinbox.store import tables as t
-from smsinbox.store.base import StoreBase, account_id_for, claim_number
+from smsinbox.store.base import (
+    ACCOUNT_FIELDS,
+    StoreBase,
+    account_from_fields,
+    account_id_for,
+    claim_number,
+)
 
 # Built once: every poll looks its account up.
-_ACCOUNT_BY_NAME = (
-    "SELECT id, username, password_hash, status, time_zone, reseller, created_at,"
-    " password_changed_at FROM accounts WHERE username = ?"
-)
+_ACCOUNT_BY_NAME = f"SELECT {ACCOUNT_FIELDS} FROM accounts WHERE username = ?"  # noqa: S608
 
 
 class AccountStore(StoreBase):
@@ -66,11 +69,7 @@ class AccountStore(StoreBase):
     async def get_account(self, username: str) -> Account | None:
         # Every MC5 and EAPI poll looks its account up: driver level.
         row = await self.db.read_row("get_account", _ACCOUNT_BY_NAME, (username,))
-        if row is None:
-            return None
-        account_id, name, password_hash, status, time_zone, reseller, created, changed = row
-        return Account(account_id, name, password_hash, AccountStatus(status), time_zone,
-                       reseller, created, changed)  # fmt: skip
+        return None if row is None else account_from_fields(row)
 
     async def list_accounts(self) -> list[AccountSummary]:
         async with self.db.snapshot("list_accounts") as connection:

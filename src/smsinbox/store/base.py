@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Row, bindparam, insert, select
@@ -37,6 +37,20 @@ class StoreBase:
     def outbound_changed(self) -> None:
         for listener in self.outbound_listeners:
             listener()
+
+
+# An account's columns in Account's field order, for driver-level statements (the polls'
+# and mysms sessions' look-ups).
+ACCOUNT_FIELDS = (
+    "id, username, password_hash, status, time_zone, reseller, created_at, password_changed_at"
+)
+
+
+def account_from_fields(row: Sequence[Any]) -> Account:
+    """An Account from a driver row of ACCOUNT_FIELDS."""
+    account_id, name, password_hash, status, time_zone, reseller, created, changed = row
+    return Account(account_id, name, password_hash, AccountStatus(status), time_zone,
+                   reseller, created, changed)  # fmt: skip
 
 
 def account_from_row(row: Row[Any]) -> Account:

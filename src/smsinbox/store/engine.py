@@ -19,7 +19,6 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import Select
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
-from sqlalchemy.engine import Row as ResultRow
 from sqlalchemy.sql import ColumnElement, Executable
 
 from smsinbox.store.driver import Driver, Row
@@ -126,15 +125,17 @@ class StorageEngine(abc.ABC):
     @abc.abstractmethod
     async def search(
         self,
-        connection: Connection,
-        statement: Select[Any],
+        driver: Driver,
+        where: str,
+        parameters: Sequence[Any],
         account_id: int,
         query: str,
         limit: int,
-    ) -> list[ResultRow[Any]]:
-        """The rows of `statement` (the account's messages that may be found, each a row of
-        MESSAGE_COLUMNS) whose text or counterpart contains `query`, case-insensitively:
-        the newest `limit`, newest first."""
+    ) -> list[Row]:
+        """The account's messages that may be found (`where`: a condition on `messages`
+        named `m`, written by the store, with `parameters` for its placeholders) whose text
+        or counterpart contains `query`, case-insensitively: the newest `limit`, newest
+        first, each a row of MESSAGE_FIELDS."""
 
     @abc.abstractmethod
     async def prepare_search(self) -> None:

@@ -29,6 +29,8 @@ _DIRECTION_AT = Message._fields.index("direction")
 _ENCODING_AT = Message._fields.index("encoding")
 # The same columns written out, for driver-level statements (our own names, never input).
 MESSAGE_FIELDS = ", ".join(Message._fields)
+# And of `messages` named `m`, as a statement that joins it names it.
+MESSAGE_FIELDS_OF_M = ", ".join(f"m.{name}" for name in Message._fields)
 _FLAGS_AT = tuple(Message._fields.index(name) for name in ("read", "locked", "deleted"))
 
 

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, update
 
 from smsinbox.models import Account
 from smsinbox.store import tables as t
-from smsinbox.store.base import NUMBER_OWNER, StoreBase, account_from_row
+from smsinbox.store.base import ACCOUNT_FIELDS, NUMBER_OWNER, StoreBase, account_from_fields
 
-# Built once: every mysms request after login runs these.
-_tokens = t.auth_tokens.c
-_LIVE_TOKEN = (
-    select(_tokens.account_id, _tokens.api_key_id)
-    .where(_tokens.token_hash == bindparam("digest"))
-    .where(_tokens.revoked_at.is_(None))
-    .where(_tokens.expires_at > bindparam("now"))
+# Every mysms request after login runs these: driver level, where SQLAlchemy's snapshots,
+# statements and rows had cost more than the look-ups themselves.
+_LIVE_SESSION = (
+    "SELECT account_id, api_key_id FROM auth_tokens"
+    " WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ?"
 )
-_ACCOUNT = select(t.accounts).where(t.accounts.c.id == bindparam("account_id"))
-_NUMBERS_OF = (
-    select(t.numbers.c.msisdn)
-    .where(t.numbers.c.account_id == bindparam("account_id"))
-    .order_by(t.numbers.c.msisdn)
-)
+_ACCOUNT = f"SELECT {ACCOUNT_FIELDS} FROM accounts WHERE id = ?"  # noqa: S608
+_NUMBERS_OF = "SELECT msisdn FROM numbers WHERE account_id = ? ORDER BY msisdn"
 
 
 class SessionStore(StoreBase):
@@ -41,11 +35,8 @@ class SessionStore(StoreBase):
 
     async def find_auth_token(self, token_hash: str, *, now: int) -> tuple[int, int] | None:
         """(account id, api key id) of a live token with this digest."""
-        async with self.db.snapshot("find_auth_token") as connection:
-            row = (
-                await connection.execute(_LIVE_TOKEN, {"digest": token_hash, "now": now})
-            ).first()
-        return None if row is None else (int(row.account_id), int(row.api_key_id))
+        row = await self.db.read_row("find_auth_token", _LIVE_SESSION, (token_hash, now))
+        return None if row is None else (int(row[0]), int(row[1]))
 
     async def revoke_auth_token(self, token_hash: str, *, now: int) -> None:
         tokens = t.auth_tokens.c
@@ -59,12 +50,12 @@ class SessionStore(StoreBase):
 
     async def get_account_by_id(self, account_id: int) -> tuple[Account, tuple[str, ...]] | None:
         """The account and the numbers it owns."""
-        async with self.db.snapshot("get_account_by_id") as connection:
-            row = (await connection.execute(_ACCOUNT, {"account_id": account_id})).first()
+        async with self.db.driver_snapshot("get_account_by_id") as driver:
+            row = await driver.fetchrow(_ACCOUNT, (account_id,))
             if row is None:
                 return None
-            numbers = await connection.scalars(_NUMBERS_OF, {"account_id": account_id})
-            return account_from_row(row), tuple(numbers)
+            numbers = await driver.fetch(_NUMBERS_OF, (account_id,))
+        return account_from_fields(row), tuple(number for (number,) in numbers)
 
     async def find_account_by_number(self, msisdn: str) -> int | None:
         async with self.db.snapshot("find_account_by_number") as connection:

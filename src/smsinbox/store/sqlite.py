@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,16 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import RootTransaction, Select, column, create_engine, event, exc, literal_column
-from sqlalchemy import table as table_clause
+from sqlalchemy import RootTransaction, create_engine, event, exc
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
-from sqlalchemy.engine import Row as ResultRow
 from sqlalchemy.sql import ColumnElement, Executable, func
 
 from smsinbox.store import fts
-from smsinbox.store import tables as t
 from smsinbox.store.driver import Driver, Row, SqliteDriver
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
+from smsinbox.store.rows import MESSAGE_FIELDS_OF_M
 
 T = TypeVar("T")
 
@@ -37,8 +36,6 @@ log = logging.getLogger("smsinbox.store")
 LOOP_READ_BUSY_MS = 250
 # Most writers whose work one commit makes durable.
 MAX_GROUP_COMMIT = 256
-# The full-text index (FTS5, trigram tokenizer), kept in chunks (store/fts.py).
-_FTS = table_clause("messages_search", column("rowid"), column("messages_search"))
 
 
 class _Batch:
@@ -385,28 +382,19 @@ class SqliteEngine(StorageEngine):
 
     async def search(
         self,
-        connection: Connection,
-        statement: Select[Any],
+        driver: Driver,
+        where: str,
+        parameters: Sequence[Any],
         account_id: int,
         query: str,
         limit: int,
-    ) -> list[ResultRow[Any]]:
-        found = self.text_search(statement, account_id, query)
-        rows = await connection.execute(found.order_by(t.messages.c.id.desc()).limit(limit))
-        return list(rows.all())
-
-    def text_search(self, statement: SelectT, account_id: int, query: str) -> SelectT:
-        """`statement` narrowed to the account's messages that contain `query`."""
-        # The account's stretch of the index (store/fts.py), joined to its messages by
-        # sequence; a phrase in double quotes matches literally (FTS5 syntax in the query
-        # means nothing).
+    ) -> list[Row]:
+        # A phrase in double quotes matches literally (FTS5 syntax in the query means
+        # nothing).
         phrase = '"' + query.replace('"', '""') + '"'
         first, last = fts.account_keys(account_id)
-        return (
-            statement.join(_FTS, t.messages.c.seq == _FTS.c.rowid - first)
-            .where(_FTS.c.rowid.between(first, last))
-            .where(literal_column("messages_search").op("MATCH")(phrase))
-        )
+        parameters = (first, *parameters, first, last, phrase, limit)
+        return await driver.fetch(search_sql(where), parameters)
 
     def serialise_migrations(self, connection: SyncConnection) -> None:
         return None  # the migration's write transaction holds the database
@@ -416,3 +404,16 @@ class SqliteEngine(StorageEngine):
         self._reader.dispose()
         while self._idle_readers:
             self._idle_readers.pop().close()
+
+
+@functools.cache
+def search_sql(where: str) -> str:
+    """A search's statement (parameters: the account's first key, those of `where`, the
+    account's first and last keys, the phrase, the limit): the account's stretch of the
+    index (store/fts.py), joined to its messages by sequence."""
+    return (
+        f"SELECT {MESSAGE_FIELDS_OF_M} FROM messages m"  # noqa: S608 (our own condition)
+        " JOIN messages_search ON m.seq = messages_search.rowid - ?"
+        f" WHERE {where} AND messages_search.rowid BETWEEN ? AND ?"
+        " AND messages_search MATCH ? ORDER BY m.id DESC LIMIT ?"
+    )

@@ -50,6 +50,8 @@ OUTGOING = "direction = 'out'"
 # Messages an upstream or a device named: the ones their de-duplication indexes hold.
 WITH_UPSTREAM_ID = "upstream_message_id IS NOT NULL"
 FROM_A_DEVICE = "device_id IS NOT NULL"
+# What a mysms search matches (text, counterpart) and may filter on besides the account.
+SEARCHED_COLUMNS = ("text", "counterpart", "deleted", "locked")
 
 accounts = Table(
     "accounts",
@@ -216,7 +218,9 @@ messages = Table(
     # Time cursors (MC5 `since`) and id cursors (EAPI `last_retrieved_id`) both walk one
     # account's messages in commit order; these two indexes make each page a range scan.
     Index(None, "account_id", "received_at", "id"),
-    Index(None, "account_id", "id"),
+    # On PostgreSQL it also carries what a search matches and filters on, so a search reads
+    # the account's newest messages from the index alone (store/postgres.py, migration 0010).
+    Index(None, "account_id", "id", postgresql_include=list(SEARCHED_COLUMNS)),
     Index(None, "account_id", "counterpart", "id"),
     Index(None, "account_id", "modseq"),
     # Only messages with the ids each guards (see migration 0008): the others cannot collide.
