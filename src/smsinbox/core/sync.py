@@ -130,7 +130,7 @@ class Sync:
             return SyncResult([], device_acks, after, more=False, resync=True)
         more = len(changed) > count
         changed = changed[:count]
-        changes = [Change(_kind(m, after, initial), m) for m in changed]
+        changes = _changes(changed, after, initial)
         if more:
             next_state = changed[-1].modseq
         else:
@@ -171,9 +171,16 @@ class Sync:
         return None
 
 
-def _kind(message: SyncedMessage, after: int, initial: bool) -> ChangeKind:
-    if message.deleted:
-        return ChangeKind.DELETED
-    if initial or message.created_modseq > after:
-        return ChangeKind.CREATED
-    return ChangeKind.UPDATED
+def _changes(messages: list[SyncedMessage], after: int, initial: bool) -> list[Change]:
+    """Each message as the change a device after `after` has not seen: deleted, created
+    since (everything, in an initial sync), or updated. One comprehension with tuple.__new__:
+    a sync answers a thousand, and a call per message for its kind and another for the
+    named tuple cost four times as much."""
+    new = tuple.__new__
+    created, updated, deleted = ChangeKind.CREATED, ChangeKind.UPDATED, ChangeKind.DELETED
+    return [
+        new(Change, (deleted if m.deleted
+                     else created if initial or m.created_modseq > after
+                     else updated, m))
+        for m in messages
+    ]  # fmt: skip

@@ -337,19 +337,21 @@ def render_change(change: Change) -> dict[str, Any]:
     """A change as the device receives it: the message as render_message shows it, written
     out (a sync renders a thousand), with the operation and the device's own id for it."""
     kind, message = change
+    (message_id, direction, counterpart, text, received_at, sent_at, status, status_at, origin,
+     read, locked, _, _, _, device_message_id) = message  # fmt: skip
     return {
         "operation": OPERATIONS[kind],
-        "messageId": message.id,
-        "address": message.counterpart,
-        "message": message.text,
-        "incoming": message.direction is Direction.INCOMING,
-        "read": message.read,
-        "locked": message.locked,
-        "origin": ORIGINS.get(message.origin, 1),
-        "status": STATUSES.get(message.status, 0),
-        "dateSent": message.sent_at or message.received_at,
-        "dateStatus": message.status_at or message.received_at,
-        "deviceMessageId": message.device_message_id,
+        "messageId": message_id,
+        "address": counterpart,
+        "message": text,
+        "incoming": direction is Direction.INCOMING,
+        "read": read,
+        "locked": locked,
+        "origin": ORIGINS.get(origin, 1),
+        "status": STATUSES.get(status, 0),
+        "dateSent": sent_at or received_at,
+        "dateStatus": status_at or received_at,
+        "deviceMessageId": device_message_id,
     }
 
 

@@ -68,13 +68,15 @@ def polled_from_tuple(row: Sequence[Any]) -> PolledMessage:
     )  # fmt: skip
 
 
-def synced_from_row(row: Sequence[Any]) -> SyncedMessage:
-    """A SyncedMessage from a driver row of its columns in field order (SQLite gives its
-    booleans as 0 and 1)."""
-    (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
-     origin, read, locked, deleted, modseq, created_modseq, device_message_id) = row  # fmt: skip
-    return SyncedMessage(
-        message_id, _DIRECTIONS[direction], counterpart, text, received_at, sent_at,
-        _STATUSES[status], status_at, origin, bool(read), bool(locked), bool(deleted), modseq,
-        created_modseq, device_message_id,
-    )  # fmt: skip
+def synced_from_rows(rows: Sequence[Sequence[Any]]) -> list[SyncedMessage]:
+    """SyncedMessages from driver rows of their columns in field order (SQLite gives its
+    booleans as 0 and 1). Built with tuple.__new__ in one comprehension: a sync reads a
+    thousand, and the named tuple's own constructor, a call per row, cost twice as much."""
+    directions, statuses, new, synced = _DIRECTIONS, _STATUSES, tuple.__new__, SyncedMessage
+    return [
+        new(synced, (message_id, directions[direction], counterpart, text, received_at, sent_at,
+                     statuses[status], status_at, origin, bool(read), bool(locked),
+                     bool(deleted), modseq, created_modseq, device_message_id))
+        for (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
+             origin, read, locked, deleted, modseq, created_modseq, device_message_id) in rows
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ from sqlalchemy import select, text, update
 from smsinbox.models import SyncedMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
-from smsinbox.store.rows import synced_from_row
+from smsinbox.store.rows import synced_from_rows
 
 _NEWEST = "SELECT last_modseq FROM account_counters WHERE account_id = ?"
 _PURGED = "SELECT purged_modseq FROM account_counters WHERE account_id = ?"
@@ -53,7 +53,7 @@ class SyncStore(StoreBase):
             newest = await driver.fetchval(_NEWEST, (account_id,))
             rows = await driver.fetch(changed, (account_id, after_modseq, limit))
             purged = await driver.fetchval(_PURGED, (account_id,))
-        return [synced_from_row(row) for row in rows], int(purged), int(newest)
+        return synced_from_rows(rows), int(purged), int(newest)
 
     async def find_device_message(
         self, account_id: int, device_id: int, device_message_id: str
