@@ -12,7 +12,7 @@ from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.database import Connection
 from smsinbox.store.driver import Driver
-from smsinbox.store.rows import polled_from_tuple
+from smsinbox.store.rows import polled_from_rows
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -165,7 +165,7 @@ class InboxStore(StoreBase):
             rows = await driver.fetch(
                 sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
             )
-        return [polled_from_tuple(row) for row in rows]
+        return polled_from_rows(rows)
 
 
 async def _raise_watermarks(connection: Connection, account_ids: Sequence[int], to_ms: int) -> None:
@@ -195,7 +195,7 @@ async def _time_page(
     window, narrowing = _filtered(_TIME_WINDOW, directions)
     bounds = (account_id, after_ms, before_ms, *narrowing)
     found = await driver.fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
-    rows = [polled_from_tuple(row) for row in found]
+    rows = polled_from_rows(found)
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
         return page, len(rows) > limit
@@ -205,4 +205,4 @@ async def _time_page(
     later = await driver.fetchval(
         window + " AND received_at >= ?" + _TIME_ORDER + " LIMIT 1", (*bounds, second_end)
     )
-    return [polled_from_tuple(row) for row in whole], later is not None
+    return polled_from_rows(whole), later is not None
