@@ -39,24 +39,30 @@ from run import (  # noqa: E402
 ACCOUNTS = 10
 
 
-def routes(server: Server, token: str) -> dict[str, tuple[str, Path | None]]:
-    """The routes the profile knows, as wrk runs them in bench/run.py."""
+MYSMS_ROUTES = {"search", "sync_1000"}
+
+
+def routes(server: Server, token: str, wanted: set[str]) -> dict[str, tuple[str, Path | None]]:
+    """The routes the profile knows, as wrk runs them in bench/run.py. The mysms routes'
+    logins, devices and first syncs only where one of them is wanted."""
     polled = range(1, ACCOUNTS + 1)
     mc5 = [f"/services/rest/user/messages?username={username(i)}&password={PASSWORD}&since=0"
            for i in polled]  # fmt: skip
     eapi = [f"/eapi/reception/get_inbox/1/1.1?username={username(i)}&password={PASSWORD}"
             f"&last_retrieved_id=0" for i in polled]  # fmt: skip
-    sessions = mysms_sessions(server, polled)
-    searches = [json.dumps({**s, "query": "message 7", "limit": 100}) for s in sessions]
-    syncs = [json.dumps(body) for body in sync_requests(server, sessions)]
-    return {
+    known: dict[str, tuple[str, Path | None]] = {
         "healthz": (server.url + "/healthz", None),
         "ingest": (server.url, ingest_script(token, ACCOUNTS)),
         "mc5_poll": (server.url, rotating(mc5)),
         "eapi_poll": (server.url, rotating(eapi)),
-        "search": (server.url, posting("/json/user/message/search", searches)),
-        "sync_1000": (server.url, posting("/json/user/message/sync", syncs)),
     }
+    if wanted & MYSMS_ROUTES:
+        sessions = mysms_sessions(server, polled)
+        searches = [json.dumps({**s, "query": "message 7", "limit": 100}) for s in sessions]
+        syncs = [json.dumps(body) for body in sync_requests(server, sessions)]
+        known["search"] = (server.url, posting("/json/user/message/search", searches))
+        known["sync_1000"] = (server.url, posting("/json/user/message/sync", syncs))
+    return known
 
 
 def main() -> None:
@@ -78,7 +84,7 @@ def main() -> None:
         server = Server(database_url, workdir)
         token = server.cli("upstream", "add", "profile").splitlines()[-1]
         with server:
-            known = routes(server, token)
+            known = routes(server, token, set(args.route))
             for route in args.route:
                 url, script = known[route]
                 assert server.process is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 
 from smsinbox.errors import AlreadyExists, NotFound
 from smsinbox.models import Account, AccountStatus
@@ -51,19 +51,6 @@ def account_from_fields(row: Sequence[Any]) -> Account:
     account_id, name, password_hash, status, time_zone, reseller, created, changed = row
     return Account(account_id, name, password_hash, AccountStatus(status), time_zone,
                    reseller, created, changed)  # fmt: skip
-
-
-def account_from_row(row: Row[Any]) -> Account:
-    return Account(
-        id=row.id,
-        username=row.username,
-        password_hash=row.password_hash,
-        status=AccountStatus(row.status),
-        time_zone=row.time_zone,
-        reseller=row.reseller,
-        created_at=row.created_at,
-        password_changed_at=row.password_changed_at,
-    )
 
 
 async def account_id_for(connection: Connection, username: str) -> int:

@@ -191,7 +191,8 @@ class MailboxStore(StoreBase):
         """Messages whose text or address contains `query` (3+ characters), newest first."""
         # Driver level: a search of a hundred rows spent more of its time building,
         # compiling and unwrapping SQLAlchemy's statement and rows than in the database.
-        where, parameters = _SEARCHABLE, list[Any]([account_id])
+        where = _SEARCHABLE
+        parameters: list[Any] = [account_id]
         if counterpart is not None:
             where += " AND m.counterpart = ?"
             parameters.append(counterpart)
