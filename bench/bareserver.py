@@ -2,7 +2,7 @@
 nothing of smsinbox in the way, beside smsinbox itself over the same history in the same run.
 
     python bench/bareserver.py [--engine sqlite|postgresql] [--seconds 8] [--rounds 2]
-                               [--kannel 20000] [--accounts 10]
+                               [--kannel 20000] [--accounts 10] [--routes ingest ...]
 
 A poll's page read alone (bench/pagecost.py) leaves out what every server must also do for
 it: take the HTTP request, find the account, turn the rows into the dialect's bytes and
@@ -352,7 +352,17 @@ class BareServer:
         self.process.wait(30)
 
 
-def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accounts: int) -> None:
+ROUTES = ("ingest", "mc5_poll", "eapi_poll", "sync_1000")
+
+
+def compare(
+    engine: str,
+    seconds: int,
+    rounds: int,
+    kannel_messages: int,
+    accounts: int,
+    compared: tuple[str, ...] = ROUTES,
+) -> None:
     wrk = ensure_wrk()
     binaries = kannel.ensure_kannel() if kannel_messages else None
     with tempfile.TemporaryDirectory(prefix="smsinbox-bare-") as tmp:
@@ -395,6 +405,8 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accoun
             for _ in range(rounds):
                 for side, (base, routes) in sides.items():
                     for route, (target_url, script) in routes.items():
+                        if route != "ceiling" and route not in compared:
+                            continue
                         if route == "ingest":  # new ids each run: never a run of duplicates
                             script = ingest_script(token, accounts)
                         settle(base)
@@ -411,7 +423,7 @@ def compare(engine: str, seconds: int, rounds: int, kannel_messages: int, accoun
                                                      smsinbox, bare).items():  # fmt: skip
                         figures.setdefault((side, "kannel"), []).append(rate)
     print(f"{engine}, {accounts * 1000:,} stored, {rounds} rounds of {seconds} s, 32 connections")
-    for route in ("ingest", "mc5_poll", "eapi_poll", "sync_1000"):
+    for route in compared:
         target = TARGETS[route][engine == "postgresql"]
         ratios = {}
         for side in ("bare", "smsinbox"):
@@ -503,13 +515,15 @@ def main() -> None:
                         help="1000 for the 1M history (ingest goes to all of them)")  # fmt: skip
     parser.add_argument("--kannel", type=int, default=20_000, metavar="MESSAGES",
                         help="carried through Kannel to each far end a round; 0: none")  # fmt: skip
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=ROUTES,
+                        help="the routes compared (default: all)")  # fmt: skip
     parser.add_argument("--serve", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return
-    compare(args.engine, args.seconds, args.rounds, args.kannel, args.accounts)
+    compare(args.engine, args.seconds, args.rounds, args.kannel, args.accounts, tuple(args.routes))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@
     python bench/profile.py healthz mc5_poll eapi_poll search sync_1000 ...
 
 Starts `smsinbox serve` over a generated 10k history exactly as bench/run.py does, runs wrk
-against the route, and records the server with py-spy meanwhile (`--native` off; the
-interesting frames are Python's). Prints the functions with the most samples, counted as
-"own" (the frame itself) and "total" (the frame anywhere on the stack), and writes a flame
-graph (SVG) and the collapsed stacks per route to bench/results/profile-<route>.svg/.txt.
+against the route, and records the server with py-spy meanwhile. Prints the functions with
+the most samples, counted as "own" (the frame itself) and "total" (the frame anywhere on the
+stack), and writes a flame graph (SVG) and the collapsed stacks per route to
+bench/results/profile-<route>.svg/.txt. With `--native`, C frames too and no flame graph:
+read SQLite-heavy routes so (see bench/spy.py).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--native", action="store_true",
+                        help="C frames too (see bench/spy.py); no flame graph")  # fmt: skip
     args = parser.parse_args()
     wrk = ensure_wrk()
     out = HERE / "results"
@@ -89,7 +92,9 @@ def main() -> None:
                 url, script = known[route]
                 assert server.process is not None
                 recording = out / f"profile-{route}"
-                recorders = spy.start(server.process.pid, recording, seconds=args.seconds)
+                recorders = spy.start(
+                    server.process.pid, recording, seconds=args.seconds, native=args.native
+                )
                 figures = run_wrk(wrk, url, script, args.seconds, args.connections)
                 spy.wait(recorders)
                 print(f"{route}: {figures['rps']:,.0f} requests/s under py-spy")

@@ -15,17 +15,27 @@ import sys
 from pathlib import Path
 
 
-def start(pid: int, path: Path, *, seconds: int | None = None) -> list[subprocess.Popen[bytes]]:
-    """py-spy recording `pid` for `seconds`, or until `stop` if None."""
+def start(
+    pid: int, path: Path, *, seconds: int | None = None, native: bool = False
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy recording `pid` for `seconds`, or until `stop` if None.
+
+    `native` adds the C frames, one recorder (collapsed stacks only) that pauses the
+    server for each sample: it must, to unwind C stacks. Without them, time spent in C code
+    that releases the GIL (SQLite's statements) is charged to whatever Python frame is
+    current, and a SQLite-heavy profile overstates its statements.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    common = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking"]
+    common = [py_spy, "record", "--pid", str(pid), "--rate", "200"]
+    common += ["--native"] if native else ["--nonblocking"]
     if seconds is not None:
         common += ["--duration", str(seconds)]
+    forms = (("raw", ".txt"),) if native else (("flamegraph", ".svg"), ("raw", ".txt"))
     return [
         subprocess.Popen([*common, "-f", form, "-o", str(path.with_suffix(suffix))],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for form, suffix in (("flamegraph", ".svg"), ("raw", ".txt"))
+        for form, suffix in forms
     ]  # fmt: skip
 
 
@@ -55,7 +65,7 @@ def summarise(raw: Path, top: int = 15) -> None:
         own[frames[-1]] += count
         for frame in set(frames):
             total[frame] += count
-    print(f"  {raw.with_suffix('.svg')}: {samples} samples; own:")
+    print(f"  {raw}: {samples} samples; own:")
     for frame, count in own.most_common(top):
         print(f"    {100 * count / samples:5.1f}%  {frame}")
     print("  total:")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
-from sqlalchemy import RootTransaction, create_engine, event, exc
+from sqlalchemy import RootTransaction, create_engine, event
 from sqlalchemy.engine import URL, CursorResult, Dialect, Engine, ScalarResult
 from sqlalchemy.sql import ColumnElement, Executable, func
 
@@ -51,6 +51,9 @@ class _Batch:
     def __init__(self, connection: SyncConnection, transaction: RootTransaction) -> None:
         self.connection = connection
         self.transaction = transaction
+        # Savepoints go to sqlite3 itself: through SQLAlchemy's execution (events, a result
+        # object) each cost more than the statement, three times a writer.
+        self.dbapi_connection: sqlite3.Connection = connection.connection.dbapi_connection  # type: ignore[assignment]
         self.members = 0
         self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -61,7 +64,7 @@ class _Batch:
         try:
             try:
                 transaction = connection.begin()
-            except exc.OperationalError:  # locked by another process, or not writable
+            except sqlite3.OperationalError:  # locked by another process, or not writable
                 transaction = await asyncio.to_thread(_begin_waiting, connection, busy_ms)
             return cls(connection, transaction)
         except BaseException:
@@ -237,7 +240,9 @@ class SqliteEngine(StorageEngine):
 
         @event.listens_for(engine, "begin")
         def on_begin(connection: Any) -> None:
-            connection.exec_driver_sql(begin)
+            # Straight to sqlite3: SQLAlchemy's execution (events, a result object) cost
+            # more than the statement. A locked database raises sqlite3's own error then.
+            connection.connection.dbapi_connection.execute(begin)
 
         return engine
 
@@ -259,18 +264,18 @@ class SqliteEngine(StorageEngine):
             if batch is None:
                 batch = self._batch = await _Batch.open(self._writer, int(self.timeout * 1000))
             # Written out rather than begin_nested(): SQLAlchemy compiles that anew each time.
-            batch.connection.exec_driver_sql("SAVEPOINT writer")
+            batch.dbapi_connection.execute("SAVEPOINT writer")
         except BaseException:
             self._batch = None
             turn.release()
             raise
         try:
             yield LoopConnection(batch.connection)
-            batch.connection.exec_driver_sql("RELEASE writer")
+            batch.dbapi_connection.execute("RELEASE writer")
         except BaseException:
             with contextlib.suppress(Exception):
-                batch.connection.exec_driver_sql("ROLLBACK TO writer")
-                batch.connection.exec_driver_sql("RELEASE writer")
+                batch.dbapi_connection.execute("ROLLBACK TO writer")
+                batch.dbapi_connection.execute("RELEASE writer")
             await self._end_turn(batch)
             raise
         batch.members += 1
