@@ -42,8 +42,20 @@ $(NODE_PEER): tests/smsc/package-lock.json
 		echo "npm not found: the tests against node-smpp will be skipped"; \
 	fi
 
-unit: install $(NODE_PEER)
+# axe-core, the accessibility checker the browser tests load into pages (tests/browser).
+AXE := tests/browser/node_modules/.package-lock.json
+
+$(AXE): tests/browser/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the browser tests will be skipped"; \
+	fi
+
+# The browser tests run in a pytest session of their own (tests/conftest.py says why).
+unit: install $(NODE_PEER) $(AXE)
 	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) tests/test_web_browser.py
 
 ## bench: every hot path beside the ceiling, SQLite and PostgreSQL (installs wrk and Kannel if missing)
 bench: install

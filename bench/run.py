@@ -47,6 +47,7 @@ import spy  # noqa: E402
 from datagen import PASSWORD, generate, number, username  # noqa: E402
 from openloop import Request, run_open_loop  # noqa: E402
 from receiver import Receiver  # noqa: E402
+from webpages import web_account  # noqa: E402
 
 SMSINBOX = [sys.executable, "-m", "smsinbox"]
 PG_URL = os.environ.get(
@@ -203,6 +204,17 @@ def rotating(paths: list[str]) -> Path:
         f"local paths = {{{quoted}}}\nlocal i = 0\n"
         "request = function()\n  i = i % #paths + 1\n"
         "  return wrk.format('GET', paths[i])\nend\n"
+    )
+
+
+def rotating_with_cookie(paths: list[str], cookie: str) -> Path:
+    """A wrk script that cycles through `paths` as one signed-in browser (its cookie)."""
+    quoted = ",".join(json.dumps(p) for p in paths)
+    return wrk_script(
+        f"local paths = {{{quoted}}}\nlocal i = 0\n"
+        f"local headers = {{['Cookie'] = {json.dumps(cookie)}}}\n"
+        "request = function()\n  i = i % #paths + 1\n"
+        "  return wrk.format('GET', paths[i], headers)\nend\n"
     )
 
 
@@ -419,8 +431,15 @@ class Run:
             # after them queues deliveries (and every status change, a status push).
             self.smpp()
             self.smpp_send()
+            self.web_pages()
             self.push()
             return self.measured, rss_rest, self.memory.peak_since(measuring)
+
+    def web_pages(self) -> None:
+        """The web inbox's pages for an account with 10,000 conversations, one browser at a
+        time: the wait a person sees."""
+        cookie, pages = web_account(self.server, self.token)
+        self.saturated({"web_pages_1c": (self.server.url, rotating_with_cookie(pages, cookie))})
 
     def smpp_only(self) -> tuple[dict[str, dict[str, Any]], float, float]:
         """The ceiling and the SMPP rows alone (`--only smpp`)."""
@@ -728,6 +747,8 @@ TARGETS: list[tuple[str, str, str, float, float | None, str]] = [
     ("mysms sync (1,000)", "sync_1000", "ratio", 0.01, 0.008, "min"),
     ("MC5 p99 at half rate, ms", "mc5_poll_half", "p99_ms", 5, 10, "max"),
     ("search p99, one client, ms", "search_1c", "p99_ms", 10, 10, "max"),
+    ("web inbox pages p99, one browser, 10,000 conversations, ms", "web_pages_1c", "p99_ms",
+     50, 50, "max"),
     ("push drain to 10 endpoints, /s", "push_drain_10", "rps", 3000, 3000, "min"),
     ("push drain to one endpoint, /s", "push_drain", "rps", 1000, 1000, "min"),
     ("ingest->push p50, ms", "push_latency", "p50_ms", 10, 15, "max"),

@@ -173,3 +173,20 @@ def live_server(settings: Settings, services: Services) -> Iterator[LiveServer]:
     """A server on the same database as `services` (which has already migrated it)."""
     with LiveServer(settings) as server:
         yield server
+
+
+BROWSER_TESTS = "test_web_browser.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The browser tests run in a pytest session of their own (`make test` runs both).
+
+    Playwright's sync API keeps an event loop running in the test process from its first
+    test to the end of the session, and pytest-asyncio cannot start another one for any
+    async test after it. Collected with other tests, they are deselected: run them with
+    `pytest tests/test_web_browser.py`.
+    """
+    browser = [item for item in items if item.path.name == BROWSER_TESTS]
+    if browser and len(browser) < len(items):
+        config.hook.pytest_deselected(items=browser)
+        items[:] = [item for item in items if item.path.name != BROWSER_TESTS]

@@ -21,10 +21,14 @@ from smsinbox.dialects.mysms import RESOURCES
 from smsinbox.services import Services
 from tests.conftest import LiveServer
 from tests.mysms_client import Mysms
+from tests.web_client import WebClient, csrf_of
 
 ALICE, BOB = "447700900001", "447700900002"
 FRIEND = "4915112345"
 ADMIN_TOKEN = "admin-matrix-token"
+# The web inbox's routes: a signed-in browser of bob's, with alice's ids in every path.
+WEB_PATHS = ("/signin", "/signout", "/inbox", "/compose", "/messages/", "/search", "/events",
+             "/contacts")  # fmt: skip
 # Text that only alice's data holds: no answer to bob may contain any of it.
 ALICE_DATA = ("xyzzy", "Plughfriend", "alice-phone", "receiver.example")
 
@@ -91,6 +95,8 @@ class Matrix:
         assert account is not None
         messages = await store.list_recent_messages("alice", 1000)
         return (
+            [a for a in await store.list_accounts() if a.username == "alice"],
+            account.password_hash,
             [(m.id, m.text, m.read, m.locked, m.status, m.modseq, m.deleted) for m in messages],
             await store.list_conversations(account.id),
             await store.list_contacts(account.id),
@@ -259,6 +265,64 @@ class Matrix:
             assert answer.status_code == 401, (method, answer.status_code, answer.text)
         self.exercised.add((method, "/inbound/sms"))
 
+    async def web_route(self, method: str, template: str) -> None:
+        """Bob's browser, signed in to his own inbox, with alice's conversation, message and
+        contact ids: it reads and changes nothing of hers."""
+        async with WebClient(str(self.http.base_url)) as bob:
+            for login, password in (("alice", "bob-pw"), (ALICE, "bob-pw"), ("alice", "")):
+                answer = await bob.sign_in(login, password)
+                assert answer.status_code in (400, 401), (login, answer.status_code)
+            assert (await bob.sign_in("bob", "bob-pw")).status_code == 303
+            paths = {
+                template.format(counterpart=counterpart, message_id=message_id,
+                                contact_id=self.contact)
+                # A message bob sends to alice's own number would reach her, as it should.
+                for counterpart in ((FRIEND, ALICE) if method == "GET" else (FRIEND,))
+                for message_id in (self.locked, self.messages[1])
+            }  # fmt: skip
+            for path in sorted(paths):
+                if method == "GET" and path == "/events":
+                    async with bob.http.stream("GET", path) as stream:
+                        assert stream.status_code == 200  # bob's own mailbox's versions
+                    continue
+                if method == "GET":
+                    # A part of alice's texts: what she finds, bob must not.
+                    answer = await bob.get(path, q="yzz")
+                elif path == "/signout":
+                    answer = await bob.post(path)
+                    assert (await bob.sign_in("bob", "bob-pw")).status_code == 303
+                else:
+                    fields = {"text": "from bob", "to": FRIEND, "locked": "0", "name": "Mallory",
+                              "numbers": FRIEND, "back": "/inbox"}  # fmt: skip
+                    answer = await bob.post(path, **fields)
+                self.assert_nothing_of_alice(f"{method} {path}", answer)
+                if path.startswith(("/messages/", "/contacts/")):
+                    assert answer.status_code == 404, (method, path, answer.status_code)
+        self.exercised.add((method, template))
+
+    async def console_route(self, method: str, template: str) -> None:
+        """The operator's console: bob's browser session (or no session) is not the operator,
+        and none of bob's secrets signs in as one."""
+        path = template.format(username="alice")
+        async with WebClient(str(self.http.base_url)) as bob:
+            for secret in self.bob_secrets():
+                form = await bob.http.get("/operator/signin")
+                answer = await bob.http.post("/operator/signin", data={
+                    "csrf": csrf_of(form.text), "token": secret})  # fmt: skip
+                assert answer.status_code == 401, (secret, answer.status_code)
+            for signed_in in (False, True):
+                if signed_in:
+                    assert (await bob.sign_in("bob", "bob-pw")).status_code == 303
+                if template in ("/operator/signin",):
+                    continue  # the sign-in form itself, tried above
+                fields = {"action": "block", "username": "alice", "number": ALICE,
+                          "password": "mallory", "name": "x", "since": "0"}  # fmt: skip
+                answer = await (bob.get(path) if method == "GET" else bob.post(path, **fields))
+                self.assert_nothing_of_alice(f"{method} {path}", answer)
+                assert answer.status_code == 303, (method, path, answer.status_code)
+                assert answer.headers["location"] == "/operator/signin"
+        self.exercised.add((method, template))
+
     async def public_route(self, path: str) -> None:
         answer = await self.http.get(path)
         # Public documents may name example users; alice's data must not be there.
@@ -300,6 +364,10 @@ async def test_a_second_account_reaches_nothing_of_the_first_on_any_route(
                 await matrix.admin_route(method, path)
             elif path == "/inbound/sms":
                 await matrix.inbound_route(method)
+            elif path.startswith("/operator"):
+                await matrix.console_route(method, path)
+            elif path == "/" or path.startswith(WEB_PATHS):
+                await matrix.web_route(method, path)
             else:
                 await matrix.public_route(path)
         assert await matrix.alice_state() == before

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TextIO
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from smsinbox.config import Settings
 from smsinbox.dialects import eapi, mc5, mysms, openapi
@@ -19,6 +19,7 @@ from smsinbox.upstream.http import inbound_sms
 from smsinbox.web import admin, ops
 from smsinbox.web.front import Front
 from smsinbox.web.requestlog import RequestLog
+from smsinbox.webui import routes as webui
 
 
 def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> Front:
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
             asyncio.create_task(services.retention.run(stop), name="retention"),
             asyncio.create_task(services.dispatcher.run(stop), name="dispatcher"),
             asyncio.create_task(services.inbox.keep_watermarks(stop), name="watermarks"),
+            asyncio.create_task(services.live.run(stop), name="live pages"),
         ]
         if settings.push_worker:
             workers.append(asyncio.create_task(services.push_worker.run(stop), name="push"))
@@ -51,7 +53,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
             if request_log is not None:
                 request_log.close()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
@@ -76,6 +78,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
                 methods=["GET", "POST"],
             ),
         ]
+    routes += webui.routes()
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
     return Front(

@@ -119,6 +119,11 @@ class Settings:
         "Seconds a mysms auth token from /user/login stays valid. Logout and a password "
         "change end it sooner.",
     )
+    web_session_ttl: int = setting(
+        7 * 24 * 3600,
+        "Seconds a browser session of the web inbox or the operator console stays valid, "
+        "counted from sign-in. Signing out and a password change end it sooner.",
+    )
     rate_limit_per_account: str = setting(
         "600/minute",
         "Most mysms API requests one account may make, as a `limits` rate string "
@@ -280,6 +285,8 @@ class Settings:
             problems.append("push_disable_after_days must be positive")
         if self.auth_token_ttl < 1 or self.sync_tombstone_days < 1:
             problems.append("auth_token_ttl and sync_tombstone_days must be positive")
+        if self.web_session_ttl < 1:
+            problems.append("web_session_ttl must be positive")
         if self.eapi_page_size < 1 or self.retention_interval < 1:
             problems.append("eapi_page_size and retention_interval must be positive")
         if self.send_expiry < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +16,8 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # What the operator console shows as "received in the last minute".
+        self._last_minute = _LastMinute()
         self.messages_ingested = Counter(
             "smsinbox_messages_ingested",
             "Incoming messages by outcome: stored, duplicate, unrouted, assigned (moved out "
@@ -145,6 +148,12 @@ class Metrics:
 
     def count_ingest(self, outcome: str) -> None:
         self.messages_ingested.labels(outcome).inc()
+        if outcome in _RECEIVED:
+            self._last_minute.count()
+
+    def ingested_last_minute(self) -> int:
+        """Messages this process stored (or kept unrouted) in the last 60 seconds."""
+        return self._last_minute.total()
 
     def count_pruned(self, reason: str, count: int) -> None:
         self.messages_pruned.labels(reason).inc(count)
@@ -205,3 +214,28 @@ class LoopHistogram(Collector):
                 buckets.append((name, float(running)))
             family.add_metric(list(values), buckets, series.total)
         yield family
+
+
+# Outcomes of an arriving message that mean it was received: stored, or kept unrouted.
+_RECEIVED = frozenset({"stored", "unrouted"})
+
+
+class _LastMinute:
+    """Counts of the last 60 seconds, one slot a second: a sum without a history kept."""
+
+    __slots__ = ("_counts", "_seconds")
+
+    def __init__(self) -> None:
+        self._counts = [0] * 60
+        self._seconds = [0] * 60
+
+    def count(self) -> None:
+        second = int(time.monotonic())
+        slot = second % 60
+        if self._seconds[slot] != second:
+            self._seconds[slot], self._counts[slot] = second, 0
+        self._counts[slot] += 1
+
+    def total(self) -> int:
+        now = int(time.monotonic())
+        return sum(c for c, s in zip(self._counts, self._seconds, strict=True) if now - s < 60)

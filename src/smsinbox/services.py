@@ -14,6 +14,7 @@ from smsinbox.core.credentials import Credentials
 from smsinbox.core.dispatch import Dispatcher
 from smsinbox.core.inbox import Inbox
 from smsinbox.core.ingest import Ingestor
+from smsinbox.core.live import LiveMailboxes
 from smsinbox.core.mailbox import Mailbox
 from smsinbox.core.push import PushEndpoints
 from smsinbox.core.ratelimit import MovingWindows, RateLimits
@@ -22,6 +23,7 @@ from smsinbox.core.sessions import Sessions
 from smsinbox.core.submission import SendApi
 from smsinbox.core.sync import Sync
 from smsinbox.core.turns import ReadTurns
+from smsinbox.core.websessions import WebSessions
 from smsinbox.errors import SchemaBehind, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.push.addresses import AddressPolicy
@@ -31,6 +33,10 @@ from smsinbox.store.migrate import current_revision, ensure_schema, head_revisio
 from smsinbox.upstream.smpp import SmppBinds, SmppInbound
 
 log = logging.getLogger("smsinbox")
+
+# How often a process looks for changes its live pages were not told of (another process's
+# sends and reads; on SQLite, anything another process wrote).
+LIVE_POLL_S = 1.0
 
 
 @dataclasses.dataclass
@@ -54,6 +60,8 @@ class Services:
     push: PushEndpoints
     push_worker: PushWorker
     login_guard: LoginGuard
+    web_sessions: WebSessions
+    live: LiveMailboxes
     smpp: SmppBinds
 
     @classmethod
@@ -144,6 +152,15 @@ class Services:
                 addresses=addresses,
             ),
             login_guard=login_guard,
+            web_sessions=WebSessions(
+                store,
+                authenticator,
+                login_guard,
+                admin_token=settings.admin_token,
+                ttl_s=settings.web_session_ttl,
+                default_time_zone=settings.default_time_zone,
+            ),
+            live=LiveMailboxes(store, poll_s=LIVE_POLL_S),
             smpp=SmppBinds(
                 store,
                 SmppInbound(store, ingestor, reassembly_timeout_s=settings.smpp_reassembly_timeout),

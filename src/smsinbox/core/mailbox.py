@@ -83,6 +83,10 @@ class Mailbox:
                 who.account_id, offset=first, limit=count
             )
 
+    async def unread(self, who: Principal) -> int:
+        """Unread messages in all of the user's conversations."""
+        return await self.store.count_unread(who.account_id)
+
     async def conversation_messages(
         self, who: Principal, address: str | None, *, offset: int | None, limit: int | None
     ) -> list[Message]:

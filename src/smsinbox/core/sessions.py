@@ -24,12 +24,13 @@ from smsinbox.store import Store
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: every mysms operation is scoped to `account_id`."""
+    """Who is calling: every mysms operation (and every page of the web inbox) is scoped to
+    `account_id`."""
 
     account_id: int
     username: str
     numbers: tuple[str, ...]
-    api_key_id: int
+    api_key_id: int | None  # None: a browser session of the web inbox
 
 
 class Sessions:

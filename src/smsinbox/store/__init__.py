@@ -23,6 +23,7 @@ from smsinbox.store.sessions import SessionStore
 from smsinbox.store.smpp import SmppStore
 from smsinbox.store.sync import SyncStore
 from smsinbox.store.unrouted import UnroutedStore
+from smsinbox.store.websessions import WebSessionStore
 
 __all__ = ["Database", "Store", "TransactionObserver"]
 
@@ -44,6 +45,7 @@ class Store(
     SyncStore,
     PushStore,
     SmppStore,
+    WebSessionStore,
 ):
     """Every storage operation smsinbox has, over one Database."""
 

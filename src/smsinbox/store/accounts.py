@@ -114,7 +114,8 @@ class AccountStore(StoreBase):
             )
 
     async def set_password(self, username: str, password_hash: str, now: int) -> None:
-        """Replace the password and revoke every auth token issued under the old one."""
+        """Replace the password and end every auth token and browser session opened under
+        the old one."""
         async with self.db.transaction("set_password") as connection:
             account_id = await account_id_for(connection, username)
             await connection.execute(
@@ -122,12 +123,13 @@ class AccountStore(StoreBase):
                 .where(t.accounts.c.id == account_id)
                 .values(password_hash=password_hash, password_changed_at=now)
             )
-            await connection.execute(
-                update(t.auth_tokens)
-                .where(t.auth_tokens.c.account_id == account_id)
-                .where(t.auth_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            for sessions in (t.auth_tokens, t.web_sessions):
+                await connection.execute(
+                    update(sessions)
+                    .where(sessions.c.account_id == account_id)
+                    .where(sessions.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
 
     async def add_number(self, msisdn: str, username: str, now: int) -> None:
         async with self.db.transaction("add_number") as connection:

@@ -26,12 +26,20 @@ class StoreBase:
         # Called after a commit that queued outgoing messages for an SMSC: wakes the
         # sender in this process (others look every second).
         self.outbound_listeners: list[Callable[[], None]] = []
+        # Called after a commit of incoming messages in this process: wakes the web inbox's
+        # live pages (other processes hear of it from the store, or look every second).
+        self.mailbox_listeners: list[Callable[[], None]] = []
         self.ingest_queue = IngestQueue(
-            db, on_stored=self.outbox_changed, lanes=db.engine.concurrent_writes
-        )
+            db, on_stored=self.outbox_changed, on_written=self.mailbox_changed,
+            lanes=db.engine.concurrent_writes,
+        )  # fmt: skip
 
     def outbox_changed(self) -> None:
         for listener in self.outbox_listeners:
+            listener()
+
+    def mailbox_changed(self) -> None:
+        for listener in self.mailbox_listeners:
             listener()
 
     def outbound_changed(self) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy import exc
 from smsinbox.errors import StoreUnavailable
 from smsinbox.models import InboundMessage, IngestOutcome, IngestResult, MessageStatus
 from smsinbox.store.driver import Driver
-from smsinbox.store.tables import NOTIFY_CHANNEL, SNIPPET_CHARS
+from smsinbox.store.tables import MAILBOX_CHANNEL, NOTIFY_CHANNEL, SNIPPET_CHARS
 
 if TYPE_CHECKING:
     from smsinbox.store.database import Database
@@ -458,7 +458,7 @@ class _SetBased:
                 stored[routed[account][ordinal - 1]] = int(id_)
             elif kind == 1:
                 unrouted_ids.append(int(id_))
-            else:
+            elif kind == 2:
                 queued = int(id_) > 0
         # Inserted in the batch's order, so numbered in it by their ids.
         return _Written(stored, dict(zip(unrouted, sorted(unrouted_ids), strict=True)), queued)
@@ -573,6 +573,10 @@ _SET_WRITE = (
     " SELECT 0, id, account_id, ordinal FROM numbered"
     " UNION ALL SELECT 1, id, NULL, NULL FROM kept"
     " UNION ALL SELECT 2, count(*), NULL, NULL FROM queued"
+    # The web inbox's live pages of other processes: told when the batch commits, in the
+    # same round trip (a NOTIFY of its own would be one more per batch).
+    " UNION ALL SELECT 3, NULL, NULL, NULL FROM (SELECT pg_notify('" + MAILBOX_CHANNEL + "', ''))"
+    " AS notified WHERE EXISTS (SELECT FROM numbered)"
 )
 
 
@@ -602,10 +606,12 @@ class IngestQueue:
         db: Database,
         *,
         on_stored: Callable[[], None],  # after a commit that queued push deliveries
+        on_written: Callable[[], None],  # after every commit
         lanes: int,
     ) -> None:
         self.db = db
         self.on_stored = on_stored
+        self.on_written = on_written
         self._lanes: list[list[tuple[Arrival, asyncio.Future[IngestResult]]]] = [
             [] for _ in range(lanes)
         ]
@@ -670,6 +676,7 @@ class IngestQueue:
         for (_, outcome), result in zip(batch, results, strict=True):
             if not outcome.done():
                 outcome.set_result(result)
+        self.on_written()
         if queued:
             self.on_stored()
 

@@ -25,7 +25,15 @@ from smsinbox.store.rows import MESSAGE_COLUMNS, conversation_from_row, message_
 _SEARCHABLE = "m.account_id = ? AND m.deleted = false"
 
 
+_UNREAD = "SELECT COALESCE(SUM(unread_count), 0) FROM conversations WHERE account_id = ?"
+
+
 class MailboxStore(StoreBase):
+    async def count_unread(self, account_id: int) -> int:
+        """Unread messages in all of the account's conversations."""
+        row = await self.db.read_row("count_unread", _UNREAD, (account_id,))
+        return 0 if row is None else int(row[0])
+
     async def list_conversations_with_names(
         self, account_id: int, *, offset: int, limit: int
     ) -> list[tuple[Conversation, str | None]]:

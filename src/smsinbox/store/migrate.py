@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration in migrations/versions (tests/test_migrations.py checks it).
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 
 def include_object(

@@ -35,6 +35,19 @@ _ACKNOWLEDGE = (
 
 
 class SyncStore(StoreBase):
+    async def mailbox_versions(self, account_ids: list[int]) -> dict[int, int]:
+        """Each account's newest modseq: it grows with every change to its messages."""
+        if not account_ids:
+            return {}
+        marks = ", ".join("?" * len(account_ids))
+        async with self.db.driver_snapshot("mailbox_versions") as driver:
+            rows = await driver.fetch(
+                f"SELECT account_id, last_modseq FROM account_counters"  # noqa: S608 (marks)
+                f" WHERE account_id IN ({marks})",
+                account_ids,
+            )
+        return {int(account_id): int(modseq) for account_id, modseq in rows}
+
     async def list_changes(
         self, account_id: int, *, after_modseq: int, limit: int, include_deleted: bool
     ) -> tuple[list[SyncedMessage], int, int]:

@@ -134,6 +134,24 @@ auth_tokens = Table(
     sqlite_autoincrement=True,
 )
 
+# Browser sessions of the web inbox (an account's user) and console (the operator, no
+# account). The cookie carries the token; only its digest is stored, as for auth tokens.
+# The CSRF token every form of the session must echo is stored as it is: it proves only
+# that a form came from a page of this session, and is useless without the cookie.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Index(None, "account_id"),
+    sqlite_autoincrement=True,
+)
+
 devices = Table(
     "devices",
     metadata,
@@ -341,6 +359,8 @@ push_endpoints = Table(
 # Commits that queue deliveries notify push workers of other processes on this channel
 # (PostgreSQL NOTIFY).
 NOTIFY_CHANNEL = "smsinbox_push"
+# Incoming messages were stored (PostgreSQL): the web inbox's live pages look for changes.
+MAILBOX_CHANNEL = "smsinbox_mailbox"
 
 # The transactional outbox: one row per (message, endpoint, event), written in the same
 # transaction as the message (DESIGN invariant 4).

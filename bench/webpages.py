@@ -1,0 +1,57 @@
+"""The web inbox's pages for bench/run.py: an account with 10,000 conversations, a signed-in
+browser's cookie, and the pages a person opens (the first and the last page of the
+conversation list, a thread, a search, the contacts)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+
+CONVERSATIONS = 10_000
+WEB_USER = "web@bench"
+WEB_PASSWORD = "bench-web-password"
+WEB_NUMBER = "447000999999"
+FIRST_SENDER = 436_600_000_000
+CONCURRENCY = 32
+
+
+def sender(index: int) -> str:
+    return str(FIRST_SENDER + index)
+
+
+async def _fill(url: str, token: str) -> None:
+    """One message from each of CONVERSATIONS senders, through /inbound/sms."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        senders = iter(range(CONVERSATIONS))
+
+        async def deliver() -> None:
+            for index in senders:
+                text = f"web message {index} for the bench"
+                answer = await client.get("/inbound/sms", params={
+                    "token": token, "from": sender(index), "to": WEB_NUMBER, "text": text,
+                    "id": f"web-{index}"})  # fmt: skip
+                answer.raise_for_status()
+
+        await asyncio.gather(*(deliver() for _ in range(CONCURRENCY)))
+
+
+def web_account(server: object, token: str) -> tuple[str, list[str]]:
+    """The session cookie of the account's signed-in browser, and the pages to open."""
+    url: str = server.url  # type: ignore[attr-defined]
+    server.cli("user", "add", WEB_USER, "--password", WEB_PASSWORD,  # type: ignore[attr-defined]
+               "--msisdn", WEB_NUMBER)  # fmt: skip
+    asyncio.run(_fill(url, token))
+    with httpx.Client(base_url=url, timeout=60) as browser:
+        form = browser.get("/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        answer = browser.post("/signin", data={"csrf": csrf.group(1), "login": WEB_USER,
+                                               "password": WEB_PASSWORD})  # fmt: skip
+        assert answer.status_code == 303, answer.text
+        session = browser.cookies["smsinbox_session"]
+    last_page = CONVERSATIONS // 50
+    pages = ["/inbox", f"/inbox?page={last_page // 2}", f"/inbox?page={last_page}",
+             f"/inbox/{sender(1234)}", "/search?q=message+77", "/contacts"]  # fmt: skip
+    return f"smsinbox_session={session}", pages
