@@ -108,6 +108,10 @@ async def test_accounts_are_created_blocked_and_given_numbers_and_passwords(
     assert refused.status_code == 400 and 'role="alert"' in refused.text
     taken = await operator.post(page, action="add_number", number=ALICE)
     assert taken.status_code == 400
+    # Bob's page does not take alice's number away.
+    assert (await operator.post(page, action="remove_number", number=ALICE)).status_code == 400
+    [alice] = [a for a in await services.store.list_accounts() if a.username == "alice"]
+    assert alice.msisdns == (ALICE,)
     assert (await operator.get("/operator/accounts/nobody")).status_code == 404
 
 

@@ -162,6 +162,9 @@ async def test_an_empty_or_bad_reply_is_refused_with_its_reason(
     await receive(services, "hi")
     answer = await alice.post(f"/inbox/{FRIEND}", text="")
     assert answer.status_code == 400 and 'role="alert"' in answer.text
+    assert "hi" in answer.text  # the conversation, under the reason
+    multipart = await alice.http.post(f"/inbox/{FRIEND}", files={"text": ("t.txt", b"x")})
+    assert multipart.status_code == 400
     answer = await alice.post(f"/inbox/{FRIEND}", text="x", send_at="not a time")
     assert answer.status_code == 400 and "send time" in answer.text
     answer = await alice.post("/compose", to="not a number", text="x")

@@ -20,6 +20,7 @@ from smsinbox.core.websessions import WebSession, WebSessions
 from smsinbox.errors import (
     AuthenticationFailed,
     DomainError,
+    InvalidInput,
     LoginLockedOut,
     NotFound,
     StoreUnavailable,
@@ -110,7 +111,10 @@ async def signin(request: Request) -> Response:
     sessions: WebSessions = services.web_sessions
     if not sessions.console_enabled:
         return with_headers(not_found(None))
-    form = await Form.read(request)
+    try:
+        form = await Form.read(request)
+    except InvalidInput as error:
+        return _signin_page(request, status=400, error=error.detail)
     if not same_token(form.get("csrf"), request.cookies.get(SIGNIN_COOKIE, "")):
         return _signin_page(request, status=403,
                             error="The sign-in form had expired. Please try again.")  # fmt: skip
@@ -272,6 +276,11 @@ async def change_account(request: Request, session: WebSession) -> Response:
             await services.accounts.add_number(form.text("number"), username)
             notice = "number_added"
         elif action == "remove_number":
+            # Only a number of this account's: its page must not take another's away.
+            owner = await services.store.find_account_by_number(form.text("number"))
+            account = await services.store.get_account(username)
+            if owner is None or account is None or owner != account.id:
+                raise NotFound("the account has no such number")
             await services.accounts.remove_number(form.text("number"))
             notice = "number_removed"
         elif action == "add_endpoint":

@@ -200,18 +200,25 @@ async def thread(request: Request, session: WebSession) -> Response:
     """GET /inbox/{counterpart} — one conversation, the newest message at the bottom.
 
     Opening it marks it read, as a phone's messaging app does."""
-    assert session.principal is not None
-    services = _services(request)
     try:
         counterpart = _counterpart(request)
     except InvalidInput:
         return not_found(session, "There is no conversation with this address.")
+    return await _thread_page(request, session, counterpart, mark_read=True)
+
+
+async def _thread_page(
+    request: Request, session: WebSession, counterpart: str, *, mark_read: bool,
+    error: str | None = None, text: str = "", status: int = 200,
+) -> Response:  # fmt: skip
+    assert session.principal is not None
+    services = _services(request)
     number = _page_number(request)
     version = await services.live.version(session.principal.account_id)
     messages = await services.mailbox.conversation_messages(
         session.principal, counterpart, offset=(number - 1) * THREAD_PAGE, limit=THREAD_PAGE + 1
     )
-    if number == 1 and any(not message.read for message in messages):
+    if mark_read and number == 1 and any(not message.read for message in messages):
         await services.mailbox.read_conversation(session.principal, counterpart)
     unread = await services.mailbox.unread(session.principal)
     names = {
@@ -225,8 +232,9 @@ async def thread(request: Request, session: WebSession) -> Response:
             session, title=names.get(counterpart, counterpart), counterpart=counterpart,
             name=names.get(counterpart), messages=list(reversed(messages[:THREAD_PAGE])),
             page=number, more=len(messages) > THREAD_PAGE, notice=_notice(request),
-            error=None, text="", version=version, unread=unread,
+            error=error, text=text, version=version, unread=unread,
         ),
+        status=status,
     )  # fmt: skip
 
 
@@ -255,15 +263,12 @@ async def reply(request: Request, session: WebSession) -> Response:
     except DomainError as error:
         if isinstance(error, StoreUnavailable):
             raise
-        return page(
-            "thread.html",
-            _context(
-                session, title=counterpart, counterpart=counterpart, name=None, messages=[],
-                page=1, more=False, notice=None, error=error.detail, text=form.text("text"),
-                version=None,
-            ),
-            status=400,
-        )  # fmt: skip
+        try:
+            shown = _counterpart(request)
+        except InvalidInput:
+            return not_found(session, "There is no conversation with this address.")
+        return await _thread_page(request, session, shown, mark_read=False, error=error.detail,
+                                  text=form.text("text"), status=400)  # fmt: skip
     return see_other(thread_path(counterpart, notice="scheduled" if send_on else "sent"))
 
 

@@ -131,7 +131,10 @@ def signed_in(*, operator: bool = False) -> Callable[[Handler], Endpoint]:
                     target = "/operator/signin" if operator else "/signin"
                     return with_headers(see_other(target))
                 if request.method == "POST":
-                    form = await Form.read(request)
+                    try:
+                        form = await Form.read(request)
+                    except InvalidInput as error:
+                        return with_headers(bad_request(session, error.detail))
                     if not same_token(form.get("csrf"), session.csrf_token):
                         return with_headers(forbidden(session))
                     request.state.form = form
@@ -144,6 +147,12 @@ def signed_in(*, operator: bool = False) -> Callable[[Handler], Endpoint]:
         return endpoint
 
     return wrap
+
+
+def bad_request(session: WebSession | None, message: str) -> Response:
+    return page(
+        "error.html", {"title": "Bad request", "session": session, "message": message}, status=400
+    )
 
 
 def forbidden(session: WebSession | None) -> Response:
