@@ -1,4 +1,4 @@
-"""The web inbox's pages for bench/run.py: an account with 10,000 conversations, a signed-in
+"""The web inbox's pages for bench/run.py: an account with many conversations, a signed-in
 browser's cookie, and the pages a person opens (the first and the last page of the
 conversation list, a thread, a search, the contacts)."""
 
@@ -9,7 +9,6 @@ import re
 
 import httpx
 
-CONVERSATIONS = 10_000
 WEB_USER = "web@bench"
 WEB_PASSWORD = "bench-web-password"
 WEB_NUMBER = "447000999999"
@@ -21,10 +20,10 @@ def sender(index: int) -> str:
     return str(FIRST_SENDER + index)
 
 
-async def _fill(url: str, token: str) -> None:
-    """One message from each of CONVERSATIONS senders, through /inbound/sms."""
+async def _fill(url: str, token: str, conversations: int) -> None:
+    """One message from each of `conversations` senders, through /inbound/sms."""
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        senders = iter(range(CONVERSATIONS))
+        senders = iter(range(conversations))
 
         async def deliver() -> None:
             for index in senders:
@@ -37,12 +36,12 @@ async def _fill(url: str, token: str) -> None:
         await asyncio.gather(*(deliver() for _ in range(CONCURRENCY)))
 
 
-def web_account(server: object, token: str) -> tuple[str, list[str]]:
+def web_account(server: object, token: str, conversations: int) -> tuple[str, list[str]]:
     """The session cookie of the account's signed-in browser, and the pages to open."""
     url: str = server.url  # type: ignore[attr-defined]
     server.cli("user", "add", WEB_USER, "--password", WEB_PASSWORD,  # type: ignore[attr-defined]
                "--msisdn", WEB_NUMBER)  # fmt: skip
-    asyncio.run(_fill(url, token))
+    asyncio.run(_fill(url, token, conversations))
     with httpx.Client(base_url=url, timeout=60) as browser:
         form = browser.get("/signin").text
         csrf = re.search(r'name="csrf" value="([^"]+)"', form)
@@ -51,7 +50,7 @@ def web_account(server: object, token: str) -> tuple[str, list[str]]:
                                                "password": WEB_PASSWORD})  # fmt: skip
         assert answer.status_code == 303, answer.text
         session = browser.cookies["smsinbox_session"]
-    last_page = CONVERSATIONS // 50
+    last_page = conversations // 50
     pages = ["/inbox", f"/inbox?page={last_page // 2}", f"/inbox?page={last_page}",
-             f"/inbox/{sender(1234)}", "/search?q=message+77", "/contacts"]  # fmt: skip
+             f"/inbox/{sender(conversations // 3)}", "/search?q=message+77", "/contacts"]  # fmt: skip
     return f"smsinbox_session={session}", pages
