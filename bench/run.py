@@ -47,7 +47,7 @@ import spy  # noqa: E402
 from datagen import PASSWORD, generate, number, username  # noqa: E402
 from openloop import Request, run_open_loop  # noqa: E402
 from receiver import Receiver  # noqa: E402
-from webpages import web_account  # noqa: E402
+from webpages import conversations_to_open, signed_in_browser  # noqa: E402
 
 SMSINBOX = [sys.executable, "-m", "smsinbox"]
 PG_URL = os.environ.get(
@@ -379,6 +379,7 @@ class Run:
         self.kannel_token = server.cli("upstream", "add", "kannel").splitlines()[-1]
         # Where py-spy's recordings of the server sending go, if anywhere.
         self.profile: Path | None = None
+        self.web_cookie = ""  # the web account's signed-in browser (everything())
 
     def everything(
         self, kannel_binaries: tuple[str, str, str] | None
@@ -404,6 +405,7 @@ class Run:
                         for s in sessions]  # fmt: skip
             listings = [json.dumps({**s, "limit": 100}) for s in sessions]
             syncs = [json.dumps(body) for body in sync_requests(server, sessions)]
+            self.web_cookie = signed_in_browser(server)
             rss_rest = server.rss_mb()
             measuring = time.monotonic()
             print(f"  ready to measure after {measuring - self.created:.1f} s")
@@ -440,8 +442,9 @@ class Run:
     def web_pages(self) -> None:
         """The web inbox's pages for an account with 10,000 conversations, one browser at a
         time: the wait a person sees."""
-        cookie, pages = web_account(self.server, self.token, self.mode["web_conversations"])
-        self.saturated({"web_pages_1c": (self.server.url, rotating_with_cookie(pages, cookie))})
+        pages = conversations_to_open(self.server, self.token, self.mode["web_conversations"])
+        script = rotating_with_cookie(pages, self.web_cookie)
+        self.saturated({"web_pages_1c": (self.server.url, script)})
 
     def smpp_only(self) -> tuple[dict[str, dict[str, Any]], float, float]:
         """The ceiling and the SMPP rows alone (`--only smpp`)."""
