@@ -95,6 +95,21 @@ async def test_wrong_credentials_and_a_forged_sign_in_form_get_nowhere(
             assert "smsinbox_session" not in answer.headers.get("set-cookie", "")
 
 
+async def test_failed_sign_ins_lock_the_account_out_as_on_the_apis(
+    database_url: str, services: Services
+) -> None:
+    await services.accounts.add("carol", "carol-password")
+    guarded = Settings(database_url=database_url, login_failures_per_account=3,
+                       login_failure_delay=0.0)  # fmt: skip
+    with LiveServer(guarded) as server:
+        async with WebClient(server.url) as browser:
+            for _ in range(3):
+                assert (await browser.sign_in("carol", "wrong")).status_code == 401
+            locked = await browser.sign_in("carol", "carol-password")
+            assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+            assert "Too many failed sign-ins" in locked.text
+
+
 async def test_every_form_needs_the_sessions_csrf_token(
     services: Services, alice: WebClient
 ) -> None:
