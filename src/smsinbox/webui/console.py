@@ -26,16 +26,20 @@ from smsinbox.errors import (
     StoreUnavailable,
 )
 from smsinbox.models import AccountStatus
-from smsinbox.services import Services
 from smsinbox.webui.render import page
 from smsinbox.webui.security import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     Form,
     clear_cookie,
+    form_of,
+    locked_out,
+    locked_out_message,
     not_found,
     same_token,
     see_other,
+    services_of,
+    session_started,
     set_cookie,
     signed_in,
     signin_token,
@@ -64,16 +68,6 @@ NOTICES = {
 }
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def _form(request: Request) -> Form:
-    form: Form = request.state.form
-    return form
-
-
 def _context(session: WebSession | None, request: Request, **values: Any) -> dict[str, Any]:
     notice = NOTICES.get(request.query_params.get("notice", ""))
     return {"session": session, "notice": notice, "error": None, **values}
@@ -88,7 +82,7 @@ def account_path(username: str, notice: str | None = None) -> str:
 
 
 def _signin_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
-    if not _services(request).web_sessions.console_enabled:
+    if not services_of(request).web_sessions.console_enabled:
         return with_headers(not_found(None))
     token = signin_token(request)
     response = page(
@@ -107,7 +101,7 @@ async def signin_form(request: Request) -> Response:
 
 async def signin(request: Request) -> Response:
     """POST /operator/signin — the admin token."""
-    services = _services(request)
+    services = services_of(request)
     sessions: WebSessions = services.web_sessions
     if not sessions.console_enabled:
         return with_headers(not_found(None))
@@ -125,24 +119,16 @@ async def signin(request: Request) -> Response:
     except AuthenticationFailed:
         return _signin_page(request, status=401, error="That is not the admin token.")
     except LoginLockedOut as error:
-        response = _signin_page(
-            request, status=429,
-            error=f"Too many failed sign-ins. Try again in {error.retry_after_s} seconds.",
-        )  # fmt: skip
-        response.headers["Retry-After"] = str(error.retry_after_s)
-        return response
+        return locked_out(_signin_page(request, status=429, error=locked_out_message(error)), error)
     except StoreUnavailable:
         return with_headers(unavailable())
-    response = see_other("/operator")
-    set_cookie(response, request, SESSION_COOKIE, token, services.settings.web_session_ttl)
-    clear_cookie(response, request, SIGNIN_COOKIE)
-    return with_headers(response)
+    return session_started(request, token, "/operator")
 
 
 @signed_in(operator=True)
 async def signout(request: Request, session: WebSession) -> Response:
     """POST /operator/signout"""
-    await _services(request).web_sessions.sign_out(request.cookies.get(SESSION_COOKIE))
+    await services_of(request).web_sessions.sign_out(request.cookies.get(SESSION_COOKIE))
     response = see_other("/operator/signin")
     clear_cookie(response, request, SESSION_COOKIE)
     return response
@@ -154,7 +140,7 @@ async def signout(request: Request, session: WebSession) -> Response:
 @signed_in(operator=True)
 async def overview(request: Request, session: WebSession) -> Response:
     """GET /operator — the figures /metrics has, and the retention settings."""
-    services = _services(request)
+    services = services_of(request)
     store = services.store
     depth, oldest = await store.queue_figures()
     queued, retrying = await store.outbound_figures()
@@ -191,7 +177,7 @@ async def overview(request: Request, session: WebSession) -> Response:
 @signed_in(operator=True)
 async def accounts(request: Request, session: WebSession) -> Response:
     """GET /operator/accounts — every account, and the form for a new one."""
-    listed = await _services(request).store.list_accounts()
+    listed = await services_of(request).store.list_accounts()
     return page(
         "operator/accounts.html",
         _context(session, request, title="Accounts", accounts=listed, values={}),
@@ -201,8 +187,8 @@ async def accounts(request: Request, session: WebSession) -> Response:
 @signed_in(operator=True)
 async def add_account(request: Request, session: WebSession) -> Response:
     """POST /operator/accounts"""
-    services = _services(request)
-    form = _form(request)
+    services = services_of(request)
+    form = form_of(request)
     username = form.text("username").strip()
     try:
         await services.accounts.add(
@@ -230,7 +216,7 @@ async def _account_page(
     request: Request, session: WebSession, username: str, *, error: str | None = None,
     status: int = 200,
 ) -> Response:  # fmt: skip
-    services = _services(request)
+    services = services_of(request)
     summary = next((a for a in await services.store.list_accounts() if a.username == username),
                    None)  # fmt: skip
     if summary is None:
@@ -261,8 +247,8 @@ ACTIONS = {
 @signed_in(operator=True)
 async def change_account(request: Request, session: WebSession) -> Response:
     """POST /operator/accounts/{username} — one change, named by the form's `action`."""
-    services = _services(request)
-    form = _form(request)
+    services = services_of(request)
+    form = form_of(request)
     username = request.path_params["username"]
     action = form.text("action")
     try:
@@ -309,10 +295,10 @@ async def change_account(request: Request, session: WebSession) -> Response:
 # --- the unrouted box ------------------------------------------------------------------------
 
 
-@signed_in(operator=True)
-async def unrouted(request: Request, session: WebSession) -> Response:
-    """GET /operator/unrouted — messages to numbers nobody owns, by number."""
-    services = _services(request)
+async def _unrouted_page(
+    request: Request, session: WebSession, *, error: str | None = None, status: int = 200
+) -> Response:
+    services = services_of(request)
     waiting = await services.store.list_unrouted(UNROUTED_SHOWN)
     by_number: dict[str, list[Any]] = {}
     for message in waiting:
@@ -321,32 +307,29 @@ async def unrouted(request: Request, session: WebSession) -> Response:
     return page(
         "operator/unrouted.html",
         _context(session, request, title="Unrouted messages", by_number=by_number,
-                 usernames=usernames, shown=UNROUTED_SHOWN, total=len(waiting)),
+                 usernames=usernames, shown=UNROUTED_SHOWN, total=len(waiting), error=error),
+        status=status,
     )  # fmt: skip
+
+
+@signed_in(operator=True)
+async def unrouted(request: Request, session: WebSession) -> Response:
+    """GET /operator/unrouted — messages to numbers nobody owns, by number."""
+    return await _unrouted_page(request, session)
 
 
 @signed_in(operator=True)
 async def assign(request: Request, session: WebSession) -> Response:
     """POST /operator/unrouted — give a number to an account; its messages follow."""
-    services = _services(request)
-    form = _form(request)
+    form = form_of(request)
     try:
-        await services.ingestor.assign_unrouted(form.text("number"), form.text("username"))
+        await services_of(request).ingestor.assign_unrouted(
+            form.text("number"), form.text("username")
+        )
     except DomainError as error:
         if isinstance(error, StoreUnavailable):
             raise
-        waiting = await services.store.list_unrouted(UNROUTED_SHOWN)
-        by_number: dict[str, list[Any]] = {}
-        for message in waiting:
-            by_number.setdefault(message.recipient, []).append(message)
-        usernames = [a.username for a in await services.store.list_accounts()]
-        return page(
-            "operator/unrouted.html",
-            _context(session, request, title="Unrouted messages", by_number=by_number,
-                     usernames=usernames, shown=UNROUTED_SHOWN, total=len(waiting),
-                     error=error.detail),
-            status=400,
-        )  # fmt: skip
+        return await _unrouted_page(request, session, error=error.detail, status=400)
     return see_other("/operator/unrouted?notice=assigned")
 
 
@@ -354,7 +337,7 @@ async def assign(request: Request, session: WebSession) -> Response:
 
 
 async def _upstreams_page(request: Request, session: WebSession, **values: Any) -> Response:
-    listed = await _services(request).upstreams.list()
+    listed = await services_of(request).upstreams.list()
     status = values.pop("status", 200)
     return page(
         "operator/upstreams.html",
@@ -373,8 +356,8 @@ async def upstreams(request: Request, session: WebSession) -> Response:
 @signed_in(operator=True)
 async def change_upstreams(request: Request, session: WebSession) -> Response:
     """POST /operator/upstreams — create a token (shown this once) or revoke one."""
-    services = _services(request)
-    form = _form(request)
+    services = services_of(request)
+    form = form_of(request)
     try:
         if form.text("action") == "revoke":
             await services.upstreams.revoke(form.text("name"))

@@ -30,7 +30,6 @@ from smsinbox.errors import (
     StoreUnavailable,
     UnknownAccount,
 )
-from smsinbox.services import Services
 from smsinbox.webui import render
 from smsinbox.webui.render import page, thread_path
 from smsinbox.webui.security import (
@@ -38,10 +37,15 @@ from smsinbox.webui.security import (
     SIGNIN_COOKIE,
     Form,
     clear_cookie,
+    form_of,
     local_path,
+    locked_out,
+    locked_out_message,
     not_found,
     same_token,
     see_other,
+    services_of,
+    session_started,
     set_cookie,
     signed_in,
     signin_token,
@@ -65,16 +69,6 @@ NOTICES = {
     "contact_added": "Contact added.",
     "contact_saved": "Contact saved.",
 }
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def _form(request: Request) -> Form:
-    form: Form = request.state.form
-    return form
 
 
 def _context(session: WebSession | None, **values: Any) -> dict[str, Any]:
@@ -118,7 +112,7 @@ async def signin_form(request: Request) -> Response:
 
 async def signin(request: Request) -> Response:
     """POST /signin — username (or number) and password."""
-    services = _services(request)
+    services = services_of(request)
     try:
         form = await Form.read(request)
     except InvalidInput as error:
@@ -144,24 +138,18 @@ async def signin(request: Request) -> Response:
         return _signin_page(request, login=login, status=403,
                             error="This account is not activated yet.")  # fmt: skip
     except LoginLockedOut as error:
-        response = _signin_page(
-            request, login=login, status=429,
-            error=f"Too many failed sign-ins. Try again in {error.retry_after_s} seconds.",
-        )  # fmt: skip
-        response.headers["Retry-After"] = str(error.retry_after_s)
-        return response
+        page_again = _signin_page(request, login=login, status=429,
+                                  error=locked_out_message(error))  # fmt: skip
+        return locked_out(page_again, error)
     except StoreUnavailable:
         return with_headers(unavailable())
-    response = see_other("/inbox")
-    set_cookie(response, request, SESSION_COOKIE, token, services.settings.web_session_ttl)
-    clear_cookie(response, request, SIGNIN_COOKIE)
-    return with_headers(response)
+    return session_started(request, token, "/inbox")
 
 
 @signed_in()
 async def signout(request: Request, session: WebSession) -> Response:
     """POST /signout"""
-    await _services(request).web_sessions.sign_out(request.cookies.get(SESSION_COOKIE))
+    await services_of(request).web_sessions.sign_out(request.cookies.get(SESSION_COOKIE))
     response = see_other("/signin")
     clear_cookie(response, request, SESSION_COOKIE)
     return response
@@ -175,7 +163,7 @@ async def conversations(request: Request, session: WebSession) -> Response:
     """GET /inbox — conversations, the latest first, a page at a time."""
     assert session.principal is not None
     number = _page_number(request)
-    services = _services(request)
+    services = services_of(request)
     version = await services.live.version(session.principal.account_id)
     found = await services.mailbox.conversations(
         session.principal, offset=(number - 1) * CONVERSATIONS_PAGE, limit=CONVERSATIONS_PAGE + 1
@@ -212,7 +200,7 @@ async def _thread_page(
     error: str | None = None, text: str = "", status: int = 200,
 ) -> Response:  # fmt: skip
     assert session.principal is not None
-    services = _services(request)
+    services = services_of(request)
     number = _page_number(request)
     version = await services.live.version(session.principal.account_id)
     messages = await services.mailbox.conversation_messages(
@@ -253,11 +241,11 @@ def _send_at(value: str | None, zone_name: str) -> int | None:
 async def reply(request: Request, session: WebSession) -> Response:
     """POST /inbox/{counterpart} — send a message in this conversation, now or later."""
     assert session.principal is not None
-    form = _form(request)
+    form = form_of(request)
     counterpart = request.path_params["counterpart"]
     try:
         send_on = _send_at(form.get("send_at"), session.time_zone)
-        await _services(request).mailbox.send(
+        await services_of(request).mailbox.send(
             session.principal, counterpart, form.get("text"), send_on=send_on, device_id=None
         )
     except DomainError as error:
@@ -282,11 +270,11 @@ async def compose_form(request: Request, session: WebSession) -> Response:
 async def compose(request: Request, session: WebSession) -> Response:
     """POST /compose — a message to any number, now or later."""
     assert session.principal is not None
-    form = _form(request)
+    form = form_of(request)
     to, text = form.text("to").strip(), form.text("text")
     try:
         send_on = _send_at(form.get("send_at"), session.time_zone)
-        await _services(request).mailbox.send(
+        await services_of(request).mailbox.send(
             session.principal, to, text, send_on=send_on, device_id=None
         )
         counterpart = normalize_sender(to, "to")
@@ -312,12 +300,12 @@ def _message_id(request: Request) -> int | None:
 async def lock(request: Request, session: WebSession) -> Response:
     """POST /messages/{message_id}/lock — lock (locked=1) or unlock (locked=0)."""
     assert session.principal is not None
-    form = _form(request)
+    form = form_of(request)
     message_id = _message_id(request)
     back = local_path(form.get("back"), "/inbox")
     locked = form.get("locked") == "1"
     try:
-        await _services(request).mailbox.update(
+        await services_of(request).mailbox.update(
             session.principal, message_id, read=None, locked=locked
         )
     except DomainError as error:
@@ -331,12 +319,12 @@ async def lock(request: Request, session: WebSession) -> Response:
 async def delete(request: Request, session: WebSession) -> Response:
     """POST /messages/{message_id}/delete — a locked message stays (unlock it first)."""
     assert session.principal is not None
-    form = _form(request)
+    form = form_of(request)
     message_id = _message_id(request)
     back = local_path(form.get("back"), "/inbox")
     if message_id is None:
         return not_found(session, "There is no such message.")
-    deletion = await _services(request).mailbox.delete_messages(session.principal, [message_id])
+    deletion = await services_of(request).mailbox.delete_messages(session.principal, [message_id])
     if deletion.kept_locked:
         return see_other(_with_notice(back, "kept"))
     if not deletion.deleted:
@@ -360,7 +348,7 @@ async def search(request: Request, session: WebSession) -> Response:
     results, error = [], None
     if query:
         try:
-            results = await _services(request).mailbox.search(
+            results = await services_of(request).mailbox.search(
                 session.principal, query, address=None, locked=None, limit=SEARCH_RESULTS
             )
         except InvalidInput as error_:
@@ -381,7 +369,7 @@ def _numbers(value: str) -> list[str]:
 async def contacts(request: Request, session: WebSession) -> Response:
     """GET /contacts"""
     assert session.principal is not None
-    listed = await _services(request).contacts.list(session.principal)
+    listed = await services_of(request).contacts.list(session.principal)
     return page(
         "contacts.html",
         _context(session, title="Contacts", contacts=sorted(listed, key=lambda c: c.name.lower()),
@@ -393,8 +381,8 @@ async def contacts(request: Request, session: WebSession) -> Response:
 async def add_contact(request: Request, session: WebSession) -> Response:
     """POST /contacts — a new contact: a name and numbers."""
     assert session.principal is not None
-    form = _form(request)
-    services = _services(request)
+    form = form_of(request)
+    services = services_of(request)
     try:
         await services.contacts.create(
             session.principal, form.get("name"), _numbers(form.text("numbers"))
@@ -417,7 +405,7 @@ async def contact(request: Request, session: WebSession) -> Response:
     """GET /contacts/{contact_id} — the edit form."""
     assert session.principal is not None
     contact_id = parse_count(request.path_params["contact_id"])
-    listed = await _services(request).contacts.list(session.principal)
+    listed = await services_of(request).contacts.list(session.principal)
     found = next((c for c in listed if c.id == contact_id), None)
     if found is None:
         return not_found(session, "There is no such contact.")
@@ -432,9 +420,9 @@ async def contact(request: Request, session: WebSession) -> Response:
 async def edit_contact(request: Request, session: WebSession) -> Response:
     """POST /contacts/{contact_id}"""
     assert session.principal is not None
-    form = _form(request)
+    form = form_of(request)
     contact_id = parse_count(request.path_params["contact_id"])
-    services = _services(request)
+    services = services_of(request)
     try:
         await services.contacts.update(
             session.principal, contact_id, name=form.get("name"),

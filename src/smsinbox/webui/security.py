@@ -19,7 +19,8 @@ from starlette.responses import RedirectResponse, Response
 
 from smsinbox.core.websessions import WebSession, WebSessions
 from smsinbox.dialects.params import UnsupportedMediaType, WireParams
-from smsinbox.errors import InvalidInput, StoreUnavailable
+from smsinbox.errors import InvalidInput, LoginLockedOut, StoreUnavailable
+from smsinbox.services import Services
 from smsinbox.webui.render import page
 
 log = logging.getLogger("smsinbox.web")
@@ -59,6 +60,36 @@ class Form:
 
     def text(self, name: str) -> str:
         return self._params.text(name) or ""
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def form_of(request: Request) -> Form:
+    """The form of a POST that `signed_in` read and checked."""
+    form: Form = request.state.form
+    return form
+
+
+def session_started(request: Request, token: str, home: str) -> Response:
+    """A sign-in's answer: the session's cookie, the sign-in form's gone, off to `home`."""
+    response = see_other(home)
+    set_cookie(response, request, SESSION_COOKIE, token,
+               services_of(request).settings.web_session_ttl)  # fmt: skip
+    clear_cookie(response, request, SIGNIN_COOKIE)
+    return with_headers(response)
+
+
+def locked_out(form_page: Response, error: LoginLockedOut) -> Response:
+    """The sign-in form again, saying when to try again (and a Retry-After for tools)."""
+    form_page.headers["Retry-After"] = str(error.retry_after_s)
+    return form_page
+
+
+def locked_out_message(error: LoginLockedOut) -> str:
+    return f"Too many failed sign-ins. Try again in {error.retry_after_s} seconds."
 
 
 def over_tls(request: Request) -> bool:
@@ -122,7 +153,7 @@ def signed_in(*, operator: bool = False) -> Callable[[Handler], Endpoint]:
 
     def wrap(handler: Handler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
-            sessions: WebSessions = request.app.state.services.web_sessions
+            sessions: WebSessions = services_of(request).web_sessions
             try:
                 session = await sessions.session(request.cookies.get(SESSION_COOKIE))
                 if session is None or session.operator != operator:
