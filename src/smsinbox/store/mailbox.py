@@ -39,11 +39,23 @@ class MailboxStore(StoreBase):
     ) -> list[tuple[Conversation, str | None]]:
         """Conversations, most recent first, each with the name of a matching contact."""
         conversations = t.conversations.c
+        # The page first, the names for its rows after: a sub-select in the page's own
+        # select list runs for every row OFFSET skips too (PostgreSQL computes a row before
+        # it skips it), and the last page of 10,000 conversations took 13-19 ms so.
+        newest_first = (conversations.last_message_at.desc(), conversations.id.desc())
+        page = (
+            select(t.conversations)
+            .where(conversations.account_id == account_id)
+            .order_by(*newest_first)
+            .offset(offset)
+            .limit(limit)
+            .subquery("page")
+        )
         contact_name = (
             select(t.contacts.c.name)
             .join(t.contact_numbers, t.contact_numbers.c.contact_id == t.contacts.c.id)
             .where(t.contacts.c.account_id == account_id)
-            .where(t.contact_numbers.c.msisdn == conversations.counterpart)
+            .where(t.contact_numbers.c.msisdn == page.c.counterpart)
             .order_by(t.contacts.c.id)
             .limit(1)
             .scalar_subquery()
@@ -51,11 +63,9 @@ class MailboxStore(StoreBase):
         async with self.db.snapshot("list_conversations_with_names") as connection:
             rows = (
                 await connection.execute(
-                    select(t.conversations, contact_name.label("contact_name"))
-                    .where(conversations.account_id == account_id)
-                    .order_by(conversations.last_message_at.desc(), conversations.id.desc())
-                    .offset(offset)
-                    .limit(limit)
+                    select(page, contact_name.label("contact_name")).order_by(
+                        page.c.last_message_at.desc(), page.c.id.desc()
+                    )
                 )
             ).all()
         return [(conversation_from_row(row), row.contact_name) for row in rows]
