@@ -8,7 +8,7 @@ import zoneinfo
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.numbers import normalize_msisdn
 from smsinbox.core.passwords import hash_password
-from smsinbox.errors import InvalidInput, MissingParameter
+from smsinbox.errors import InvalidInput, MissingParameter, NotFound
 from smsinbox.models import Account, AccountStatus
 from smsinbox.store import Store
 
@@ -94,7 +94,13 @@ class Accounts:
         await self.store.add_number(number, username, self.clock())
         return number
 
-    async def remove_number(self, msisdn: str) -> str:
+    async def remove_number(self, msisdn: str, *, owner: str | None = None) -> str:
+        """Take the number away; with `owner`, only if that account has it."""
         number = normalize_msisdn(msisdn)
+        if owner is not None:
+            account = await self.store.get_account(owner)
+            holder = await self.store.find_account_by_number(number)
+            if account is None or holder != account.id:
+                raise NotFound(f"{owner} has no number {number}")
         await self.store.remove_number(number)
         return number

@@ -7,7 +7,8 @@ import secrets
 
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.ingest import parse_sent_time
-from smsinbox.errors import InvalidInput, MissingParameter
+from smsinbox.core.values import parse_count
+from smsinbox.errors import InvalidInput, MissingParameter, NotFound
 from smsinbox.push.addresses import AddressPolicy, RefusedAddress
 from smsinbox.push.formats import EVENTS, FORMATS
 from smsinbox.store import Store
@@ -56,6 +57,13 @@ class PushEndpoints:
 
     async def endpoints_of(self, username: str) -> list[Endpoint]:
         return await self.store.list_endpoints(username)
+
+    async def remove_of(self, username: str, endpoint_id: str | None) -> None:
+        """Remove one of the account's endpoints, named by its id as a form gives it."""
+        wanted = parse_count(endpoint_id)
+        if wanted is None or wanted not in {e.id for e in await self.endpoints_of(username)}:
+            raise NotFound(f"{username} has no push endpoint {endpoint_id}")
+        await self.remove(wanted)
 
     async def remove(self, endpoint_id: int) -> None:
         await self.store.remove_endpoint(endpoint_id)

@@ -22,7 +22,6 @@ from smsinbox.errors import (
     DomainError,
     InvalidInput,
     LoginLockedOut,
-    NotFound,
     StoreUnavailable,
 )
 from smsinbox.models import AccountStatus
@@ -263,32 +262,24 @@ async def change_account(request: Request, session: WebSession) -> Response:
             notice = "number_added"
         elif action == "remove_number":
             # Only a number of this account's: its page must not take another's away.
-            owner = await services.store.find_account_by_number(form.text("number"))
-            account = await services.store.get_account(username)
-            if owner is None or account is None or owner != account.id:
-                raise NotFound("the account has no such number")
-            await services.accounts.remove_number(form.text("number"))
+            await services.accounts.remove_number(form.text("number"), owner=username)
             notice = "number_removed"
         elif action == "add_endpoint":
             await services.push.add(username, form.get("url"), format=form.text("format"),
                                     events=form.text("events") or "mo")  # fmt: skip
             notice = "endpoint_added"
         elif action == "remove_endpoint":
-            endpoint_id = int(form.text("endpoint") or 0)
-            if endpoint_id not in {e.id for e in await services.push.endpoints_of(username)}:
-                raise NotFound("no such endpoint of this account")
-            await services.push.remove(endpoint_id)
+            await services.push.remove_of(username, form.get("endpoint"))
             notice = "endpoint_removed"
         elif action == "replay":
             await services.push.replay(username, form.get("since"))
             notice = "replayed"
         else:
             return not_found(session, "There is no such action.")
-    except (DomainError, ValueError) as error:
+    except DomainError as error:
         if isinstance(error, StoreUnavailable):
             raise
-        detail = error.detail if isinstance(error, DomainError) else "not a valid value"
-        return await _account_page(request, session, username, error=detail, status=400)
+        return await _account_page(request, session, username, error=error.detail, status=400)
     return see_other(account_path(username, notice))
 
 
