@@ -19,6 +19,14 @@ import limits
 
 ENV_PREFIX = "SMSINBOX_"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+
+def valid_region(code: str) -> bool:
+    """Whether `code` is a region phone numbers are known for (GB, DE, US, ...)."""
+    import phonenumbers
+
+    return code in phonenumbers.SUPPORTED_REGIONS
 
 
 class ConfigError(ValueError):
@@ -48,6 +56,18 @@ class Settings:
     host: str = setting("127.0.0.1", "Address the HTTP server listens on.")
     port: int = setting(8080, "TCP port the HTTP server listens on.")
     log_level: str = setting("info", "Logging level: debug, info, warning or error.")
+    log_format: str = setting(
+        "text",
+        "How `serve` and `worker` write their log lines (the request log and uvicorn's own "
+        "lines included): text, or json for one JSON object a line.",
+    )
+    default_region: str = setting(
+        "",
+        "The country (ISO 3166 code such as GB or DE) whose national forms of phone numbers "
+        "(07700 900123) are read as its numbers, at ingest, in `number add`, in lookups and "
+        "in the send APIs; an account's own region overrides it. Empty: only international "
+        "forms (+44..., 0044..., 44...) are understood.",
+    )
     migrate_on_start: bool = setting(
         True,
         "Bring the database schema up to date when the server or a CLI command starts. "
@@ -201,6 +221,11 @@ class Settings:
         "Allow push URLs that resolve to private, loopback or link-local addresses. Off, so "
         "customers cannot make the server call into the operator's own network.",
     )
+    worker_metrics_port: int = setting(
+        0,
+        "TCP port on which `smsinbox worker` serves its Prometheus /metrics (on the host "
+        "setting's address); 0: none.",
+    )
     admin_token: str = setting(
         "",
         "Bearer token for the operator's HTTP API under /admin (push endpoints, deliveries, "
@@ -243,8 +268,14 @@ class Settings:
         problems = []
         if self.log_level.lower() not in LOG_LEVELS:
             problems.append(f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        if not 0 <= self.port <= 65535:
-            problems.append("port must be between 0 and 65535")
+        if not 0 <= self.port <= 65535 or not 0 <= self.worker_metrics_port <= 65535:
+            problems.append("port and worker_metrics_port must be between 0 and 65535")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.default_region and not valid_region(self.default_region):
+            problems.append(
+                f"default_region {self.default_region!r} is not a country code such as GB"
+            )
         if self.db_pool_size < 1:
             problems.append("db_pool_size must be at least 1")
         if self.db_timeout <= 0:
@@ -344,6 +375,9 @@ def load_settings(
     """Build settings from defaults, the TOML file, the environment and overrides."""
     env = os.environ if environ is None else environ
     kinds = {f.name: _field_type(f) for f in dataclasses.fields(Settings)}
+    # Secrets may come from a file instead (SMSINBOX_ADMIN_TOKEN_FILE=/run/secrets/...), as
+    # container and service managers hand them over, so they never sit in the environment.
+    secret_names = {f.name for f in dataclasses.fields(Settings) if not f.repr}
     values: dict[str, Any] = {}
 
     path = config_file or env.get(ENV_PREFIX + "CONFIG")
@@ -361,9 +395,12 @@ def load_settings(
             values[key] = _coerce(key, kinds[key], raw)
 
     for name, kind in kinds.items():
-        raw_env = env.get(ENV_PREFIX + name.upper())
+        variable = ENV_PREFIX + name.upper()
+        raw_env = env.get(variable)
         if raw_env is not None and raw_env != "":
-            values[name] = _coerce(ENV_PREFIX + name.upper(), kind, raw_env)
+            values[name] = _coerce(variable, kind, raw_env)
+        elif name in secret_names and env.get(variable + "_FILE"):
+            values[name] = _read_secret_file(variable + "_FILE", env[variable + "_FILE"])
 
     for name, raw in overrides.items():
         if name not in kinds:
@@ -371,6 +408,16 @@ def load_settings(
         if raw is not None:
             values[name] = _coerce(name, kinds[name], raw)
     return Settings(**values)
+
+
+def _read_secret_file(variable: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    # A file written by `echo` or an editor ends in a newline that is not part of the secret.
+    return value.rstrip("\r\n")
 
 
 def _field_type(field: dataclasses.Field[Any]) -> type:
