@@ -15,7 +15,6 @@ import typer
 from smsinbox.config import ConfigError, Settings, load_settings
 from smsinbox.errors import DomainError
 from smsinbox.services import Services
-from smsinbox.web.requestlog import LOG_FORMAT
 
 T = TypeVar("T")
 
@@ -70,12 +69,6 @@ def main_options(
         # Only while the command runs: the CLI is also called in-process (by tests, tools).
         logging.disable(logging.WARNING)
         ctx.call_on_close(lambda: logging.disable(logging.NOTSET))
-
-
-def log_to_stderr(settings: Settings) -> None:
-    """Logging for the long-running commands (serve, worker)."""
-    logging.disable(logging.NOTSET)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -10,11 +12,18 @@ import typer
 from smsinbox.cli.base import (
     app,
     fail,
-    log_to_stderr,
     run,
     settings_of,
 )
+from smsinbox.config import Settings
 from smsinbox.services import Services
+from smsinbox.web.requestlog import LOG_FORMAT
+
+
+def log_to_stderr(settings: Settings) -> None:
+    """Logging for the long-running commands (serve, worker)."""
+    logging.disable(logging.NOTSET)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
 
 @app.command()
