@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from smsinbox.push.addresses import AddressPolicy
 from smsinbox.push.http11 import Answer, AnswerError, PushClient
+
+# The servers here listen on loopback.
+LOOPBACK = AddressPolicy(allow_private=True)
 
 Answerer = Callable[[bytes, int], bytes | None]  # a request (head) and its number -> bytes
 
@@ -85,7 +89,7 @@ async def post(client: PushClient, url: str, body: bytes = b"{}", keep: int = 10
 
 async def test_a_post_goes_out_as_written_and_the_connection_is_kept(raw: Start) -> None:
     server = await raw(ok(b"thanks", Retry_After="120"))
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     first = await post(client, server.url + "/hooks/a%2Fb?x=1", b'{"n":1}')
     second = await post(client, server.url + "/hooks/a%2Fb?x=1", b'{"n":2}')
     await client.close()
@@ -103,7 +107,7 @@ async def test_a_post_goes_out_as_written_and_the_connection_is_kept(raw: Start)
 
 async def test_a_get_carries_its_parameters_after_the_urls_own(raw: Start) -> None:
     server = await raw(ok())
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     params = {"text": "hi there + ä", "from": "+447700900001"}
     answer = await client.request(
         "GET", server.url + "/mo?key=k", params=params, headers={}, body=None, keep=16
@@ -118,7 +122,7 @@ async def test_a_get_carries_its_parameters_after_the_urls_own(raw: Start) -> No
 async def test_credentials_in_the_url_go_as_basic_authorization(raw: Start) -> None:
     server = await raw(ok())
     url = server.url.replace("http://", "http://user%40x:p%3Ass@")
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     await post(client, url + "/h")
     await client.close()
     token = base64.b64encode(b"user@x:p:ss").decode()
@@ -136,7 +140,7 @@ async def test_chunked_and_close_delimited_answers_are_read(raw: Start) -> None:
     until_close = await raw(
         lambda _r, _n: b"HTTP/1.0 200 OK\r\n\r\nall of it", close_after_answer=True
     )
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     assert (await post(client, chunked.url)).body == b"abcde"
     assert (await post(client, chunked.url)).status == 202
     assert chunked.connections == 1
@@ -148,7 +152,7 @@ async def test_chunked_and_close_delimited_answers_are_read(raw: Start) -> None:
 
 async def test_only_the_first_bytes_of_a_long_answer_are_kept(raw: Start) -> None:
     server = await raw(ok(b"x" * 100_000))
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     answer = await post(client, server.url, keep=10)
     assert answer.status == 200 and answer.body == b"x" * 10
     # The rest was not read: that connection cannot carry another request.
@@ -159,7 +163,7 @@ async def test_only_the_first_bytes_of_a_long_answer_are_kept(raw: Start) -> Non
 
 async def test_a_kept_connection_the_receiver_closed_is_replaced(raw: Start) -> None:
     server = await raw(ok(), close_after_answer=True)  # keep-alive promised, then closed
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     for _ in range(3):
         assert (await post(client, server.url)).status == 200
     await client.close()
@@ -169,7 +173,7 @@ async def test_a_kept_connection_the_receiver_closed_is_replaced(raw: Start) -> 
 async def test_what_is_not_an_http_answer_fails_the_attempt(raw: Start) -> None:
     garbage = await raw(lambda _r, _n: b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
     silent_close = await raw(lambda _r, _n: None)
-    client = PushClient()
+    client = PushClient(LOOPBACK)
     with pytest.raises(AnswerError, match="not an HTTP"):
         await post(client, garbage.url)
     with pytest.raises(AnswerError, match="closed the connection"):

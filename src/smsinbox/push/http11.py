@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import httptools
 
+from smsinbox.push.addresses import AddressPolicy
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -173,11 +175,20 @@ class _Connection(asyncio.Protocol):
 
 class PushClient:
     """Keep-alive connections per receiver (scheme, host and port), reused one request at a
-    time; as many are open to a receiver as requests to it run at once."""
+    time; as many are open to a receiver as requests to it run at once.
 
-    def __init__(self) -> None:
+    Each connection is opened to addresses that `addresses` looked up and allowed for it
+    (push/addresses.py), never to the host name, which the event loop would look up again;
+    a kept connection stays on the address it was opened to. The name still goes in the
+    Host header and, for https, in TLS (SNI, and the name the certificate is verified
+    against).
+    """
+
+    def __init__(self, addresses: AddressPolicy, *, tls: ssl.SSLContext | None = None) -> None:
+        self._addresses = addresses
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
+        # The system's trusted CAs unless given: made at the first https receiver.
+        self._tls = tls
 
     async def request(
         self,
@@ -190,7 +201,8 @@ class PushClient:
         keep: int,
     ) -> Answer:
         """One request and its answer. Raises OSError (no connection), AnswerError, or
-        ValueError (a URL that is not http or https)."""
+        ValueError (a URL that is not http or https; RefusedAddress, a host whose addresses
+        are not allowed)."""
         target = _target(url)
         lines = [_request_line(method, target, params), target.headers]
         for name, value in headers.items():
@@ -239,12 +251,26 @@ class PushClient:
 
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
+        # Looked up once per connection, not per request: kept connections need none.
+        addresses = await self._addresses.resolve(host)
         tls = None
         if scheme == "https":
             if self._tls is None:
                 self._tls = ssl.create_default_context()
             tls = self._tls
-        _, connection = await asyncio.get_running_loop().create_connection(
-            _Connection, host, port, ssl=tls, server_hostname=host if tls else None
-        )
-        return connection
+        loop = asyncio.get_running_loop()
+        failures: list[OSError] = []
+        for address in addresses:  # in turn, as the event loop tries a name's addresses
+            try:
+                _, connection = await loop.create_connection(
+                    _Connection, address, port, ssl=tls, server_hostname=host if tls else None
+                )
+            except ssl.SSLError:
+                raise  # the receiver's certificate or TLS, whichever address answered
+            except OSError as error:
+                failures.append(error)
+            else:
+                return connection
+        if len(failures) == 1:
+            raise failures[0]
+        raise OSError(f"no connection to {host}: " + "; ".join(map(str, failures)))

@@ -142,8 +142,9 @@ class PushWorker:
     async def _http_client(self) -> AsyncIterator[None]:
         # One client per run, its keep-alive connections reused per receiver: as many to
         # each as its lane sends at once (push/http11.py). Several customers' endpoints may
-        # share a host; their lanes, not the host, limit what is sent to each.
-        client = PushClient()
+        # share a host; their lanes, not the host, limit what is sent to each. The client
+        # checks the addresses of every connection it opens against the policy.
+        client = PushClient(self.addresses)
         self._client = client
         try:
             yield
@@ -253,7 +254,6 @@ class PushWorker:
             # attempt to a receiver that trickles its answer a byte at a time.
             async with asyncio.timeout(self.timeout_s):
                 request = formats.build(delivery, now=dt.datetime.now(dt.UTC))
-                await self.addresses.check(request.url)
                 assert self._client is not None
                 answer = await self._client.request(
                     request.method,
@@ -271,6 +271,8 @@ class PushWorker:
             if status not in (429, 503):
                 retry_after = None
         except RefusedAddress as refused:
+            # Raised by the client as it opens a connection: the addresses it looked up are
+            # checked there, so that it connects to no other (push/addresses.py).
             error = str(refused)
         except TimeoutError:  # before OSError, of which it is a kind
             status = None
