@@ -237,7 +237,7 @@ async def test_request_log_has_one_line_per_request_and_no_secrets(
     # The format of every other log line: date, time with milliseconds, level, logger.
     assert re.fullmatch(
         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO smsinbox\.access 127\.0\.0\.1 GET"
-        r" /inbound/sms 200 \d+\.\dms",
+        r" /inbound/sms 200 \d+\.\dms request_id=[0-9a-f]{12}-[0-9a-f]+",
         lines[0],
     ), lines[0]
     assert " POST /inbound/sms 200 " in lines[1]

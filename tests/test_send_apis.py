@@ -144,6 +144,13 @@ async def test_send_sms_sends_to_each_recipient_under_one_batch(
         f"0|Results to follow\n\n{OUTSIDE}|0\n{BOB}|11\n{OUTSIDE_2}|0\n"
     )
     assert await report(http, batch_id, msisdn=BOB) == f"0|Results to follow\n\n{BOB}|11\n"
+    # However the number is written; in the account's region, nationally too.
+    await services.accounts.set_region("alice", "GB")
+    for written in ("+44 7700 900003", "0044 7700 900003", "07700 900003"):
+        assert await report(http, batch_id, msisdn=written) == (
+            f"0|Results to follow\n\n{BOB}|11\n"
+        ), written
+    assert await report(http, batch_id, msisdn="nobody") == "0|Results to follow\n\n"
     # What an SMSC made of them, as get_report tells it.
     sent = await services.store.list_batch(1, int(batch_id))
     outside = [message.message_id for message in sent if message.recipient != BOB]

@@ -68,6 +68,7 @@ class Server:
                     "SMSINBOX_PUSH_ALLOW_PRIVATE": "true",
                     "SMSINBOX_PUSH_RETRY_SCHEDULE": "0"}  # fmt: skip
         self.log = (workdir / "server.log").open("wb")
+        self.cli("db", "upgrade")
         self.cli("user", "add", "alice", "--password", PASSWORD, "--msisdn", ALICE)
         self.cli("user", "add", "carol", "--password", PASSWORD)
         self.cli("push", "add", "carol", f"http://127.0.0.1:{free_port()}/down")

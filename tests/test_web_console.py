@@ -115,6 +115,27 @@ async def test_accounts_are_created_blocked_and_given_numbers_and_passwords(
     assert (await operator.get("/operator/accounts/nobody")).status_code == 404
 
 
+async def test_an_accounts_region_is_set_at_creation_and_changed(
+    services: Services, operator: WebClient
+) -> None:
+    created = await operator.post("/operator/accounts", username="bob", password="bob-password",
+                                  numbers="07700900002", region="gb")  # fmt: skip
+    assert created.status_code == 303
+    [bob] = [a for a in await services.store.list_accounts() if a.username == "bob"]
+    assert (bob.region, bob.msisdns) == ("GB", ("447700900002",))
+    page = "/operator/accounts/bob"
+    assert 'value="GB"' in (await operator.get(page)).text
+    changed = await operator.post(page, action="region", region="DE")
+    assert changed.headers["location"].endswith("notice=region")
+    await operator.post(page, action="add_number", number="0151 23456789")
+    [bob] = [a for a in await services.store.list_accounts() if a.username == "bob"]
+    assert (bob.region, bob.msisdns) == ("DE", ("447700900002", "4915123456789"))
+    refused = await operator.post(page, action="region", region="XX")
+    assert refused.status_code == 400 and 'role="alert"' in refused.text
+    await operator.post(page, action="region", region="")
+    assert (await services.store.get_account("bob")).region is None  # type: ignore[union-attr]
+
+
 async def test_an_unrouted_number_is_assigned_from_the_list(
     services: Services, operator: WebClient
 ) -> None:

@@ -193,6 +193,25 @@ async def test_compose_starts_a_conversation(services: Services, alice: WebClien
     assert "new here" in (await alice.get("/inbox/436601234567")).text
 
 
+async def test_numbers_are_read_in_the_accounts_region(
+    services: Services, alice: WebClient
+) -> None:
+    await services.accounts.set_region("alice", "AT")
+    answer = await alice.post("/compose", to="0660 1234567", text="national")
+    assert answer.headers["location"] == "/inbox/436601234567?notice=sent"
+    [sent] = await services.store.list_recent_messages("alice", 10)
+    assert sent.recipient == "436601234567"
+    # The same conversation, however its number is written.
+    assert "national" in (await alice.get("/inbox/0660%201234567")).text
+    reply = await alice.post("/inbox/06601234567", text="again")
+    assert reply.headers["location"] == "/inbox/436601234567?notice=sent"
+    await alice.post("/contacts", name="Anna", numbers="+43-660-1234567")
+    account = await services.store.get_account("alice")
+    assert account is not None
+    [anna] = await services.store.list_contacts(account.id)
+    assert anna.msisdns == ("436601234567",)
+
+
 async def test_lock_keeps_a_message_from_delete_until_unlocked(
     services: Services, alice: WebClient
 ) -> None:

@@ -27,7 +27,7 @@ def create_app(settings: Settings, *, request_log_to: TextIO | None = None) -> F
     services = Services.build(settings)
     request_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
-        request_log = RequestLog(request_log_to or sys.stderr)
+        request_log = RequestLog(request_log_to or sys.stderr, json=settings.log_format == "json")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -397,10 +397,15 @@ def load_settings(
     for name, kind in kinds.items():
         variable = ENV_PREFIX + name.upper()
         raw_env = env.get(variable)
+        from_file = env.get(variable + "_FILE") if name in secret_names else None
+        if raw_env and from_file:
+            # Which one was meant cannot be guessed; an image's default in one and the
+            # operator's secret in the other would otherwise go unnoticed.
+            raise ConfigError(f"set {variable} or {variable}_FILE, not both")
         if raw_env is not None and raw_env != "":
             values[name] = _coerce(variable, kind, raw_env)
-        elif name in secret_names and env.get(variable + "_FILE"):
-            values[name] = _read_secret_file(variable + "_FILE", env[variable + "_FILE"])
+        elif from_file:
+            values[name] = _read_secret_file(variable + "_FILE", from_file)
 
     for name, raw in overrides.items():
         if name not in kinds:

@@ -38,6 +38,16 @@ class MissingParameter(InvalidInput):
         super().__init__(f"missing required parameter {field!r}", field)
 
 
+class InvalidRecord(InvalidInput):
+    """A line of an account export is not a record that can be imported."""
+
+    code = "invalid_record"
+
+    def __init__(self, line: int, detail: str) -> None:
+        super().__init__(f"line {line}: {detail}")
+        self.line = line
+
+
 class BatchTooLarge(InvalidInput):
     """More recipients in one send than a batch may hold."""
 
@@ -130,6 +140,13 @@ class SchemaBehind(DomainError):
     """The database schema is older than this version of smsinbox needs."""
 
     code = "schema_behind"
+
+
+class StoreMissing(DomainError):
+    """There is no smsinbox store where the settings point: no SQLite file, no such
+    PostgreSQL database, or a database without smsinbox's schema."""
+
+    code = "store_missing"
 
 
 class InvalidState(DomainError):

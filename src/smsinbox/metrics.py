@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import bisect
+import platform
 import time
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from smsinbox import __version__
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -16,6 +26,17 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process's memory, CPU, descriptors and start time (process_*), read from
+        # /proc when scraped, and the interpreter (python_info).
+        self.process = ProcessCollector(registry=self.registry)
+        self.platform = PlatformCollector(registry=self.registry)
+        self.build_info = Gauge(
+            "smsinbox_build_info",
+            "Always 1; its labels say which smsinbox, which Python and which database engine "
+            "(sqlite or postgresql) this process runs.",
+            ["version", "python_version", "engine"],
+            registry=self.registry,
+        )
         # What the operator console shows as "received in the last minute".
         self._last_minute = _LastMinute()
         self.messages_ingested = Counter(
@@ -136,6 +157,28 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
             registry=self.registry,
         )
+
+    def describe_build(self, engine: str) -> None:
+        """Set smsinbox_build_info for a process whose store runs on `engine`."""
+        self.build_info.labels(__version__, platform.python_version(), engine).set(1)
+
+    def worker_registry(self) -> CollectorRegistry:
+        """What `smsinbox worker` serves: its push attempts, its transactions, the process.
+
+        The same collectors as the server's registry, without what only a server fills
+        (HTTP, ingest, SMPP, logins) or reads from the database when scraped (the queue
+        gauges: the server's /metrics has them, for every worker)."""
+        registry = CollectorRegistry()
+        for collector in (
+            self.push_deliveries,
+            self.push_latency,
+            self.transaction_duration,
+            self.build_info,
+            self.process,
+            self.platform,
+        ):
+            registry.register(collector)
+        return registry
 
     def count_login_failure(self, entry: str) -> None:
         self.login_failures.labels(entry).inc()

@@ -77,6 +77,9 @@ class Account:
     reseller: str | None
     created_at: int
     password_changed_at: int
+    # The country whose national forms of numbers the account's users write (GB, DE);
+    # None: the server's default_region.
+    region: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class AccountSummary:
     time_zone: str
     reseller: str | None
     msisdns: tuple[str, ...]
+    region: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from smsinbox.core.submission import SendApi
 from smsinbox.core.sync import Sync
 from smsinbox.core.turns import ReadTurns
 from smsinbox.core.websessions import WebSessions
-from smsinbox.errors import SchemaBehind, StoreUnavailable
+from smsinbox.errors import SchemaBehind, StoreMissing, StoreUnavailable
 from smsinbox.metrics import Metrics
 from smsinbox.push.addresses import AddressPolicy
 from smsinbox.push.worker import PushWorker
@@ -65,14 +65,20 @@ class Services:
     smpp: SmppBinds
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, *, create_store: bool = True) -> Services:
+        """Everything the server and the commands use, built from `settings`.
+
+        `create_store` False: a SQLite file that does not exist is StoreMissing rather than a
+        new store (see `start`'s `existing_only`)."""
         metrics = Metrics()
         database = Database(
             settings.database_url,
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
             observer=metrics.observe_transaction,
+            create=create_store,
         )
+        metrics.describe_build(database.kind)
         store = Store(database)
         windows = MovingWindows(settings.rate_limit_storage)
         login_guard = LoginGuard(
@@ -91,6 +97,7 @@ class Services:
             store,
             reply_window_s=settings.reply_window,
             max_chars=settings.max_message_chars,
+            default_region=settings.default_region,
             on_outcome=metrics.count_ingest,
         )
         remembered = settings.credential_cache_ttl
@@ -108,7 +115,11 @@ class Services:
             settings=settings,
             metrics=metrics,
             store=store,
-            accounts=Accounts(store, default_time_zone=settings.default_time_zone),
+            accounts=Accounts(
+                store,
+                default_time_zone=settings.default_time_zone,
+                default_region=settings.default_region,
+            ),
             ingestor=ingestor,
             upstreams=Credentials(store, "upstream", remember_s=remembered),
             api_keys=api_keys,
@@ -132,9 +143,10 @@ class Services:
                 ),
                 login_guard,
                 token_ttl_s=settings.auth_token_ttl,
+                default_region=settings.default_region,
             ),
             mailbox=mailbox,
-            send_api=SendApi(store, authenticator, mailbox),
+            send_api=SendApi(store, authenticator, mailbox, default_region=settings.default_region),
             dispatcher=Dispatcher(store, mailbox),
             contacts=Contacts(store),
             devices=Devices(store),
@@ -159,6 +171,7 @@ class Services:
                 admin_token=settings.admin_token,
                 ttl_s=settings.web_session_ttl,
                 default_time_zone=settings.default_time_zone,
+                default_region=settings.default_region,
             ),
             live=LiveMailboxes(store, poll_s=LIVE_POLL_S),
             smpp=SmppBinds(
@@ -169,8 +182,16 @@ class Services:
             ),
         )
 
-    async def start(self) -> None:
-        """Make sure the schema is current: migrate it, or refuse to run on an old one."""
+    async def start(self, *, existing_only: bool = False) -> None:
+        """Make sure the schema is current: migrate it, or refuse to run on an old one.
+
+        `existing_only`: a database without smsinbox's schema is StoreMissing, not a store to
+        create (the administrative commands work on a store; only `db upgrade` and `serve`
+        make one)."""
+        if existing_only and await current_revision(self.store.db) is None:
+            raise StoreMissing(
+                f"no smsinbox schema in {self.store.db.where}: `smsinbox db upgrade` creates it"
+            )
         if self.settings.migrate_on_start:
             await ensure_schema(self.store.db)
             return

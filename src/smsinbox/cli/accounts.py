@@ -7,8 +7,13 @@ from typing import Annotated
 import typer
 
 from smsinbox.cli.base import (
+    JsonOption,
+    PasswordStdinOption,
     apikey_app,
+    iso_time,
     number_app,
+    password_from,
+    print_json,
     run,
     upstream_app,
     user_app,
@@ -22,7 +27,11 @@ from smsinbox.services import Services
 def user_add(
     ctx: typer.Context,
     username: str,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    password: Annotated[
+        str | None,
+        typer.Option(help="The password (asked for when not given; visible in `ps` if given)."),
+    ] = None,
+    password_stdin: PasswordStdinOption = False,
     msisdn: Annotated[
         list[str] | None, typer.Option(help="A number the account owns (repeatable).")
     ] = None,
@@ -30,21 +39,29 @@ def user_add(
         str | None, typer.Option(help="IANA time zone (setting: default_time_zone).")
     ] = None,
     reseller: Annotated[str | None, typer.Option(help="Reseller the account belongs to.")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            help="Country (GB, DE, ...) of its national numbers (setting: default_region)."
+        ),
+    ] = None,
     needs_activation: Annotated[
         bool, typer.Option(help="Create the account waiting for `user activate`.")
     ] = False,
 ) -> None:
     """Create an account."""
     status = AccountStatus.NEEDS_ACTIVATION if needs_activation else AccountStatus.ACTIVE
+    secret = password_from(password, password_stdin)
 
     async def work(services: Services) -> None:
         account = await services.accounts.add(
             username,
-            password,
+            secret,
             msisdns=tuple(msisdn or ()),
             time_zone=timezone,
             reseller=reseller,
             status=status,
+            region=region,
         )
         typer.echo(f"created account {account.username} ({account.status.value})")
 
@@ -52,11 +69,27 @@ def user_add(
 
 
 @user_app.command("list")
-def user_list(ctx: typer.Context) -> None:
-    """List accounts: username, status, time zone, reseller, numbers."""
+def user_list(ctx: typer.Context, json: JsonOption = False) -> None:
+    """List accounts: username, status, time zone, reseller, numbers, region."""
 
     async def work(services: Services) -> None:
-        for account in await services.store.list_accounts():
+        accounts = await services.store.list_accounts()
+        if json:
+            print_json(
+                [
+                    {
+                        "username": account.username,
+                        "status": account.status.value,
+                        "time_zone": account.time_zone,
+                        "reseller": account.reseller,
+                        "region": account.region,
+                        "numbers": list(account.msisdns),
+                    }
+                    for account in accounts
+                ]
+            )
+            return
+        for account in accounts:
             typer.echo(
                 "\t".join(
                     [
@@ -65,6 +98,7 @@ def user_list(ctx: typer.Context) -> None:
                         account.time_zone,
                         account.reseller or "-",
                         ",".join(account.msisdns) or "-",
+                        account.region or "-",
                     ]
                 )
             )
@@ -103,16 +137,40 @@ def user_passwd(
     ctx: typer.Context,
     username: str,
     password: Annotated[
-        str, typer.Option(prompt="New password", hide_input=True, confirmation_prompt=True)
-    ],
+        str | None,
+        typer.Option(help="The new password (asked for when not given; visible in `ps`)."),
+    ] = None,
+    password_stdin: PasswordStdinOption = False,
 ) -> None:
-    """Change an account's password; its auth tokens stop working."""
+    """Change an account's password; its auth tokens and web sessions stop working."""
+    secret = password_from(password, password_stdin, prompt="New password")
 
     async def work(services: Services) -> None:
-        await services.accounts.change_password(username, password)
+        await services.accounts.change_password(username, secret)
 
     run(ctx, work)
     typer.echo(f"password of {username} changed")
+
+
+@user_app.command("region")
+def user_region(
+    ctx: typer.Context,
+    username: str,
+    region: Annotated[
+        str | None,
+        typer.Argument(help="A country code such as GB; none: the default_region setting."),
+    ] = None,
+) -> None:
+    """Set the country whose national forms of numbers (07700 900123) the account means."""
+
+    async def work(services: Services) -> str | None:
+        return await services.accounts.set_region(username, region)
+
+    stored = run(ctx, work)
+    if stored is None:
+        typer.echo(f"{username} reads numbers in the default region")
+    else:
+        typer.echo(f"{username} reads national numbers as {stored}'s")
 
 
 @number_app.command("add")
@@ -151,9 +209,22 @@ def _credential_commands(
     create.__doc__ = f"Create {article} {noun}; prints its secret alone on the last line."
 
     @sub.command("list")
-    def list_(ctx: typer.Context) -> None:
+    def list_(ctx: typer.Context, json: JsonOption = False) -> None:
         async def work(services: Services) -> None:
-            for credential in await getattr(services, attribute).list():
+            credentials = await getattr(services, attribute).list()
+            if json:
+                print_json(
+                    [
+                        {
+                            "name": credential.name,
+                            "created_at": iso_time(credential.created_at),
+                            "revoked_at": iso_time(credential.revoked_at),
+                        }
+                        for credential in credentials
+                    ]
+                )
+                return
+            for credential in credentials:
                 state = (
                     f"revoked {when(credential.revoked_at)}" if credential.revoked_at else "active"
                 )

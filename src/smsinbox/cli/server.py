@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
+from smsinbox import logs
 from smsinbox.cli.base import (
     app,
     fail,
@@ -16,14 +18,16 @@ from smsinbox.cli.base import (
     settings_of,
 )
 from smsinbox.config import Settings
+from smsinbox.metrics import Metrics
 from smsinbox.services import Services
-from smsinbox.web.requestlog import LOG_FORMAT
+
+log = logging.getLogger("smsinbox.worker")
 
 
 def log_to_stderr(settings: Settings) -> None:
-    """Logging for the long-running commands (serve, worker)."""
-    logging.disable(logging.NOTSET)
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    """Logging for the long-running commands (serve, worker): every line to stderr, in
+    `log_format`, uvicorn's included."""
+    logs.configure(settings)
 
 
 @app.command()
@@ -49,6 +53,9 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # log_to_stderr has configured uvicorn's loggers: they write through smsinbox's
+        # handler, in its format, rather than through handlers of their own.
+        log_config=None,
         # uvicorn's access log prints query strings, which carry passwords and tokens;
         # smsinbox logs each request itself without them.
         access_log=False,
@@ -73,6 +80,36 @@ def worker(ctx: typer.Context) -> None:
         from smsinbox.heap import settle_heap
 
         settle_heap()
-        await services.push_worker.run(stop)
+        with metrics_served(settings, services.metrics):
+            await services.push_worker.run(stop)
 
     run(ctx, work)
+
+
+@contextlib.contextmanager
+def metrics_served(settings: Settings, metrics: Metrics) -> Iterator[None]:
+    """The worker's /metrics on `host`:`worker_metrics_port` (none when the port is 0)
+    while the block runs.
+
+    prometheus_client's own HTTP server, in a thread: a scrape reads counters and
+    histograms that take their own locks, and /proc, so it needs nothing of the event
+    loop, and a scrape never waits for the worker (nor the worker for a scrape)."""
+    if not settings.worker_metrics_port:
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        server, thread = start_http_server(
+            settings.worker_metrics_port, settings.host, registry=metrics.worker_registry()
+        )
+    except OSError as error:
+        fail(f"worker_metrics_port: cannot listen on {settings.host}:"
+             f"{settings.worker_metrics_port}: {error.strerror or error}")  # fmt: skip
+    log.info("serving /metrics on %s:%d", settings.host, settings.worker_metrics_port)
+    try:
+        yield
+    finally:
+        server.shutdown()  # at most half a second: serve_forever's poll interval
+        server.server_close()
+        thread.join()

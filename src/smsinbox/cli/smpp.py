@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from smsinbox.cli.base import (
+    JsonOption,
+    PasswordStdinOption,
+    iso_time,
+    password_from,
+    print_json,
     run,
     smpp_app,
     when,
@@ -24,13 +29,12 @@ def smpp_add(
     system_id: Annotated[str, typer.Option(help="The account at the SMSC (system_id).")],
     port: Annotated[int, typer.Option(help="The SMSC's port.")] = 2775,
     password: Annotated[
-        str,
+        str | None,
         typer.Option(
-            prompt=True,
-            hide_input=True,
-            help="The SMSC account's password (asked for when not given; at most 8 characters).",
+            help="The SMSC account's password (asked for when not given; at most 8 characters)."
         ),
-    ] = "",
+    ] = None,
+    password_stdin: PasswordStdinOption = False,
     system_type: Annotated[str, typer.Option(help="system_type, if the SMSC wants one.")] = "",
     mode: Annotated[str, typer.Option(help="receiver, transmitter or transceiver.")] = (
         "transceiver"
@@ -62,11 +66,12 @@ def smpp_add(
     disabled: Annotated[bool, typer.Option(help="Add it without binding yet.")] = False,
 ) -> None:
     """Bind to an SMSC: `smsinbox serve` binds within seconds and keeps the bind up."""
+    secret = password_from(password, password_stdin)
 
     async def work(services: Services) -> SmppBind:
         return await services.smpp.add(
             SmppBind(
-                name=name, host=host, port=port, system_id=system_id, password=password,
+                name=name, host=host, port=port, system_id=system_id, password=secret,
                 system_type=system_type, mode=mode, address_range=address_range, tls=tls,
                 window=window, throughput=throughput, enquire_link_s=enquire_link,
                 default_alphabet=default_alphabet, gsm_packed=gsm_packed, enabled=not disabled,
@@ -91,32 +96,53 @@ def _bind_line(bind: SmppBind) -> str:
 
 
 @smpp_app.command("list")
-def smpp_list(ctx: typer.Context) -> None:
+def smpp_list(ctx: typer.Context, json: JsonOption = False) -> None:
     """Each bind: name, state (bound, binding, backing off, stopped, disabled), since when,
     mode, SMSC, system_id, last error."""
 
-    async def work(services: Services) -> None:
-        for bind in await services.smpp.configured():
-            typer.echo(_bind_line(bind))
+    async def work(services: Services) -> list[SmppBind]:
+        return await services.smpp.configured()
 
-    run(ctx, work)
+    binds = run(ctx, work)
+    if json:
+        print_json([_bind_json(bind) for bind in binds])
+        return
+    for bind in binds:
+        typer.echo(_bind_line(bind))
 
 
 @smpp_app.command("show")
-def smpp_show(ctx: typer.Context, name: str) -> None:
+def smpp_show(ctx: typer.Context, name: str, json: JsonOption = False) -> None:
     """One bind's settings and state (the password is not shown)."""
 
     async def work(services: Services) -> SmppBind:
         return await services.smpp.get(name)
 
     bind = run(ctx, work)
-    for field in dataclasses.fields(SmppBind):
-        if field.name in ("password", "id", "upstream_id"):
-            continue
-        value = getattr(bind, field.name)
-        if field.name in ("created_at", "state_at"):
+    if json:
+        print_json(_bind_json(bind))
+        return
+    for field, value in _bind_fields(bind).items():
+        if field in ("created_at", "state_at"):
             value = when(value)
-        typer.echo(f"{field.name}: {value if value != '' else '-'}")
+        typer.echo(f"{field}: {value if value != '' else '-'}")
+
+
+def _bind_fields(bind: SmppBind) -> dict[str, Any]:
+    """A bind's settings and state as the operator sees them: never its password."""
+    hidden = ("password", "id", "upstream_id")
+    return {
+        field.name: getattr(bind, field.name)
+        for field in dataclasses.fields(SmppBind)
+        if field.name not in hidden
+    }
+
+
+def _bind_json(bind: SmppBind) -> dict[str, Any]:
+    fields = _bind_fields(bind)
+    for name in ("created_at", "state_at"):
+        fields[name] = iso_time(fields[name])
+    return fields
 
 
 @smpp_app.command("routes")

@@ -6,7 +6,7 @@ import re
 import zoneinfo
 
 from smsinbox.core.clock import Clock, now_ms
-from smsinbox.core.numbers import normalize_msisdn
+from smsinbox.core.numbers import normalize_msisdn, validate_region
 from smsinbox.core.passwords import hash_password
 from smsinbox.errors import InvalidInput, MissingParameter, NotFound
 from smsinbox.models import Account, AccountStatus
@@ -43,9 +43,18 @@ def validate_password(password: str | None) -> str:
 class Accounts:
     """Create and change accounts and the numbers they own."""
 
-    def __init__(self, store: Store, *, default_time_zone: str, clock: Clock = now_ms) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        default_time_zone: str,
+        default_region: str = "",
+        clock: Clock = now_ms,
+    ) -> None:
         self.store = store
         self.default_time_zone = default_time_zone
+        # Numbers are read in an account's own region, else in this one ("" for none).
+        self.default_region = default_region
         self.clock = clock
 
     async def add(
@@ -57,11 +66,16 @@ class Accounts:
         time_zone: str | None = None,
         reseller: str | None = None,
         status: AccountStatus = AccountStatus.ACTIVE,
+        region: str | None = None,
     ) -> Account:
+        """Create an account; its numbers are read in `region` (an ISO 3166 code such as
+        GB; None: the default region), which is kept for reading its users' numbers."""
         validate_username(username)
         validate_password(password)
         zone = validate_time_zone(time_zone or self.default_time_zone)
-        numbers = tuple(dict.fromkeys(normalize_msisdn(n) for n in msisdns))
+        own_region = validate_region(region)
+        reading = own_region or self.default_region
+        numbers = tuple(dict.fromkeys(normalize_msisdn(n, region=reading) for n in msisdns))
         return await self.store.create_account(
             username=username,
             password_hash=await hash_password(password),
@@ -70,7 +84,18 @@ class Accounts:
             reseller=reseller or None,
             msisdns=numbers,
             now=self.clock(),
+            region=own_region,
         )
+
+    async def set_region(self, username: str, region: str | None) -> str | None:
+        """Read the account's numbers in `region` (an ISO 3166 code such as GB) from now on;
+        None or "" goes back to the default region. The region stored (None: the default).
+
+        Numbers already stored stay as they are: they are E.164 whatever the region.
+        """
+        own_region = validate_region(region)
+        await self.store.set_account_region(username, own_region)
+        return own_region
 
     async def block(self, username: str) -> None:
         await self.store.set_account_status(username, AccountStatus.BLOCKED)
@@ -90,15 +115,21 @@ class Accounts:
         await self.store.set_password(username, await hash_password(password), self.clock())
 
     async def add_number(self, msisdn: str, username: str) -> str:
-        number = normalize_msisdn(msisdn)
+        """Give the number, read in the account's region, to the account: as stored."""
+        account = await self.store.get_account(username)
+        if account is None:
+            raise NotFound(f"no account named {username!r}")
+        number = normalize_msisdn(msisdn, region=account.region or self.default_region)
         await self.store.add_number(number, username, self.clock())
         return number
 
     async def remove_number(self, msisdn: str, *, owner: str | None = None) -> str:
-        """Take the number away; with `owner`, only if that account has it."""
-        number = normalize_msisdn(msisdn)
+        """Take the number away; with `owner`, only if that account has it (the number read
+        in its region, else in the default region)."""
+        account = None if owner is None else await self.store.get_account(owner)
+        region = account.region if account is not None else None
+        number = normalize_msisdn(msisdn, region=region or self.default_region)
         if owner is not None:
-            account = await self.store.get_account(owner)
             holder = await self.store.find_account_by_number(number)
             if account is None or holder != account.id:
                 raise NotFound(f"{owner} has no number {number}")

@@ -23,6 +23,11 @@ def _name(name: str | None, field: str = "name") -> str:
     return name.strip()
 
 
+def _numbers(who: Principal, msisdns: Sequence[str]) -> list[str]:
+    """A contact's numbers as stored, read in the user's region (or sender ids)."""
+    return [normalize_sender(number, "msisdns", region=who.region) for number in msisdns]
+
+
 class Contacts:
     def __init__(self, store: Store, clock: Clock = now_ms) -> None:
         self.store = store
@@ -32,7 +37,7 @@ class Contacts:
         return await self.store.list_contacts(who.account_id)
 
     async def create(self, who: Principal, name: str | None, msisdns: Sequence[str]) -> Contact:
-        numbers = [normalize_sender(n, "msisdns") for n in msisdns]
+        numbers = _numbers(who, msisdns)
         return await self.store.create_contact(
             who.account_id, _name(name), numbers, now=self.clock()
         )
@@ -51,7 +56,7 @@ class Contacts:
             who.account_id,
             contact_id,
             name=None if name is None else _name(name),
-            msisdns=None if msisdns is None else [normalize_sender(n, "msisdns") for n in msisdns],
+            msisdns=None if msisdns is None else _numbers(who, msisdns),
             now=self.clock(),
         )
         if updated is None:

@@ -44,10 +44,13 @@ class RawInbound:
     time: str | None = None
 
 
-def build_inbound(raw: RawInbound, *, upstream_id: int | None, max_chars: int) -> InboundMessage:
-    """Validate and decode; raises InvalidInput with the offending field."""
-    sender = normalize_sender(raw.sender, "from")
-    recipient = normalize_msisdn(raw.recipient, "to")
+def build_inbound(
+    raw: RawInbound, *, upstream_id: int | None, max_chars: int, region: str = ""
+) -> InboundMessage:
+    """Validate and decode, the numbers read in `region` (the default region); raises
+    InvalidInput with the offending field."""
+    sender = normalize_sender(raw.sender, "from", region=region)
+    recipient = normalize_msisdn(raw.recipient, "to", region=region)
     encoding = parse_encoding(raw.encoding, raw.coding)
     if raw.hex is not None and raw.text is not None:
         raise InvalidInput("give either text or hex, not both", "hex")
@@ -118,19 +121,24 @@ class Ingestor:
         *,
         reply_window_s: int,
         max_chars: int,
+        default_region: str = "",
         clock: Clock = now_ms,
         on_outcome: OutcomeListener | None = None,
     ) -> None:
         self.store = store
         self.reply_window_ms = reply_window_s * 1000
         self.max_chars = max_chars
+        # Upstreams' numbers are read in the default region: an upstream is no account's.
+        self.region = default_region
         self.clock = clock
         self._on_outcome = on_outcome or (lambda outcome: None)
 
     async def accept(self, raw: RawInbound, *, upstream_id: int | None) -> IngestResult:
         """Validate, store durably, and say what happened; raises DomainError on bad input."""
         try:
-            inbound = build_inbound(raw, upstream_id=upstream_id, max_chars=self.max_chars)
+            inbound = build_inbound(
+                raw, upstream_id=upstream_id, max_chars=self.max_chars, region=self.region
+            )
         except DomainError:
             self._on_outcome("rejected")
             raise
@@ -148,8 +156,9 @@ class Ingestor:
         return result
 
     async def assign_unrouted(self, msisdn: str, username: str) -> int:
-        """Give the number to the account and deliver what was waiting for it."""
-        number = normalize_msisdn(msisdn)
+        """Give the number to the account and deliver what was waiting for it (the number
+        read in the default region, as the waiting messages' recipients were)."""
+        number = normalize_msisdn(msisdn, region=self.region)
         moved = await self.store.assign_unrouted(
             number, username, now=self.clock(), reply_window_ms=self.reply_window_ms
         )

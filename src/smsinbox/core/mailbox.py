@@ -44,8 +44,10 @@ def _page(offset: int | None, limit: int | None) -> tuple[int, int]:
     return offset, limit
 
 
-def _address(address: str | None) -> str:
-    return normalize_sender(address, "address")
+def address_of(who: Principal, address: str | None, field: str = "address") -> str:
+    """A counterpart's address as stored: a number read in the user's region, or an
+    alphanumeric sender id as given."""
+    return normalize_sender(address, field, region=who.region)
 
 
 def _text(text: str | None, max_chars: int) -> str:
@@ -93,19 +95,19 @@ class Mailbox:
         first, count = _page(offset, limit)
         async with self.turns.turn():
             return await self.store.list_conversation_messages(
-                who.account_id, _address(address), offset=first, limit=count
+                who.account_id, address_of(who, address), offset=first, limit=count
             )
 
     async def read_conversation(self, who: Principal, address: str | None) -> int:
         return await self.store.mark_conversations_read(
-            who.account_id, [_address(address)], now=self.clock()
+            who.account_id, [address_of(who, address)], now=self.clock()
         )
 
     async def delete_conversations(self, who: Principal, addresses: Sequence[str]) -> Deletion:
         if not addresses:
             raise MissingParameter("counterparts")
         deleted, kept = await self.store.delete_messages(
-            who.account_id, counterparts=[_address(a) for a in addresses], now=self.clock()
+            who.account_id, counterparts=[address_of(who, a) for a in addresses], now=self.clock()
         )
         return Deletion(deleted, kept)
 
@@ -160,7 +162,7 @@ class Mailbox:
             return await self.store.search_messages(
                 who.account_id,
                 query.strip(),
-                counterpart=None if address is None else _address(address),
+                counterpart=None if address is None else address_of(who, address),
                 locked=locked,
                 limit=count,
             )
@@ -189,7 +191,7 @@ class Mailbox:
         body = _text(text, self.max_chars)
         message = records.reported_by_device(
             who.numbers[0] if who.numbers else "",
-            _address(address),
+            address_of(who, address),
             body,
             incoming=incoming,
             sent_at=date_sent,
@@ -217,7 +219,7 @@ class Mailbox:
         return await self.send_from(
             who.account_id,
             who.numbers[0],
-            normalize_msisdn(str(recipient), "recipient"),
+            normalize_msisdn(str(recipient), "recipient", region=who.region),
             _text(text, self.max_chars),
             send_on=send_on,
             origin="app",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 
 from smsinbox.core.clock import Clock, now_ms
 from smsinbox.core.ingest import parse_sent_time
@@ -73,9 +74,37 @@ class PushEndpoints:
     ) -> list[AttemptRecord]:
         return await self.store.list_attempts(username, failed_only=failed_only, limit=limit)
 
-    async def replay(self, username: str, since: str | None) -> int:
-        """Queue again every push since `since` (epoch seconds or a UTC date and time)."""
+    async def replay(
+        self,
+        username: str,
+        since: str | None,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Queue again every push since `since` (epoch seconds or a UTC date and time);
+        returns how many deliveries were queued (`dry_run`: would be). `progress` is told
+        how many messages each batch went through."""
+        since_ms = self.replay_start(since)
+        queued, after_id = 0, 0
+        while True:
+            step = await self.store.replay_deliveries(
+                username, since_ms=since_ms, now=self.clock(), after_id=after_id, dry_run=dry_run
+            )
+            if not step.messages:
+                return queued
+            queued += step.queued
+            after_id = step.last_id
+            if progress is not None:
+                progress(step.messages)
+
+    def replay_start(self, since: str | None) -> int:
+        """`since` as epoch milliseconds (epoch seconds or a UTC date and time)."""
         since_ms = parse_sent_time(since)
         if since_ms is None:
             raise MissingParameter("since")
-        return await self.store.replay_deliveries(username, since_ms=since_ms, now=self.clock())
+        return since_ms
+
+    async def messages_to_replay(self, username: str, since: str | None) -> int:
+        """How many of the account's messages a replay since `since` goes through."""
+        return await self.store.count_messages_since(username, since_ms=self.replay_start(since))

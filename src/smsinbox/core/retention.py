@@ -56,8 +56,27 @@ class Retention:
         self._on_pruned = on_pruned or (lambda reason, count: None)
         self._stop = asyncio.Event()
 
-    async def prune_once(self) -> PruneReport:
-        """One pass over every account that may be over a limit."""
+    async def plan(self) -> PruneReport:
+        """What `prune_once` would delete now, counted without deleting anything."""
+        by_count = by_age = 0
+        before = self.clock() - self.max_age_days * DAY_MS if self.max_age_days > 0 else None
+        if self.max_messages > 0 or before is not None:
+            floor = self.max_messages if before is None else 0
+            for account_id in await self.store.list_account_ids(min_messages_ever=floor):
+                over_cap, expired = await self.store.count_prunable(
+                    account_id, keep=self.max_messages, before_ms=before
+                )
+                by_count += over_cap
+                by_age += expired
+        tombstones = await self.store.count_expired_tombstones(
+            deleted_before=self.clock() - self.tombstone_days * DAY_MS
+        )
+        return PruneReport(by_count, by_age, tombstones)
+
+    async def prune_once(self, progress: Callable[[int], None] | None = None) -> PruneReport:
+        """One pass over every account that may be over a limit; `progress` is told each
+        batch's count as it is deleted."""
+        told = progress or (lambda count: None)
         by_count = by_age = 0
         if self.max_messages > 0:
             for account_id in await self.store.list_account_ids(
@@ -71,6 +90,7 @@ class Retention:
                         keep=self.max_messages,
                         batch=self.batch,
                     ),
+                    told,
                 )
         if self.max_age_days > 0:
             before = self.clock() - self.max_age_days * DAY_MS
@@ -80,6 +100,7 @@ class Retention:
                     functools.partial(
                         self.store.prune_older_than, account_id, before_ms=before, batch=self.batch
                     ),
+                    told,
                 )
         deleted_before = self.clock() - self.tombstone_days * DAY_MS
         tombstones = 0
@@ -92,15 +113,22 @@ class Retention:
                     deleted_before=deleted_before,
                     batch=self.batch,
                 ),
+                told,
             )
         return PruneReport(by_count, by_age, tombstones)
 
-    async def _drain(self, reason: str, prune_batch: Callable[[], Awaitable[int]]) -> int:
+    async def _drain(
+        self,
+        reason: str,
+        prune_batch: Callable[[], Awaitable[int]],
+        progress: Callable[[int], None],
+    ) -> int:
         total = 0
         while True:
             pruned = await prune_batch()
             if pruned:
                 self._on_pruned(reason, pruned)
+                progress(pruned)
             total += pruned
             # Let requests in between batches and between accounts: SQLite statements run
             # on the event loop, so a pass over many accounts must not hold it throughout.

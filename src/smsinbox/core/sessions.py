@@ -31,6 +31,8 @@ class Principal:
     username: str
     numbers: tuple[str, ...]
     api_key_id: int | None  # None: a browser session of the web inbox
+    # Where the numbers its user writes are read: the account's region, else the default.
+    region: str = ""
 
 
 class Sessions:
@@ -43,6 +45,7 @@ class Sessions:
         guard: LoginGuard,
         *,
         token_ttl_s: int,
+        default_region: str = "",
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
@@ -51,6 +54,9 @@ class Sessions:
         self.rate_limits = rate_limits
         self.guard = guard
         self.token_ttl_ms = token_ttl_s * 1000
+        # A login's number is read here: whose account it is, and so its region, is what
+        # the number is looked up to learn.
+        self.default_region = default_region
         self.clock = clock
 
     async def _api_key(self, api_key: str | None) -> Credential:
@@ -80,7 +86,8 @@ class Sessions:
             raise MissingParameter("msisdn")
         if not password:
             raise MissingParameter("password")
-        account_id = await self.store.find_account_by_number(normalize_msisdn(msisdn, "msisdn"))
+        number = normalize_msisdn(msisdn, "msisdn", region=self.default_region)
+        account_id = await self.store.find_account_by_number(number)
         found = None if account_id is None else await self.store.get_account_by_id(account_id)
         attempt = await self.guard.admit(caller, None if found is None else found[0].id)
         # Unknown number and wrong password get the same answer.
@@ -116,4 +123,6 @@ class Sessions:
         if account.status is not AccountStatus.ACTIVE:
             raise AccessDenied(f"account is {account.status.value}")
         await self.rate_limits.hit(account_id=account.id, api_key_id=key.id)
-        return Principal(account.id, account.username, numbers, key.id)
+        return Principal(
+            account.id, account.username, numbers, key.id, account.region or self.default_region
+        )

@@ -33,11 +33,14 @@ class SendApi:
         authenticator: PasswordAuthenticator,
         mailbox: Mailbox,
         *,
+        default_region: str = "",
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
         self.authenticator = authenticator
         self.mailbox = mailbox
+        # Numbers are read in the sending account's region, else in this one.
+        self.default_region = default_region
         self.clock = clock
 
     async def send_single(
@@ -64,7 +67,7 @@ class SendApi:
                 raise InvalidInput("replyTo names no message of this account", "replyTo")
             if not recipient:
                 recipient = answered.counterpart
-        number = normalize_msisdn(recipient, "recipient")
+        number = normalize_msisdn(recipient, "recipient", region=self._region(account))
         body = self._text(text, "text")
         message_id = await self.mailbox.send_from(account.id, from_number, number, body)
         return message_id, number
@@ -89,7 +92,8 @@ class SendApi:
             zone = zoneinfo.ZoneInfo(account.time_zone)
             send_at = int(send_at_local.replace(tzinfo=zone).timestamp() * 1000)
         from_number = await self._sender(account, sender)
-        numbers = [normalize_msisdn(recipient, "msisdn") for recipient in recipients]
+        region = self._region(account)
+        numbers = [normalize_msisdn(recipient, "msisdn", region=region) for recipient in recipients]
         if not numbers:
             raise MissingParameter("msisdn")
         if len(numbers) > MAX_BATCH:
@@ -110,11 +114,20 @@ class SendApi:
         password: str | None,
         batch_id: int,
         *,
+        msisdn: str | None = None,
         caller: Caller = INTERNAL,
     ) -> tuple[Account, list[Batched]]:
-        """The messages of one of the account's batches (none for a batch it does not have)."""
+        """The messages of one of the account's batches (none for a batch it does not have);
+        with `msisdn`, only those sent to that number."""
         account = await self.authenticator.authenticate(username, password, caller)
-        return account, await self.store.list_batch(account.id, batch_id)
+        batch = await self.store.list_batch(account.id, batch_id)
+        if not msisdn:
+            return account, batch
+        try:
+            number = normalize_msisdn(msisdn, "msisdn", region=self._region(account))
+        except InvalidInput:
+            return account, []  # nothing was sent to what is no number
+        return account, [message for message in batch if message.recipient == number]
 
     async def _sender(self, account: Account, given: str | None) -> str:
         found = await self.store.get_account_by_id(account.id)
@@ -123,10 +136,13 @@ class SendApi:
             if not numbers:
                 raise SenderWithoutNumber("the account has no number to send from")
             return numbers[0]
-        sender = normalize_sender(given, "sender")
+        sender = normalize_sender(given, "sender", region=self._region(account))
         if sender not in numbers:
             raise InvalidInput("sender must be one of the account's numbers", "sender")
         return sender
+
+    def _region(self, account: Account) -> str:
+        return account.region or self.default_region
 
     def _text(self, text: str | None, field: str) -> str:
         if not text:

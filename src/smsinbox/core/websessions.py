@@ -50,6 +50,7 @@ class WebSessions:
         admin_token: str,
         ttl_s: int,
         default_time_zone: str,
+        default_region: str = "",
         clock: Clock = now_ms,
     ) -> None:
         self.store = store
@@ -58,6 +59,8 @@ class WebSessions:
         self.admin_token = admin_token
         self.ttl_ms = ttl_s * 1000
         self.default_time_zone = default_time_zone
+        # A sign-in's number is read here (whose account it is is not known yet).
+        self.default_region = default_region
         self.clock = clock
 
     @property
@@ -73,7 +76,8 @@ class WebSessions:
         login = login.strip()
         username = login
         try:
-            owner = await self.store.find_account_by_number(normalize_msisdn(login))
+            number = normalize_msisdn(login, region=self.default_region)
+            owner = await self.store.find_account_by_number(number)
         except InvalidInput:
             owner = None  # not a number: a username
         if owner is not None:
@@ -116,7 +120,10 @@ class WebSessions:
         account = await self.store.get_account_by_id(account_id)
         if account is None or account[0].status is not AccountStatus.ACTIVE:
             return None
-        principal = Principal(account_id, account[0].username, account[1], None)
+        principal = Principal(
+            account_id, account[0].username, account[1], None,
+            account[0].region or self.default_region,
+        )  # fmt: skip
         return WebSession(principal, account[0].time_zone, csrf_token)
 
     async def sign_out(self, token: str | None) -> None:

@@ -270,11 +270,8 @@ async def get_report(request: Request) -> Response:
                 raise InvalidInput(f"unknown optional field {field}", "optional_fields")
         account, batch = await services.send_api.batch_report(
             params.text("username"), params.text("password"), batch_id,
-            caller=Caller.of("eapi", request.client),
+            msisdn=params.text("msisdn"), caller=Caller.of("eapi", request.client),
         )  # fmt: skip
-        msisdn = params.text("msisdn")
-        if msisdn:
-            batch = [message for message in batch if message.recipient == msisdn.lstrip("+")]
     except DomainError as error:
         return _text(status_line(error))
     except Exception:

@@ -22,6 +22,7 @@ from smsinbox.store.retention import RetentionStore
 from smsinbox.store.sessions import SessionStore
 from smsinbox.store.smpp import SmppStore
 from smsinbox.store.sync import SyncStore
+from smsinbox.store.transfer import TransferStore
 from smsinbox.store.unrouted import UnroutedStore
 from smsinbox.store.websessions import WebSessionStore
 
@@ -46,6 +47,7 @@ class Store(
     PushStore,
     SmppStore,
     WebSessionStore,
+    TransferStore,
 ):
     """Every storage operation smsinbox has, over one Database."""
 

@@ -32,6 +32,7 @@ class AccountStore(StoreBase):
         reseller: str | None,
         msisdns: tuple[str, ...],
         now: int,
+        region: str | None = None,
     ) -> Account:
         """Create an account with its numbers; all or nothing."""
         try:
@@ -49,6 +50,7 @@ class AccountStore(StoreBase):
                         status=status.value,
                         time_zone=time_zone,
                         reseller=reseller,
+                        region=region,
                         created_at=now,
                         password_changed_at=now,
                     )
@@ -89,6 +91,7 @@ class AccountStore(StoreBase):
                 time_zone=row.time_zone,
                 reseller=row.reseller,
                 msisdns=tuple(numbers_of[row.id]),
+                region=row.region,
             )
             for row in rows
         ]
@@ -111,6 +114,14 @@ class AccountStore(StoreBase):
                 update(t.accounts)
                 .where(t.accounts.c.username == username)
                 .values(status=status.value)
+            )
+
+    async def set_account_region(self, username: str, region: str | None) -> None:
+        """Set (or with None, clear) the region the account's numbers are read in."""
+        async with self.db.transaction("set_account_region") as connection:
+            account_id = await account_id_for(connection, username)
+            await connection.execute(
+                update(t.accounts).where(t.accounts.c.id == account_id).values(region=region)
             )
 
     async def set_password(self, username: str, password_hash: str, now: int) -> None:

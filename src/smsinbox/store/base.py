@@ -50,15 +50,16 @@ class StoreBase:
 # An account's columns in Account's field order, for driver-level statements (the polls'
 # and mysms sessions' look-ups).
 ACCOUNT_FIELDS = (
-    "id, username, password_hash, status, time_zone, reseller, created_at, password_changed_at"
+    "id, username, password_hash, status, time_zone, reseller, created_at, password_changed_at,"
+    " region"
 )
 
 
 def account_from_fields(row: Sequence[Any]) -> Account:
     """An Account from a driver row of ACCOUNT_FIELDS."""
-    account_id, name, password_hash, status, time_zone, reseller, created, changed = row
+    account_id, name, password_hash, status, time_zone, reseller, created, changed, region = row
     return Account(account_id, name, password_hash, AccountStatus(status), time_zone,
-                   reseller, created, changed)  # fmt: skip
+                   reseller, created, changed, region)  # fmt: skip
 
 
 async def account_id_for(connection: Connection, username: str) -> int:

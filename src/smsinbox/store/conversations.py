@@ -7,15 +7,27 @@ unsent recounts the conversations it touched from the messages themselves.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 
 from smsinbox.models import UNSENT_STATUSES, Conversation, Direction
 from smsinbox.store import tables as t
-from smsinbox.store.base import StoreBase
+from smsinbox.store.base import StoreBase, account_id_for
 from smsinbox.store.database import Connection
 from smsinbox.store.rows import conversation_from_row
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Recount:
+    """One account's conversations checked against its messages: how many there should be,
+    and how many rows were (or, in a dry run, would be) added, corrected or removed."""
+
+    conversations: int
+    added: int
+    corrected: int
+    removed: int
 
 
 class ConversationStore(StoreBase):
@@ -29,6 +41,89 @@ class ConversationStore(StoreBase):
                 )
             ).all()
         return [conversation_from_row(row) for row in rows]
+
+    async def recount_account(
+        self, username: str, *, dry_run: bool = False, snippet_chars: int = t.SNIPPET_CHARS
+    ) -> Recount:
+        """Rebuild the account's conversations from its messages: counts, latest message,
+        snippet; a conversation missing is added, one without messages removed. One
+        transaction; its conversation rows are locked first, so a message stored meanwhile
+        bumps its conversation after the recount, never under it."""
+        messages = t.messages.c
+        conversations = t.conversations.c
+        incoming = messages.direction == Direction.INCOMING.value
+        unsent = and_(
+            ~incoming, messages.status.in_(sorted(status.value for status in UNSENT_STATUSES))
+        )
+        opened = self.db.snapshot if dry_run else self.db.transaction
+        async with opened("recount_conversations") as connection:
+            account_id = await account_id_for(connection, username)
+            existing = {
+                row.counterpart: row
+                for row in await connection.execute(
+                    select(t.conversations)
+                    .where(conversations.account_id == account_id)
+                    .with_for_update()
+                )
+            }
+            totals = (
+                select(
+                    messages.counterpart,
+                    func.count().label("message_count"),
+                    func.sum(case((and_(incoming, ~messages.read), 1), else_=0)).label("unread"),
+                    func.sum(case((unsent, 1), else_=0)).label("unsent"),
+                    func.max(messages.id).label("last_id"),
+                )
+                .where(messages.account_id == account_id)
+                .where(messages.deleted.is_(False))
+                .group_by(messages.counterpart)
+                .subquery()
+            )
+            latest = t.messages.alias("latest")
+            rows = await connection.execute(
+                select(totals, latest.c.received_at, latest.c.text).join(
+                    latest, latest.c.id == totals.c.last_id
+                )
+            )
+            expected = {
+                row.counterpart: {
+                    "message_count": int(row.message_count),
+                    "unread_count": int(row.unread or 0),
+                    "unsent_count": int(row.unsent or 0),
+                    "last_message_id": int(row.last_id),
+                    "last_message_at": int(row.received_at),
+                    "snippet": row.text[:snippet_chars],
+                }
+                for row in rows
+            }
+            added = [c for c in expected if c not in existing]
+            corrected = [
+                c
+                for c, values in expected.items()
+                if c in existing
+                and any(getattr(existing[c], name) != value for name, value in values.items())
+            ]
+            removed = [c for c in existing if c not in expected]
+            if not dry_run:
+                for counterpart in added:
+                    await connection.execute(
+                        insert(t.conversations).values(
+                            account_id=account_id, counterpart=counterpart, **expected[counterpart]
+                        )
+                    )
+                for counterpart in corrected:
+                    await connection.execute(
+                        update(t.conversations)
+                        .where(conversations.id == existing[counterpart].id)
+                        .values(**expected[counterpart])
+                    )
+                if removed:
+                    await connection.execute(
+                        delete(t.conversations)
+                        .where(conversations.account_id == account_id)
+                        .where(conversations.counterpart.in_(removed))
+                    )
+        return Recount(len(expected), len(added), len(corrected), len(removed))
 
 
 async def recount_conversations(

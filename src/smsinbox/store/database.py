@@ -14,12 +14,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import exc, text
 from sqlalchemy.engine import URL, make_url
 
-from smsinbox.errors import StoreUnavailable
+from smsinbox.errors import StoreMissing, StoreUnavailable
 from smsinbox.store.driver import Driver, Row
 from smsinbox.store.engine import Connection, StorageEngine
 from smsinbox.store.postgres import PostgresEngine
@@ -33,6 +34,8 @@ log = logging.getLogger("smsinbox.store")
 # resources (disk full, too many connections), operator intervention (shutdown, cancelled
 # by timeout), system error (I/O).
 UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+# PostgreSQL's "database ... does not exist": no store there, which waiting will not mend.
+INVALID_CATALOG_NAME = "3D000"
 
 T = TypeVar("T")
 
@@ -40,9 +43,19 @@ T = TypeVar("T")
 TransactionObserver = Callable[[str, float, bool], None]
 
 
+URL_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://user@host:port/database"
+
+
 def driver_url(database_url: str) -> URL:
     """Map the documented URL forms onto the drivers smsinbox uses (asyncpg; SQLite's own)."""
-    url = make_url(database_url)
+    try:
+        url = make_url(database_url)
+        url.port  # noqa: B018 -- a port that is not a number fails here, not at connect
+    except (exc.ArgumentError, ValueError):
+        raise ValueError(
+            f"database_url {_without_password(database_url)!r} is not a database URL; "
+            f"expected {URL_FORMS}"
+        ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.database in (None, "", ":memory:"):
@@ -50,7 +63,26 @@ def driver_url(database_url: str) -> URL:
         return url.set(drivername="sqlite+pysqlite")
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+asyncpg")
-    raise ValueError(f"unsupported database URL scheme {url.drivername!r}")
+    raise ValueError(
+        f"database_url scheme {url.drivername!r} is not supported; expected {URL_FORMS}"
+    )
+
+
+def _without_password(database_url: str) -> str:
+    """The URL as an operator may see it in an error: any password masked."""
+    scheme, separator, rest = database_url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not separator or not at or ":" not in credentials:
+        return database_url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+def describe_url(url: URL) -> str:
+    """Where a store is, for messages to the operator: a SQLite file's absolute path, or a
+    PostgreSQL URL without its password."""
+    if url.get_backend_name() == "sqlite":
+        return str(Path(url.database or "").resolve())
+    return url.set(drivername="postgresql").render_as_string(hide_password=True)
 
 
 def _is_unavailable(error: BaseException) -> bool:
@@ -82,11 +114,19 @@ class Database:
         pool_size: int = 10,
         timeout: float = 5.0,
         observer: TransactionObserver | None = None,
+        create: bool = True,
     ) -> None:
+        """`create` False: a SQLite file that does not exist is StoreMissing instead of a new,
+        empty store (only the commands that make a store may make one)."""
         self.url = driver_url(database_url)
         self._observer = observer
         self.engine: StorageEngine
         if self.url.get_backend_name() == "sqlite":
+            path = Path(self.url.database or "")
+            if not create and not path.is_file():
+                raise StoreMissing(
+                    f"no smsinbox database at {path.resolve()}: `smsinbox db upgrade` creates one"
+                )
             self.engine = SqliteEngine(self.url, pool_size=pool_size, timeout=timeout)
         else:
             self.engine = PostgresEngine(self.url, pool_size=pool_size, timeout=timeout)
@@ -101,6 +141,11 @@ class Database:
         self.engine.timeout = seconds
 
     @property
+    def where(self) -> str:
+        """Where the store is, for the operator (see describe_url)."""
+        return describe_url(self.url)
+
+    @property
     def kind(self) -> str:
         """The engine's name: sqlite or postgresql."""
         return self.engine.name
@@ -113,6 +158,11 @@ class Database:
     def snapshot(self, name: str) -> AbstractAsyncContextManager[Connection]:
         """A named read-only transaction: one consistent view of the store."""
         return self._named("read", name, self.engine.snapshot())
+
+    def stable_snapshot(self, name: str) -> AbstractAsyncContextManager[Connection]:
+        """A named read-only transaction whose statements all see one state, however long it
+        lasts (see StorageEngine.stable_snapshot)."""
+        return self._named("read", name, self.engine.stable_snapshot())
 
     def driver_snapshot(self, name: str) -> AbstractAsyncContextManager[Driver]:
         """Named reads of driver-level statements (store/driver.py), seeing what `snapshot`
@@ -184,9 +234,29 @@ class Database:
 
 def _raise_if_unavailable(what: str, name: str, error: BaseException) -> None:
     """An outage of the database during `name` as StoreUnavailable; other errors go on."""
+    if _sqlstate(error) == INVALID_CATALOG_NAME:
+        raise StoreMissing(f"{_describe(error)}: create it, then run `smsinbox db upgrade`")
     if _is_unavailable(error):
         log.warning("%s %s: store unavailable: %s", what, name, _describe(error))
         raise StoreUnavailable(f"store unavailable during {name}") from error
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of an error, raw from asyncpg or wrapped by SQLAlchemy."""
+    for candidate in (error, getattr(error, "orig", None), error.__cause__):
+        sqlstate = getattr(candidate, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return sqlstate
+    return None
+
+
+def unavailable_cause(error: StoreUnavailable) -> str:
+    """What the database's outage was (the driver's words), for an operator's console; an
+    API client is told only that the store is unavailable."""
+    cause = error.__cause__
+    while cause is not None and cause.__cause__ is not None and not str(cause):
+        cause = cause.__cause__
+    return _describe(cause) if cause is not None else error.detail
 
 
 def _describe(error: BaseException) -> str:

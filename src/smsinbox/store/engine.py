@@ -74,6 +74,11 @@ class StorageEngine(abc.ABC):
         async with self.driver_snapshot() as driver:
             return await driver.fetchrow(sql, parameters)
 
+    def stable_snapshot(self) -> AbstractAsyncContextManager[Connection]:
+        """A read-only transaction whose every statement sees the same state, however long
+        it lasts (an export reads an account's tables one after another)."""
+        return self.snapshot()
+
     @abc.abstractmethod
     def driver_write(self, *, planned_once: bool = False) -> AbstractAsyncContextManager[Driver]:
         """A driver connection for a write done in one statement where the database is a
@@ -140,6 +145,26 @@ class StorageEngine(abc.ABC):
     @abc.abstractmethod
     async def prepare_search(self) -> None:
         """Make `search` see every message committed before the call."""
+
+    @abc.abstractmethod
+    async def ids_given(self, driver: Driver, table: str) -> int:
+        """The highest id `table` has given out (0 if none): every id of its rows, and of
+        those since deleted, is at most this."""
+
+    @abc.abstractmethod
+    async def advance_ids(self, driver: Driver, table: str, past: int) -> None:
+        """Make `table` give out only ids above `past` from now on (rows written with ids
+        of their own, by an import); never moves it back."""
+
+    @abc.abstractmethod
+    async def index_imported(self, connection: Connection, account_id: int) -> None:
+        """In the open transaction: make `search` find the account's messages, which were
+        written with ids of their own (an import) rather than in the order ids are given."""
+
+    @abc.abstractmethod
+    def refuses_data(self, error: BaseException) -> bool:
+        """Whether `error`, raised by a driver-level write, is the database refusing the
+        rows (a constraint, a value it cannot hold) rather than failing itself."""
 
     @abc.abstractmethod
     def serialise_migrations(self, connection: SyncConnection) -> None:

@@ -48,6 +48,13 @@ INDEX_ALL = (
     " SELECT (account_id << 32) + seq, text, counterpart FROM messages ORDER BY account_id, seq"
 )
 _PROGRESS = "UPDATE messages_search_progress SET indexed_through = ?"
+# An imported account's messages whose ids the index has already gone past (the store held
+# messages of higher ids): chunks never come back for them.
+_INDEX_ACCOUNT_BEHIND = (
+    "INSERT INTO messages_search (rowid, text, counterpart)"
+    " SELECT (account_id << 32) + seq, text, counterpart FROM messages WHERE account_id = ?"
+    " AND id <= (SELECT indexed_through FROM messages_search_progress) ORDER BY seq"
+)
 
 
 def account_keys(account_id: int) -> tuple[int, int]:
@@ -75,3 +82,12 @@ def index_chunk(connection: sqlite3.Connection, *, at_least: int, up_to: int | N
     connection.execute(_INDEX, (indexed, through))
     connection.execute(_PROGRESS, (through,))
     return True
+
+
+def index_imported(connection: sqlite3.Connection, account_id: int) -> None:
+    """In the open write transaction: index an account just written with ids of its own (an
+    import), and every message after the index's progress, so the index again holds
+    exactly the messages up to its progress and is current."""
+    connection.execute(_INDEX_ACCOUNT_BEHIND, (account_id,))
+    while index_chunk(connection, at_least=1):
+        pass

@@ -8,6 +8,7 @@ the head of the migration scripts.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration in migrations/versions (tests/test_migrations.py checks it).
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 
 def include_object(
@@ -57,6 +58,12 @@ async def current_revision(db: Database) -> str | None:
 
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Migrate to `revision`; safe to run from several processes at once."""
+    await _migrate(db, "migrate", "upgrade", revision)
+
+
+async def _migrate(db: Database, name: str, direction: str, revision: str) -> None:
+    """Alembic's `direction` (upgrade or downgrade) to `revision`, in one transaction
+    named `name`, on the store's own connection."""
 
     def run(connection: Connection) -> None:
         from alembic import command
@@ -64,9 +71,9 @@ async def upgrade(db: Database, revision: str = "head") -> None:
         db.engine.serialise_migrations(connection)
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        getattr(command, direction)(config, revision)
 
-    async with db.transaction("migrate") as connection:
+    async with db.transaction(name) as connection:
         await connection.run_sync(run)
 
 
@@ -74,3 +81,33 @@ async def ensure_schema(db: Database) -> None:
     """Upgrade only when behind: the common case costs one small read."""
     if await current_revision(db) != head_revision():
         await upgrade(db)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Revision:
+    """One migration: its id, the one before it, and the first paragraph of its description."""
+
+    revision: str
+    down_revision: str | None
+    title: str
+
+
+def history() -> list[Revision]:
+    """Every migration this version carries, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    found = [
+        Revision(
+            revision=str(script.revision),
+            down_revision=None if script.down_revision is None else str(script.down_revision),
+            title=" ".join((script.doc or "").strip().split("\n\n")[0].split()),
+        )
+        for script in scripts.walk_revisions()
+    ]
+    return list(reversed(found))
+
+
+async def downgrade(db: Database, revision: str) -> None:
+    """Migrate back to `revision` ("base": no schema at all), undoing the newer ones."""
+    await _migrate(db, "migrate_down", "downgrade", revision)

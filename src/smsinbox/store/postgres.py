@@ -269,6 +269,40 @@ class PostgresEngine(StorageEngine):
         rows.sort(key=lambda row: row[0], reverse=True)
         return rows[:limit]
 
+    @asynccontextmanager
+    async def stable_snapshot(self) -> AsyncIterator[Connection]:
+        # Read committed gives each statement a snapshot of its own: an export's tables
+        # read one after another would disagree (a message newer than its account's
+        # counters). Repeatable read keeps the first statement's snapshot to the end.
+        async with (
+            self._engine.connect() as connection,
+            _replaced_when_lost(connection),
+            connection.begin(),
+        ):
+            await connection.execute(_REPEATABLE_READ)
+            yield connection
+
+    async def ids_given(self, driver: Driver, table: str) -> int:
+        return int(await driver.fetchval(_IDS_GIVEN, (table,)))
+
+    async def advance_ids(self, driver: Driver, table: str, past: int) -> None:
+        # setval is not transactional: the sequence stays advanced if the transaction rolls
+        # back, which only leaves a gap (ids are never reused either way).
+        await driver.execute(_ADVANCE_IDS, (table, past, past, table))
+
+    async def index_imported(self, connection: Connection, account_id: int) -> None:
+        return None  # GIN indexes are written with the rows they index
+
+    def refuses_data(self, error: BaseException) -> bool:
+        import asyncpg
+
+        refused = asyncpg.IntegrityConstraintViolationError | asyncpg.DataError
+        if isinstance(error, refused):
+            return True
+        # asyncpg's own refusal of a value a column cannot hold (an int4 out of range),
+        # before the statement is sent.
+        return isinstance(error, ValueError) and type(error).__module__.startswith("asyncpg")
+
     def serialise_migrations(self, connection: SyncConnection) -> None:
         # The lock ends with the transaction.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
@@ -337,6 +371,16 @@ async def _first_of(*events: asyncio.Event, seconds: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+_REPEATABLE_READ = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+_SEQUENCE = "CAST(pg_get_serial_sequence(?, 'id') AS regclass)"
+_IDS_GIVEN = f"SELECT COALESCE(pg_sequence_last_value({_SEQUENCE}), 0)"
+# Only ever forward: a sequence that has gone past `past` is left as it is.
+_ADVANCE_IDS = (
+    f"SELECT setval({_SEQUENCE}, CAST(? AS BIGINT))"
+    f" WHERE CAST(? AS BIGINT) > COALESCE(pg_sequence_last_value({_SEQUENCE}), 0)"
+)
 
 
 def like_pattern(query: str) -> str:

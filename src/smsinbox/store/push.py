@@ -29,6 +29,17 @@ from smsinbox.store.driver import in_list
 from smsinbox.store.engine import StorageEngine
 
 NOTIFY_CHANNEL = t.NOTIFY_CHANNEL
+# Messages a replay re-queues per transaction.
+REPLAY_BATCH = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayStep:
+    """One batch of a replay: deliveries queued, messages looked at, the last one's id."""
+
+    queued: int
+    messages: int
+    last_id: int
 
 
 # The columns a new delivery is inserted with, in the order the selects below produce them.
@@ -447,30 +458,47 @@ class PushStore(StoreBase):
             ).all()
         return [AttemptRecord(*row) for row in rows]
 
-    async def replay_deliveries(self, username: str, *, since_ms: int, now: int) -> int:
-        """Queue again every push of the account's messages received since `since_ms`,
-        to every enabled endpoint, including messages that never had a delivery."""
+    async def replay_deliveries(
+        self,
+        username: str,
+        *,
+        since_ms: int,
+        now: int,
+        after_id: int = 0,
+        batch: int = REPLAY_BATCH,
+        dry_run: bool = False,
+    ) -> ReplayStep:
+        """Queue again every push of the next `batch` of the account's messages received
+        since `since_ms` with ids above `after_id`, to every enabled endpoint, including
+        messages that never had a delivery. One short transaction a batch: a replay of a
+        large history never holds the writer long. `dry_run`: count, change nothing."""
         deliveries = t.deliveries.c
         messages = t.messages.c
         endpoints = t.push_endpoints.c
-        async with self.db.transaction("replay_deliveries") as connection:
+        opened = self.db.snapshot if dry_run else self.db.transaction
+        async with opened("replay_deliveries") as connection:
             account_id = await account_id_for(connection, username)
+            ids = list(
+                await connection.scalars(
+                    select(messages.id)
+                    .where(messages.account_id == account_id)
+                    .where(messages.received_at >= since_ms)
+                    .where(messages.id > after_id)
+                    .order_by(messages.id)
+                    .limit(batch)
+                )
+            )
+            if not ids:
+                return ReplayStep(queued=0, messages=0, last_id=after_id)
             enabled = (
                 select(endpoints.id)
                 .where(endpoints.account_id == account_id)
                 .where(endpoints.enabled.is_(True))
             )
-            recent = (
-                select(messages.id)
-                .where(messages.account_id == account_id)
-                .where(messages.received_at >= since_ms)
-            )
-            requeued = await connection.execute(
-                update(t.deliveries)
-                .where(deliveries.account_id == account_id)
-                .where(deliveries.endpoint_id.in_(enabled))
-                .where(deliveries.message_id.in_(recent))
-                .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=now)
+            again = (
+                (deliveries.account_id == account_id)
+                & deliveries.endpoint_id.in_(enabled)
+                & deliveries.message_id.in_(ids)
             )
             missing = (
                 select(
@@ -486,8 +514,7 @@ class PushStore(StoreBase):
                 .select_from(
                     t.messages.join(t.push_endpoints, endpoints.account_id == messages.account_id)
                 )
-                .where(messages.account_id == account_id)
-                .where(messages.received_at >= since_ms)
+                .where(messages.id.in_(ids))
                 .where(messages.direction == Direction.INCOMING.value)
                 .where(messages.origin != "sim")
                 .where(messages.deleted.is_(False))
@@ -504,17 +531,42 @@ class PushStore(StoreBase):
                     .exists()
                 )
             )
-            added = await connection.execute(
-                insert(t.deliveries).from_select(
-                    _DELIVERY_COLUMNS,
-                    missing,
+            if dry_run:
+                requeued = await connection.scalar(
+                    select(func.count()).select_from(t.deliveries).where(again)
                 )
+                added = await connection.scalar(
+                    select(func.count()).select_from(missing.subquery())
+                )
+                total = int(requeued or 0) + int(added or 0)
+                return ReplayStep(queued=total, messages=len(ids), last_id=ids[-1])
+            requeued_rows = await connection.execute(
+                update(t.deliveries)
+                .where(again)
+                .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=now)
             )
-            total = int(requeued.rowcount or 0) + int(added.rowcount or 0)
+            added_rows = await connection.execute(
+                insert(t.deliveries).from_select(_DELIVERY_COLUMNS, missing)
+            )
+            total = int(requeued_rows.rowcount or 0) + int(added_rows.rowcount or 0)
             if total:
                 await self.db.engine.notify(connection, NOTIFY_CHANNEL)
-        self.outbox_changed()
-        return total
+        if total:
+            self.outbox_changed()
+        return ReplayStep(queued=total, messages=len(ids), last_id=ids[-1])
+
+    async def count_messages_since(self, username: str, *, since_ms: int) -> int:
+        """How many of the account's messages were received since `since_ms`."""
+        messages = t.messages.c
+        async with self.db.snapshot("count_messages_since") as connection:
+            account_id = await account_id_for(connection, username)
+            found = await connection.scalar(
+                select(func.count())
+                .select_from(t.messages)
+                .where(messages.account_id == account_id)
+                .where(messages.received_at >= since_ms)
+            )
+        return int(found or 0)
 
     async def queue_figures(self) -> tuple[int, int | None]:
         """How many deliveries are pending, and when the oldest of them was created."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
@@ -26,16 +26,38 @@ class RetentionStore(StoreBase):
         """Delete up to `batch` unlocked messages older than the account's `keep` newest."""
         messages = t.messages.c
         async with self.db.transaction("prune_beyond_count") as connection:
-            oldest_kept = await connection.scalar(
-                select(messages.seq)
-                .where(messages.account_id == account_id)
-                .order_by(messages.seq.desc())
-                .offset(keep - 1)
-                .limit(1)
-            )
+            oldest_kept = await _oldest_kept(connection, account_id, keep)
             if oldest_kept is None:
                 return 0
             return await _prune(connection, account_id, messages.seq < oldest_kept, batch)
+
+    async def count_prunable(
+        self, account_id: int, *, keep: int, before_ms: int | None
+    ) -> tuple[int, int]:
+        """How many messages `prune_beyond_count` (keep > 0) and then `prune_older_than`
+        (before_ms not None) would delete now: the same conditions, counted."""
+        messages = t.messages.c
+        prunable = (
+            select(func.count())
+            .select_from(t.messages)
+            .where(messages.account_id == account_id)
+            .where(messages.locked.is_(False))
+            .where(messages.deleted.is_(False))
+        )
+        async with self.db.snapshot("count_prunable") as connection:
+            oldest_kept = await _oldest_kept(connection, account_id, keep) if keep > 0 else None
+            by_count = 0
+            if oldest_kept is not None:
+                by_count = int(
+                    await connection.scalar(prunable.where(messages.seq < oldest_kept)) or 0
+                )
+            by_age = 0
+            if before_ms is not None:
+                expired = prunable.where(messages.received_at < before_ms)
+                if oldest_kept is not None:
+                    expired = expired.where(messages.seq >= oldest_kept)  # counted above
+                by_age = int(await connection.scalar(expired) or 0)
+        return by_count, by_age
 
     async def prune_older_than(self, account_id: int, *, before_ms: int, batch: int) -> int:
         """Delete up to `batch` unlocked messages received before `before_ms`."""
@@ -53,6 +75,19 @@ class RetentionStore(StoreBase):
             return 0
         async with self.db.transaction("prune_older_than") as connection:
             return await _prune(connection, account_id, t.messages.c.received_at < before_ms, batch)
+
+
+async def _oldest_kept(connection: Connection, account_id: int, keep: int) -> int | None:
+    """The seq of the oldest of the account's `keep` newest messages; None if it has fewer."""
+    messages = t.messages.c
+    found = await connection.scalar(
+        select(messages.seq)
+        .where(messages.account_id == account_id)
+        .order_by(messages.seq.desc())
+        .offset(keep - 1)
+        .limit(1)
+    )
+    return None if found is None else int(found)
 
 
 async def _prune(

@@ -401,6 +401,23 @@ class SqliteEngine(StorageEngine):
         parameters = (first, *parameters, first, last, phrase, limit)
         return await driver.fetch(search_sql(where), parameters)
 
+    async def ids_given(self, driver: Driver, table: str) -> int:
+        # AUTOINCREMENT keeps the highest id a table ever had in sqlite_sequence.
+        given = await driver.fetchval(_IDS_GIVEN, (table,))
+        return 0 if given is None else int(given)
+
+    async def advance_ids(self, driver: Driver, table: str, past: int) -> None:
+        # In the transaction: rolled back with it.
+        await driver.execute(_ADVANCE_IDS, (past, table, past))
+        await driver.execute(_FIRST_IDS, (table, past, table))
+
+    async def index_imported(self, connection: Connection, account_id: int) -> None:
+        assert isinstance(connection, LoopConnection)
+        fts.index_imported(connection.dbapi_connection, account_id)
+
+    def refuses_data(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError | sqlite3.DataError)
+
     def serialise_migrations(self, connection: SyncConnection) -> None:
         return None  # the migration's write transaction holds the database
 
@@ -409,6 +426,15 @@ class SqliteEngine(StorageEngine):
         self._reader.dispose()
         while self._idle_readers:
             self._idle_readers.pop().close()
+
+
+_IDS_GIVEN = "SELECT seq FROM sqlite_sequence WHERE name = ?"
+_ADVANCE_IDS = "UPDATE sqlite_sequence SET seq = ? WHERE name = ? AND seq < ?"
+# A table that never had a row has no line in sqlite_sequence yet.
+_FIRST_IDS = (
+    "INSERT INTO sqlite_sequence (name, seq) SELECT ?, ?"
+    " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?)"
+)
 
 
 @functools.cache

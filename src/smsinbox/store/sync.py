@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 
 from smsinbox.models import SyncedMessage
 from smsinbox.store import tables as t
@@ -108,6 +108,18 @@ class SyncStore(StoreBase):
                 .order_by(messages.account_id)
             )
             return [int(account_id) for account_id in rows]
+
+    async def count_expired_tombstones(self, *, deleted_before: int) -> int:
+        """How many deletes `purge_tombstones` would forget now, over every account."""
+        messages = t.messages.c
+        async with self.db.snapshot("count_tombstones") as connection:
+            found = await connection.scalar(
+                select(func.count())
+                .select_from(t.messages)
+                .where(text(t.TOMBSTONE))
+                .where(messages.deleted_at < deleted_before)
+            )
+        return int(found or 0)
 
     async def purge_tombstones(self, account_id: int, *, deleted_before: int, batch: int) -> int:
         """Forget up to `batch` deletes older than `deleted_before`; devices that have not

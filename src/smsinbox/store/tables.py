@@ -65,6 +65,9 @@ accounts = Table(
     Column("reseller", String(128), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("password_changed_at", BigInteger, nullable=False),
+    # ISO 3166 code whose national number forms the account's users write; NULL: the
+    # server's default_region.
+    Column("region", String(2), nullable=True),
     sqlite_autoincrement=True,
 )
 

@@ -91,12 +91,14 @@ class SmppInbound:
                 carried.message_id, state, carried.error, now=self.clock()
             )
             return Status.ESME_ROK
+        # Read as every upstream's numbers are: in the default region.
+        region = self.ingestor.region
         try:
-            sender = normalize_sender(carried.source, "source_addr")
+            sender = normalize_sender(carried.source, "source_addr", region=region)
         except InvalidInput:
             return Status.ESME_RINVSRCADR
         try:
-            recipient = normalize_msisdn(carried.destination, "destination_addr")
+            recipient = normalize_msisdn(carried.destination, "destination_addr", region=region)
         except InvalidInput:
             return Status.ESME_RINVDSTADR
         part = carried.part

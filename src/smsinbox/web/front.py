@@ -9,6 +9,15 @@ A fixed path's answer is sent by this layer itself, its status read from the res
 so the common answer passes through no wrapper at all; a chunked body alone is counted
 as it arrives (a content-length is checked once, and the parser delivers no more).
 
+Each request gets an id: the client's (or its proxy's) `X-Request-ID` when it is sane
+(visible ASCII, 1 to 128 characters), else this process's random prefix and a count
+(0.13 µs to make, where a uuid4 takes 2.3 µs). Every answer carries it back as
+`X-Request-ID`, the request log writes it, and log records emitted while the request is
+handled carry it (smsinbox.logs). Making it, the context variable and the header cost a
+`/healthz` request about 0.9 µs of this layer's 2.9 µs, driven in-process on a 2-core VM
+(2026-12-07), against some 130 µs of server CPU per request over a socket there. The
+benchmark's no-op answer has none: it measures the server without this layer.
+
 Fixed paths (every hot route) are found by one dict lookup. Paths with parameters
 (`/admin/accounts/{username}/...`), wrong methods and unknown paths go to the Starlette
 application, which answers them as before (405 with `Allow`, 404), and which also runs the
@@ -19,7 +28,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -30,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from smsinbox.logs import current_request_id
 from smsinbox.metrics import LoopSeries, Metrics
 from smsinbox.web.requestlog import RequestLog
 
@@ -44,6 +57,10 @@ _NOOP_START: Message = {
 _NOOP_BODY: Message = {"type": "http.response.body", "body": b""}
 
 Handler = Callable[[Request], Awaitable[Response]]
+# The answer's header naming the request: (b"x-request-id", id).
+Tag = tuple[bytes, bytes]
+# An id a client may choose: visible ASCII, no space (the text log separates by spaces).
+_sane_request_id = re.compile(rb"[!-~]{1,128}").fullmatch
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +87,10 @@ class Front:
         self.request_log = request_log
         self.noop_route = noop_route
         self._durations = metrics.request_duration
+        # Ids of this process's requests: unique across restarts and processes with
+        # overwhelming likelihood (48 random bits), cheap to make.
+        self._id_prefix = secrets.token_hex(6).encode() + b"-"
+        self._id_numbers = itertools.count(1)
         # One histogram child per (route, method, status), looked up once.
         self._samples: dict[tuple[str, str, int], LoopSeries] = {}
         routes = [route for route in app.routes if isinstance(route, Route)]
@@ -104,47 +125,60 @@ class Front:
             return
         started = time.perf_counter()
         endpoint = self._fixed.get(path)
-        body = _body_framing(scope, self.max_body_bytes)
+        body, request_id = _read_head(scope, self.max_body_bytes)
+        if request_id is None:
+            request_id = self._id_prefix + b"%x" % next(self._id_numbers)
+        # Never reset: uvicorn runs each request in a task of its own, whose context is a
+        # copy that ends with it (a reset would cost as much again as the set).
+        current_request_id.set(request_id)
+        tag = (b"x-request-id", request_id)
         if body is _TOO_LARGE:
             name, status = "unmatched", 413
-            await _too_large(send)
+            await _too_large(send, tag)
         else:
             if body is _UNFRAMED:
                 receive = _CountingReceive(receive, self.max_body_bytes)
             if endpoint is not None and scope["method"] in endpoint.methods:
                 name = endpoint.name
-                status = await self._answer(endpoint, scope, receive, send)
+                status = await self._answer(endpoint, scope, receive, send, tag)
             else:
-                name, status = await self._delegate(scope, receive, send)
-        self._record(name, scope, path, status, time.perf_counter() - started)
+                name, status = await self._delegate(scope, receive, send, tag)
+        self._record(name, scope, path, status, time.perf_counter() - started, request_id)
 
-    async def _answer(self, endpoint: _Endpoint, scope: Scope, receive: Receive, send: Send) -> int:
-        """A fixed path's handler and its answer; the status sent."""
+    async def _answer(
+        self, endpoint: _Endpoint, scope: Scope, receive: Receive, send: Send, tag: Tag
+    ) -> int:
+        """A fixed path's handler and its answer, tagged with the request's id; the status
+        sent."""
         scope["app"] = self.app
         scope["endpoint"] = endpoint.handler
         try:
             response = await endpoint.handler(Request(scope, receive, send))
         except _BodyTooLarge:
-            await _too_large(send)
+            await _too_large(send, tag)
             return 413
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            await _internal_error(send)
+            await _internal_error(send, tag)
             return 500
         if response.background is None and type(response).__call__ is Response.__call__:
             # What Response.__call__ sends, without its wrapper round `send` per message.
+            # A copy of the headers: a response may be shared (healthz answers one).
             try:
                 await send({"type": "http.response.start", "status": response.status_code,
-                            "headers": response.raw_headers})  # fmt: skip
+                            "headers": [*response.raw_headers, tag]})  # fmt: skip
                 await send({"type": "http.response.body", "body": response.body})
             except Exception:
                 log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             return response.status_code
-        return await self._stream(response, scope, receive, send)
+        return await self._stream(response, scope, receive, send, tag)
 
-    async def _stream(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> int:
-        """`app` answers on its own (Starlette's router, a streamed response); the status
-        it sent, or an answer for the error it raised before it sent one."""
+    async def _stream(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, tag: Tag
+    ) -> int:
+        """`app` answers on its own (Starlette's router, a streamed response), its answer
+        tagged with the request's id; the status it sent, or an answer for the error it
+        raised before it sent one."""
         status = 500
         sent_start = False
 
@@ -153,27 +187,32 @@ class Front:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 sent_start = True
+                message = {**message, "headers": [*message.get("headers", ()), tag]}
             await send(message)
 
         try:
             await app(scope, receive, send_and_note)
         except _BodyTooLarge:
             if not sent_start:
-                await _too_large(send)
+                await _too_large(send, tag)
                 return 413
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if not sent_start:
-                await _internal_error(send)
+                await _internal_error(send, tag)
                 return 500
         return status
 
-    async def _delegate(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
+    async def _delegate(
+        self, scope: Scope, receive: Receive, send: Send, tag: Tag
+    ) -> tuple[str, int]:
         """Starlette's router: paths with parameters, wrong methods, unknown paths."""
-        status = await self._stream(self.app, scope, receive, send)
+        status = await self._stream(self.app, scope, receive, send, tag)
         return getattr(scope.get("endpoint"), "__name__", "unmatched"), status
 
-    def _record(self, name: str, scope: Scope, path: str, status: int, elapsed: float) -> None:
+    def _record(
+        self, name: str, scope: Scope, path: str, status: int, elapsed: float, request_id: bytes
+    ) -> None:
         key = (name, scope["method"], status)
         sample = self._samples.get(key)
         if sample is None:
@@ -182,7 +221,9 @@ class Front:
         if self.request_log is not None:
             client = scope.get("client")
             # Never the query string: it carries passwords and tokens.
-            self.request_log.line(client[0] if client else "-", key[1], path, status, elapsed)
+            self.request_log.line(
+                client[0] if client else "-", key[1], path, status, elapsed, request_id
+            )
 
 
 # How a request's body is delimited, as far as the size cap is concerned.
@@ -191,17 +232,23 @@ _UNFRAMED = "unframed"  # chunked: counted as it arrives
 _TOO_LARGE = "too large"  # a content-length over the cap, or one that is not a number
 
 
-def _body_framing(scope: Scope, max_bytes: int) -> str:
+def _read_head(scope: Scope, max_bytes: int) -> tuple[str, bytes | None]:
+    """How the body is framed, and the client's request id if it sent a sane one: one
+    pass over the headers for both."""
     # HTTP/1.1 requests carry a body only with content-length or transfer-encoding, and
     # the parser delivers no more than a content-length says.
     framing = _FRAMED
+    request_id = None
     for header, value in scope["headers"]:
         if header == b"content-length":
             if not (value.isdigit() and int(value) <= max_bytes):
-                return _TOO_LARGE
+                framing = _TOO_LARGE
         elif header == b"transfer-encoding":
-            framing = _UNFRAMED
-    return framing
+            if framing is _FRAMED:
+                framing = _UNFRAMED
+        elif header == b"x-request-id" and _sane_request_id(value) is not None:
+            request_id = value
+    return framing, request_id
 
 
 class _CountingReceive:
@@ -227,7 +274,7 @@ class _BodyTooLarge(BaseException):
     one) must not swallow it, or an oversized body would get a 200 instead of the 413."""
 
 
-async def _plain(send: Send, status: int, body: bytes) -> None:
+async def _plain(send: Send, status: int, body: bytes, tag: Tag) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -235,15 +282,16 @@ async def _plain(send: Send, status: int, body: bytes) -> None:
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
+                tag,
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
 
 
-async def _too_large(send: Send) -> None:
-    await _plain(send, 413, b"request body too large\n")
+async def _too_large(send: Send, tag: Tag) -> None:
+    await _plain(send, 413, b"request body too large\n", tag)
 
 
-async def _internal_error(send: Send) -> None:
-    await _plain(send, 500, b"Internal Server Error")
+async def _internal_error(send: Send, tag: Tag) -> None:
+    await _plain(send, 500, b"Internal Server Error", tag)

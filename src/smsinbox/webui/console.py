@@ -58,6 +58,7 @@ NOTICES = {
     "activated": "Account activated.",
     "password": "Password changed: the account's sessions and auth tokens have ended.",
     "number_added": "Number added.",
+    "region": "Region changed: numbers written nationally are read in it from now on.",
     "number_removed": "Number removed.",
     "assigned": "Number assigned: its waiting messages are in the account now.",
     "upstream_revoked": "Upstream token revoked.",
@@ -195,13 +196,14 @@ async def add_account(request: Request, session: WebSession) -> Response:
             form.text("password"),
             msisdns=tuple(form.text("numbers").replace(",", " ").split()),
             time_zone=form.get("time_zone") or None,
+            region=form.get("region") or None,
         )
     except DomainError as error:
         if isinstance(error, StoreUnavailable):
             raise
         listed = await services.store.list_accounts()
         values = {"username": username, "numbers": form.text("numbers"),
-                  "time_zone": form.text("time_zone")}  # fmt: skip
+                  "time_zone": form.text("time_zone"), "region": form.text("region")}  # fmt: skip
         return page(
             "operator/accounts.html",
             _context(session, request, title="Accounts", accounts=listed, values=values,
@@ -257,6 +259,9 @@ async def change_account(request: Request, session: WebSession) -> Response:
         elif action == "password":
             await services.accounts.change_password(username, form.text("password"))
             notice = "password"
+        elif action == "region":
+            await services.accounts.set_region(username, form.text("region"))
+            notice = "region"
         elif action == "add_number":
             await services.accounts.add_number(form.text("number"), username)
             notice = "number_added"

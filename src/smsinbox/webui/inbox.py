@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from smsinbox.core.caller import Caller
-from smsinbox.core.numbers import normalize_sender
+from smsinbox.core.mailbox import address_of
 from smsinbox.core.values import parse_count
 from smsinbox.core.websessions import WebSession, WebSessions
 from smsinbox.errors import (
@@ -179,8 +179,9 @@ async def conversations(request: Request, session: WebSession) -> Response:
     )  # fmt: skip
 
 
-def _counterpart(request: Request) -> str:
-    return normalize_sender(request.path_params["counterpart"], "counterpart")
+def _counterpart(request: Request, session: WebSession) -> str:
+    assert session.principal is not None
+    return address_of(session.principal, request.path_params["counterpart"], "counterpart")
 
 
 @signed_in()
@@ -189,7 +190,7 @@ async def thread(request: Request, session: WebSession) -> Response:
 
     Opening it marks it read, as a phone's messaging app does."""
     try:
-        counterpart = _counterpart(request)
+        counterpart = _counterpart(request, session)
     except InvalidInput:
         return not_found(session, "There is no conversation with this address.")
     return await _thread_page(request, session, counterpart, mark_read=True)
@@ -252,12 +253,14 @@ async def reply(request: Request, session: WebSession) -> Response:
         if isinstance(error, StoreUnavailable):
             raise
         try:
-            shown = _counterpart(request)
+            shown = _counterpart(request, session)
         except InvalidInput:
             return not_found(session, "There is no conversation with this address.")
         return await _thread_page(request, session, shown, mark_read=False, error=error.detail,
                                   text=form.text("text"), status=400)  # fmt: skip
-    return see_other(thread_path(counterpart, notice="scheduled" if send_on else "sent"))
+    # The conversation as stored, however the address in the URL was written.
+    shown = _counterpart(request, session)
+    return see_other(thread_path(shown, notice="scheduled" if send_on else "sent"))
 
 
 @signed_in()
@@ -277,7 +280,7 @@ async def compose(request: Request, session: WebSession) -> Response:
         await services_of(request).mailbox.send(
             session.principal, to, text, send_on=send_on, device_id=None
         )
-        counterpart = normalize_sender(to, "to")
+        counterpart = address_of(session.principal, to, "to")
     except DomainError as error:
         if isinstance(error, StoreUnavailable):
             raise
