@@ -20,41 +20,18 @@ from smsinbox.config import Settings
 from smsinbox.core.passwords import verify_password
 from smsinbox.services import Services
 from smsinbox.store.migrate import head_revision, history
+from tests.commands import Ran, smsinbox
 from tests.conftest import PG_URL, free_port
 
 EX_NOINPUT, EX_TEMPFAIL = 66, 75
 
 
-def smsinbox(
-    database_url: str | None,
-    *args: str,
-    input: str | None = None,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("SMSINBOX_")
-    }
-    if database_url is not None:
-        environment["SMSINBOX_DATABASE_URL"] = database_url
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "smsinbox", *args],
-        env=environment,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
+def ok(result: Ran) -> str:
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+def one_line_error(result: Ran, code: int) -> str:
     """The command failed with `code` and said why in one line, without a traceback."""
     assert result.returncode == code, (result.returncode, result.stderr)
     assert result.stderr.startswith("error: "), result.stderr
@@ -63,7 +40,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
     return result.stderr
 
 
-def as_json(result: subprocess.CompletedProcess[str]) -> object:
+def as_json(result: Ran) -> object:
     return json.loads(ok(result))
 
 
@@ -72,7 +49,7 @@ def as_json(result: subprocess.CompletedProcess[str]) -> object:
 
 def test_a_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
     where = tmp_path / "nonexistent" / "dir" / "x.db"
-    said = one_line_error(smsinbox(f"sqlite:///{where}", "user", "list"), EX_NOINPUT)
+    said = one_line_error(smsinbox(f"sqlite:///{where}", "user", "list", process=True), EX_NOINPUT)
     assert f"no smsinbox database at {where}" in said and "smsinbox db upgrade" in said
     assert not (tmp_path / "nonexistent").exists()
 
@@ -109,7 +86,7 @@ def test_a_database_url_that_is_wrong_is_one_line_with_the_password_hidden(url: 
 def test_an_unreachable_postgresql_says_why_with_exit_75() -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/smsinbox"
     said = one_line_error(
-        smsinbox(url, "user", "list", env={"SMSINBOX_DB_TIMEOUT": "2"}), EX_TEMPFAIL
+        smsinbox(url, "user", "list", env={"SMSINBOX_DB_TIMEOUT": "2"}, process=True), EX_TEMPFAIL
     )
     assert said.startswith("error: store unavailable: ")
     assert "refused" in said.lower() or "connect" in said.lower()  # the cause, not only "down"
@@ -204,6 +181,21 @@ def test_db_current_history_and_downgrade(database_url: str) -> None:
     one_line_error(smsinbox(db, "db", "downgrade", "9999", "--yes"), 2)
 
 
+def test_a_downgrade_to_the_first_revision_and_back_keeps_the_messages(
+    database_url: str,
+) -> None:
+    db = database_url
+    ok(smsinbox(db, "db", "upgrade"))
+    ok(smsinbox(db, "user", "add", "alice", "--password", "pw", "--msisdn", "447700900001"))
+    ok(smsinbox(db, "inject", "--from", "1", "--to", "447700900001", "--text", "kept"))
+    first = history()[0].revision
+    undone = as_json(smsinbox(db, "db", "downgrade", first, "--yes", "--json"))
+    assert undone["to"] == first and len(undone["undone"]) == len(history()) - 1  # type: ignore[index]
+    ok(smsinbox(db, "db", "upgrade"))
+    shown = as_json(smsinbox(db, "messages", "alice", "--json"))
+    assert [m["text"] for m in shown] == ["kept"]  # type: ignore[index]
+
+
 def as_json_where(database_url: str) -> str:
     found = as_json(smsinbox(database_url, "db", "current", "--json"))
     assert isinstance(found, dict)
@@ -216,11 +208,13 @@ def as_json_where(database_url: str) -> str:
 def test_version_and_shell_completion() -> None:
     import smsinbox as package
 
-    assert ok(smsinbox(None, "--version")) == f"smsinbox {package.__version__}\n"
+    assert ok(smsinbox(None, "--version", process=True)) == f"smsinbox {package.__version__}\n"
     completion = {"_SMSINBOX_COMPLETE": "complete_bash", "COMP_WORDS": "smsinbox us",
                   "COMP_CWORD": "1"}  # fmt: skip
-    assert "user" in ok(smsinbox(None, env=completion)).split()
-    script = ok(smsinbox(None, "--show-completion", "bash", env={"SHELL": "/bin/bash"}))
+    assert "user" in ok(smsinbox(None, env=completion, process=True)).split()
+    script = ok(
+        smsinbox(None, "--show-completion", "bash", env={"SHELL": "/bin/bash"}, process=True)
+    )
     assert "_SMSINBOX_COMPLETE" in script
 
 
@@ -284,7 +278,7 @@ def test_smpp_bind_in_json_never_shows_its_password(database_url: str) -> None:
 def test_passwords_from_stdin(database_url: str) -> None:
     db = database_url
     ok(smsinbox(db, "db", "upgrade"))
-    ok(smsinbox(db, "user", "add", "alice", "--password-stdin", input="first pw\n"))
+    ok(smsinbox(db, "user", "add", "alice", "--password-stdin", input="first pw\n", process=True))
     assert asyncio.run(_password_is(db, "alice", "first pw"))
     ok(smsinbox(db, "user", "passwd", "alice", "--password-stdin", input="second pw\r\n"))
     assert asyncio.run(_password_is(db, "alice", "second pw"))
@@ -472,3 +466,26 @@ def test_numbers_written_with_00_or_nationally_route_to_their_owner(database_url
     assert bad.returncode == 1 and "region" in bad.stderr
     refused = smsinbox(db, "user", "list", env={"SMSINBOX_DEFAULT_REGION": "Narnia"})
     assert refused.returncode == 2 and "default_region" in refused.stderr
+
+
+def test_serve_says_where_it_created_the_store(tmp_path: Path) -> None:
+    """The default store is relative to where `serve` runs: its log names the absolute path."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "smsinbox", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SMSINBOX_")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        created = f"created the smsinbox schema {head_revision()} in {tmp_path}/var/smsinbox.db"
+        for line in server.stderr:  # type: ignore[union-attr]
+            if created in line:
+                break
+        else:
+            pytest.fail("serve ended without saying where it created the store")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+    assert (tmp_path / "var" / "smsinbox.db").is_file()

@@ -193,7 +193,14 @@ class Services:
                 f"no smsinbox schema in {self.store.db.where}: `smsinbox db upgrade` creates it"
             )
         if self.settings.migrate_on_start:
-            await ensure_schema(self.store.db)
+            before = await ensure_schema(self.store.db)
+            head, where = head_revision(), self.store.db.where
+            # Said where the operator will see it: a store made in a directory nobody meant
+            # (a relative SQLite path, run from elsewhere) is found by this line.
+            if before is None:
+                log.info("created the smsinbox schema %s in %s", head, where)
+            elif before != head:
+                log.info("migrated %s from schema %s to %s", where, before, head)
             return
         try:
             current = await current_revision(self.store.db)
