@@ -80,7 +80,7 @@ async def generate(
     start_ms = (now - per_account * SPACING_MS - 60_000) // 1000 * 1000
     last_received = start_ms + (per_account - 1) * SPACING_MS
     account_rows = [
-        (i, username(i), password_hash, "active", "UTC", None, now, now)
+        (i, username(i), password_hash, "active", "UTC", None, now, now, None)  # no region
         for i in range(1, accounts + 1)
     ]
     counter_rows = [(i, per_account, last_received, per_account, 0) for i in range(1, accounts + 1)]
@@ -108,7 +108,7 @@ def _fill_sqlite(path, account_rows, counter_rows, number_rows, messages, total,
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA synchronous=OFF")
     connection.execute("BEGIN")
-    connection.executemany("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?)", account_rows)
+    connection.executemany("INSERT INTO accounts VALUES (?,?,?,?,?,?,?,?,?)", account_rows)
     connection.executemany("INSERT INTO account_counters VALUES (?,?,?,?,?)", counter_rows)
     connection.executemany("INSERT INTO numbers VALUES (?,?,?)", number_rows)
     placeholders = ",".join("?" * len(MESSAGE_COLUMNS))
