@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -60,6 +60,9 @@ async def _create_database(maintenance_url: str, name: str) -> None:
     finally:
         await connection.close()
 
+
+if TYPE_CHECKING:
+    from tests.receiver import Receiver
 
 _one_store_per_worker()
 
@@ -119,6 +122,16 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
         yield built
     finally:
         await built.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A push receiver on loopback (tests/receiver.py), stopped after the test."""
+    from tests.receiver import Receiver  # it takes free_port from here
+
+    started = Receiver().start()
+    yield started
+    started.stop()
 
 
 def free_port() -> int:

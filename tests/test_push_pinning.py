@@ -14,7 +14,7 @@ import collections
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -51,13 +51,6 @@ class ScriptedResolver:
 def settings(database_url: str) -> Settings:
     # Private addresses refused, as by default; one attempt, its retry far off.
     return Settings(database_url=database_url, push_retry_schedule="0,600", push_retry_jitter=0.0)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    started = Receiver().start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

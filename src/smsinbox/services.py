@@ -29,7 +29,7 @@ from smsinbox.metrics import Metrics
 from smsinbox.push.addresses import AddressPolicy
 from smsinbox.push.worker import PushWorker
 from smsinbox.store import Database, Store
-from smsinbox.store.migrate import current_revision, ensure_schema, head_revision
+from smsinbox.store.migrate import current_revision, head_revision, upgrade
 from smsinbox.upstream.smpp import SmppBinds, SmppInbound
 
 log = logging.getLogger("smsinbox")
@@ -188,33 +188,35 @@ class Services:
         `existing_only`: a database without smsinbox's schema is StoreMissing, not a store to
         create (the administrative commands work on a store; only `db upgrade` and `serve`
         make one)."""
-        if existing_only and await current_revision(self.store.db) is None:
-            raise StoreMissing(
-                f"no smsinbox schema in {self.store.db.where}: `smsinbox db upgrade` creates it"
-            )
-        if self.settings.migrate_on_start:
-            before = await ensure_schema(self.store.db)
-            head, where = head_revision(), self.store.db.where
-            # Said where the operator will see it: a store made in a directory nobody meant
-            # (a relative SQLite path, run from elsewhere) is found by this line.
-            if before is None:
-                log.info("created the smsinbox schema %s in %s", head, where)
-            elif before != head:
-                log.info("migrated %s from schema %s to %s", where, before, head)
-            return
+        db = self.store.db
         try:
-            current = await current_revision(self.store.db)
+            current = await current_revision(db)
         except StoreUnavailable:
+            if existing_only or self.settings.migrate_on_start:
+                raise
             # Start anyway: /readyz reports the outage and requests get "unavailable"
             # answers until the database is back, with no restart needed.
             log.warning("database unavailable at start; schema not checked")
             return
         head = head_revision()
-        if current != head:
+        if current is None and existing_only:
+            raise StoreMissing(
+                f"no smsinbox schema in {db.where}: `smsinbox db upgrade` creates it"
+            )
+        if current == head:
+            return
+        if not self.settings.migrate_on_start:
             raise SchemaBehind(
                 f"the database schema is at revision {current or 'none'}, this version "
                 f"needs {head}: run `smsinbox db upgrade`"
             )
+        await upgrade(db)
+        # Said where the operator will see it: a store made in a directory nobody meant (a
+        # relative SQLite path, run from elsewhere) is found by this line.
+        if current is None:
+            log.info("created the smsinbox schema %s in %s", head, db.where)
+        else:
+            log.info("migrated %s from schema %s to %s", db.where, current, head)
 
     async def close(self) -> None:
         await self.store.close()

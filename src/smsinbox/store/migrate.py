@@ -77,14 +77,10 @@ async def _migrate(db: Database, name: str, direction: str, revision: str) -> No
         await connection.run_sync(run)
 
 
-async def ensure_schema(db: Database) -> str | None:
-    """Upgrade only when behind: the common case costs one small read. Returns the
-    revision the store was at before (the newest: nothing was done; None: no schema)."""
-    before = await current_revision(db)
-    if before == head_revision():
-        return head_revision()
-    await upgrade(db)
-    return before
+async def ensure_schema(db: Database) -> None:
+    """Upgrade only when behind: the common case costs one small read."""
+    if await current_revision(db) != head_revision():
+        await upgrade(db)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
