@@ -20,12 +20,12 @@ from smsinbox.core.api import Core
 from smsinbox.core.caller import INTERNAL, Caller
 from smsinbox.core.sessions import Principal
 from smsinbox.core.sync import (
-    Change,
     ChangeKind,
     DeviceChange,
     DeviceDelete,
     DeviceInsert,
     DeviceUpdate,
+    SyncResult,
 )
 from smsinbox.dialects.mysms_codec import CodecError, ListOf, Schema, decode, encode
 from smsinbox.errors import (
@@ -333,26 +333,21 @@ UPDATE, INSERT, DELETE = 0, 1, 2
 OPERATIONS = {ChangeKind.UPDATED: UPDATE, ChangeKind.CREATED: INSERT, ChangeKind.DELETED: DELETE}
 
 
-def render_change(change: Change) -> dict[str, Any]:
-    """A change as the device receives it: the message as render_message shows it, written
-    out (a sync renders a thousand), with the operation and the device's own id for it."""
-    kind, message = change
-    (message_id, direction, counterpart, text, received_at, sent_at, status, status_at, origin,
-     read, locked, _, _, _, device_message_id) = message  # fmt: skip
-    return {
-        "operation": OPERATIONS[kind],
-        "messageId": message_id,
-        "address": counterpart,
-        "message": text,
-        "incoming": direction is Direction.INCOMING,
-        "read": read,
-        "locked": locked,
-        "origin": ORIGINS.get(origin, 1),
-        "status": STATUSES.get(status, 0),
-        "dateSent": sent_at or received_at,
-        "dateStatus": status_at or received_at,
-        "deviceMessageId": device_message_id,
-    }
+def render_changes(result: SyncResult) -> list[dict[str, Any]]:
+    """The changes as the device receives them: each message as render_message shows it,
+    with the operation and the device's own id for it. Written out in one comprehension, no
+    call per change: a sync renders a thousand (see SyncResult)."""
+    operations, origins, statuses, incoming = OPERATIONS, ORIGINS, STATUSES, Direction.INCOMING
+    return [
+        {"operation": operations[kind], "messageId": message_id, "address": counterpart,
+         "message": text, "incoming": direction is incoming, "read": read, "locked": locked,
+         "origin": origins.get(origin, 1), "status": statuses.get(status, 0),
+         "dateSent": sent_at or received_at, "dateStatus": status_at or received_at,
+         "deviceMessageId": device_message_id}
+        for kind, (message_id, direction, counterpart, text, received_at, sent_at, status,
+                   status_at, origin, read, locked, _, _, _, device_message_id)
+        in zip(result.kinds, result.messages, strict=True)
+    ]  # fmt: skip
 
 
 def device_change(entry: dict[str, Any]) -> DeviceChange:
@@ -395,7 +390,7 @@ async def sync(s: Core, who: Principal | None, body: dict[str, Any]) -> dict[str
         initial=body.get("syncInitial", False),
     )
     return {
-        "syncs": [render_change(change) for change in result.changes],
+        "syncs": render_changes(result),
         "syncAcks": [{"deviceMessageId": d, "messageId": m} for d, m in result.acks],
         "syncState": result.state,
         "syncMore": result.more,
