@@ -88,22 +88,28 @@ def _since(raw: str | None) -> int:
     return since
 
 
-def render_message(message: PolledMessage) -> dict[str, Any]:
-    rendered: dict[str, Any] = {}
-    if message.direction is Direction.INCOMING:
-        rendered["from"] = message.sender
-    rendered["recipient"] = message.recipient
-    rendered["documentId"] = str(message.id)
-    rendered["originDocumentId"] = None if message.reply_to_id is None else str(message.reply_to_id)
-    rendered["timestamp"] = message.received_at // 1000
-    rendered["text"] = message.text
-    return rendered
+def render_messages(messages: list[PolledMessage]) -> list[dict[str, Any]]:
+    """The page's messages as MC5 shows them (an incoming one with its sender first). One
+    comprehension of dict displays, no call and no item assignments per message: a page
+    of 100 rendered in 26-27 µs instead of 37-38 (2026-12-07)."""
+    incoming = Direction.INCOMING
+    return [
+        {"from": sender, "recipient": recipient, "documentId": str(message_id),
+         "originDocumentId": None if reply_to_id is None else str(reply_to_id),
+         "timestamp": received_at // 1000, "text": text}
+        if direction is incoming else
+        {"recipient": recipient, "documentId": str(message_id),
+         "originDocumentId": None if reply_to_id is None else str(reply_to_id),
+         "timestamp": received_at // 1000, "text": text}
+        for (message_id, direction, sender, recipient, text, _, _, reply_to_id, received_at,
+             _) in messages
+    ]  # fmt: skip
 
 
 def render_page(page: SincePage) -> dict[str, Any]:
     return {
         "newestMessageTimestamp": page.newest_timestamp,
-        "messages": [render_message(message) for message in page.messages],
+        "messages": render_messages(page.messages),
         "status": OK,
         "hasMoreMessages": page.has_more,
     }
