@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -472,11 +473,18 @@ class Run:
             httpx.get(self.server.url + path, timeout=30).raise_for_status()
 
     def record(self, name: str, figures: dict[str, Any], started: float) -> None:
-        self.measured[name] = {**figures, "rss_peak_mb": self.memory.peak_since(started)}
+        # When the row ran, in UTC: to set a row beside what else the machine logged then
+        # (PostgreSQL's checkpoints, say), which the monotonic `started` cannot.
+        took = time.monotonic() - started
+        ended = dt.datetime.now(dt.UTC)
+        began = ended - dt.timedelta(seconds=took)
+        self.measured[name] = {**figures, "rss_peak_mb": self.memory.peak_since(started),
+                               "began_utc": began.isoformat(timespec="seconds"),
+                               "ended_utc": ended.isoformat(timespec="seconds")}  # fmt: skip
         p99 = figures.get("p99_ms")
         latency = f"  p99 {p99:.2f} ms" if p99 is not None else ""
         print(f"  {name:19} {figures['rps']:>9,.0f} /s{latency}"
-              f"  ({time.monotonic() - started:.1f} s)")  # fmt: skip
+              f"  ({took:.1f} s, {began:%H:%M:%S}-{ended:%H:%M:%S} UTC)")  # fmt: skip
 
     def saturated(self, runs: dict[str, tuple[str, Path | None]]) -> None:
         """Each route with wrk at the mode's connections (one for `_1c`), closed loop."""
