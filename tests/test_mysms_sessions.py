@@ -115,3 +115,18 @@ async def test_expired_tokens_are_refused(services: Services, api_key: str) -> N
 
     with pytest.raises(InvalidAuthToken):
         await services.sessions.authenticate(api_key, token)
+
+
+async def test_a_session_sees_the_accounts_numbers_as_they_are_now(
+    services: Services, api_key: str
+) -> None:
+    token = await services.sessions.login(api_key, str(ALICE), "pw")
+    await services.accounts.add_number("447700900002", "alice")
+    principal = await services.sessions.authenticate(api_key, token)
+    assert principal.username == "alice"
+    assert principal.numbers == ("447700900001", "447700900002")
+    # An account whose numbers were all taken away keeps its session, with no number.
+    await services.accounts.remove_number("447700900001")
+    await services.accounts.remove_number("447700900002")
+    principal = await services.sessions.authenticate(api_key, token)
+    assert (principal.username, principal.numbers) == ("alice", ())

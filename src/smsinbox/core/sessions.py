@@ -113,13 +113,10 @@ class Sessions:
         key = await self._api_key(api_key)
         if not auth_token or len(auth_token) > 256:
             raise InvalidAuthToken("the auth token is invalid")
-        session = await self.store.find_auth_token(digest(auth_token), now=self.clock())
-        if session is None or session[1] != key.id:
+        session = await self.store.find_session(digest(auth_token), now=self.clock())
+        if session is None or session.api_key_id != key.id:
             raise InvalidAuthToken("the auth token is invalid")
-        found = await self.store.get_account_by_id(session[0])
-        if found is None:
-            raise InvalidAuthToken("the auth token is invalid")
-        account, numbers = found
+        account, numbers = session.account, session.numbers
         if account.status is not AccountStatus.ACTIVE:
             raise AccessDenied(f"account is {account.status.value}")
         await self.rate_limits.hit(account_id=account.id, api_key_id=key.id)
