@@ -113,8 +113,11 @@ class Sessions:
         key = await self._api_key(api_key)
         if not auth_token or len(auth_token) > 256:
             raise InvalidAuthToken("the auth token is invalid")
-        session = await self.store.find_session(digest(auth_token), now=self.clock())
-        if session is None or session.api_key_id != key.id:
+        # A token works only with the API key it was issued to.
+        session = await self.store.find_session(
+            digest(auth_token), api_key_id=key.id, now=self.clock()
+        )
+        if session is None:
             raise InvalidAuthToken("the auth token is invalid")
         account, numbers = session.account, session.numbers
         if account.status is not AccountStatus.ACTIVE:

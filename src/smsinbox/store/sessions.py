@@ -16,9 +16,10 @@ from smsinbox.store.base import ACCOUNT_FIELDS, NUMBER_OWNER, StoreBase, account
 # the token, the account and its numbers had been three round trips to PostgreSQL.
 _ACCOUNT_COLUMNS = ", ".join("a." + name.strip() for name in ACCOUNT_FIELDS.split(","))
 _LIVE_SESSION = (
-    f"SELECT s.api_key_id, n.msisdn, {_ACCOUNT_COLUMNS} FROM auth_tokens s"  # noqa: S608
+    f"SELECT n.msisdn, {_ACCOUNT_COLUMNS} FROM auth_tokens s"  # noqa: S608
     " JOIN accounts a ON a.id = s.account_id LEFT JOIN numbers n ON n.account_id = a.id"
-    " WHERE s.token_hash = ? AND s.revoked_at IS NULL AND s.expires_at > ? ORDER BY n.msisdn"
+    " WHERE s.token_hash = ? AND s.api_key_id = ? AND s.revoked_at IS NULL"
+    " AND s.expires_at > ? ORDER BY n.msisdn"
 )
 _ACCOUNT = f"SELECT {ACCOUNT_FIELDS} FROM accounts WHERE id = ?"  # noqa: S608
 _NUMBERS_OF = "SELECT msisdn FROM numbers WHERE account_id = ? ORDER BY msisdn"
@@ -26,9 +27,8 @@ _NUMBERS_OF = "SELECT msisdn FROM numbers WHERE account_id = ? ORDER BY msisdn"
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LiveSession:
-    """A live auth token's API key, and the account it signs in with its numbers."""
+    """The account a live auth token signs in, with the numbers it owns."""
 
-    api_key_id: int
     account: Account
     numbers: tuple[str, ...]
 
@@ -48,14 +48,16 @@ class SessionStore(StoreBase):
                 )
             )
 
-    async def find_session(self, token_hash: str, *, now: int) -> LiveSession | None:
-        """The session of a live token with this digest."""
+    async def find_session(
+        self, token_hash: str, *, api_key_id: int, now: int
+    ) -> LiveSession | None:
+        """The session of a live token with this digest, issued to this API key."""
         async with self.db.driver_snapshot("find_session") as driver:
-            rows = await driver.fetch(_LIVE_SESSION, (token_hash, now))
+            rows = await driver.fetch(_LIVE_SESSION, (token_hash, api_key_id, now))
         if not rows:
             return None
-        numbers = tuple(number for _, number, *_ in rows if number is not None)
-        return LiveSession(int(rows[0][0]), account_from_fields(rows[0][2:]), numbers)
+        numbers = tuple(number for number, *_ in rows if number is not None)
+        return LiveSession(account_from_fields(rows[0][1:]), numbers)
 
     async def revoke_auth_token(self, token_hash: str, *, now: int) -> None:
         tokens = t.auth_tokens.c
