@@ -11,20 +11,18 @@ import pytest
 from smsinbox.core.ingest import RawInbound
 from smsinbox.services import Services
 from tests.conftest import LiveServer
-from tests.mysms_client import Mysms
+from tests.mysms_client import DeviceCopy, Mysms, held_by_server
 
 ALICE = 447700900001
 FRIEND = "4915112345"
 
 
-class Device:
-    """A device's local copy of the account's messages, kept by the sync procedure."""
+class Device(DeviceCopy):
+    """A device that also makes changes of its own, sent with its next sync."""
 
     def __init__(self, client: Mysms, device_id: int) -> None:
+        super().__init__(device_id)
         self.client = client
-        self.device_id = device_id
-        self.state = 0
-        self.messages: dict[int, tuple[str, str, bool, bool]] = {}
         self.outbox: list[dict[str, Any]] = []
 
     def insert(self, device_message_id: str, text: str) -> None:
@@ -39,34 +37,7 @@ class Device:
 
     async def sync(self, *, initial: bool = False) -> None:
         syncs, self.outbox = self.outbox, []
-        while True:
-            answer = await self.client.call(
-                "/user/message/sync",
-                deviceId=self.device_id,
-                syncs=syncs,
-                syncAcks=[self.state],
-                syncLimit=2,
-                syncInitial=initial,
-            )
-            assert answer["errorCode"] == 0 and not answer["syncResync"]
-            syncs = []  # an initial listing goes on in initial mode until it is complete
-            for change in answer["syncs"]:
-                if change["operation"] == 2:
-                    self.messages.pop(change["messageId"], None)
-                else:
-                    self.messages[change["messageId"]] = (
-                        change["address"], change["message"], change["read"], change["locked"]
-                    )  # fmt: skip
-            self.state = answer["syncState"]
-            if not answer["syncMore"]:
-                return
-
-
-async def server_state(services: Services) -> dict[int, tuple[str, str, bool, bool]]:
-    return {
-        m.id: (m.counterpart, m.text, m.read, m.locked)
-        for m in await services.store.list_recent_messages("alice", 1000)
-    }
+        await self.catch_up(self.client, syncs=syncs, limit=2, initial=initial)
 
 
 async def test_two_devices_converge_on_the_server_state(
@@ -87,7 +58,7 @@ async def test_two_devices_converge_on_the_server_state(
         two = Device(client, (await client.call("/user/device/register", name="two"))["deviceId"])
         await one.sync(initial=True)
         await two.sync(initial=True)
-        assert one.messages == two.messages == await server_state(services)
+        assert one.messages == two.messages == await held_by_server(services, "alice")
 
         one.insert("one-1", "typed on one")
         one.update(m[0], read=True)
@@ -106,7 +77,7 @@ async def test_two_devices_converge_on_the_server_state(
         await two.sync()
         await one.sync()
 
-    expected = await server_state(services)
+    expected = await held_by_server(services, "alice")
     assert m[0] not in expected and m[1] not in expected and m[2] in expected
     assert sorted(text for _, text, _, _ in expected.values()).count("typed on two") == 1
     assert one.messages == expected
@@ -240,11 +211,13 @@ async def test_a_sync_with_an_unknown_operation_applies_none_of_its_changes(
             "/user/message/sync", deviceId=device, syncs=[inserted, {"operation": 7}]
         )
         assert answer == {"errorCode": 2}
-        assert await server_state(services) == {}
+        assert await held_by_server(services, "alice") == {}
         # The same insert on its own is applied.
         answer = await client.call("/user/message/sync", deviceId=device, syncs=[inserted])
         assert answer["errorCode"] == 0 and len(answer["syncAcks"]) == 1
-        assert [text for _, text, _, _ in (await server_state(services)).values()] == ["kept?"]
+        assert [text for _, text, _, _ in (await held_by_server(services, "alice")).values()] == [
+            "kept?"
+        ]
 
 
 @pytest.mark.parametrize(

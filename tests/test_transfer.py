@@ -29,7 +29,7 @@ from smsinbox.store import tables as t
 from smsinbox.store.push import AttemptOutcome
 from smsinbox.store.transfer import SECTIONS
 from tests.conftest import PG_URL, REQUIRE_PG, LiveServer
-from tests.mysms_client import Mysms
+from tests.mysms_client import DeviceCopy, Mysms, held_by_server
 from tests.test_cli import ok, smsinbox
 
 ALICE, BOB, FRIEND, OUTSIDE = "447700900001", "447700900002", "4915112345", "33612345678"
@@ -114,48 +114,7 @@ async def arrive(
         services.ingestor.clock = now_ms
 
 
-async def stored_messages(services: Services) -> dict[int, tuple[str, str, bool, bool]]:
-    """The account's messages as a synced device should hold them."""
-    return {
-        m.id: (m.counterpart, m.text, m.read, m.locked)
-        for m in await services.store.list_recent_messages("alice", 1000)
-    }
-
-
-class Device:
-    """A mysms device's copy of the account, kept by the sync procedure."""
-
-    def __init__(self, device_id: int) -> None:
-        self.device_id = device_id
-        self.state = 0
-        self.messages: dict[int, tuple[str, str, bool, bool]] = {}
-
-    async def sync(self, client: Mysms, *, initial: bool = False) -> list[dict[str, Any]]:
-        """Sync to the end; the changes received."""
-        received: list[dict[str, Any]] = []
-        while True:
-            answer = await client.call(
-                "/user/message/sync",
-                deviceId=self.device_id,
-                syncAcks=[self.state],
-                syncLimit=3,
-                syncInitial=initial,
-            )
-            assert answer["errorCode"] == 0 and not answer["syncResync"], answer
-            for change in answer["syncs"]:
-                if change["operation"] == 2:
-                    self.messages.pop(change["messageId"], None)
-                else:
-                    self.messages[change["messageId"]] = (
-                        change["address"], change["message"], change["read"], change["locked"]
-                    )  # fmt: skip
-            received += answer["syncs"]
-            self.state = answer["syncState"]
-            if not answer["syncMore"]:
-                return received
-
-
-async def fill_account(services: Services, server: LiveServer) -> tuple[str, Device, str]:
+async def fill_account(services: Services, server: LiveServer) -> tuple[str, DeviceCopy, str]:
     """alice, with messages of every kind, contacts, a device synced part of the way, push
     endpoints with attempts, an EAPI batch, messages queued for an SMSC and parts it took.
     Returns the API key, the device and the EAPI batch id."""
@@ -217,8 +176,8 @@ async def fill_account(services: Services, server: LiveServer) -> tuple[str, Dev
         )
         assert sent.text.startswith("0|IN_PROGRESS|"), sent.text
         batch_id = sent.text.split("|")[2].strip()
-        device = Device(device_id)
-        await device.sync(client, initial=True)
+        device = DeviceCopy(device_id)
+        await device.catch_up(client, limit=3, initial=True)
 
         # Changes the device has not synced when the account moves.
         await arrive(services, RawInbound(FRIEND, ALICE, text=b"after the sync"))
@@ -358,11 +317,11 @@ async def test_an_account_moved_between_engines_looks_the_same_to_its_clients(
             assert after == before
 
             # The device synced before the move gets exactly what changed since.
-            changes = await device.sync(client)
+            changes = await device.catch_up(client, limit=3)
             changed_since = {m["id"] for m in messages if m["modseq"] > synced_to}
             assert len(changed_since) >= 4  # a message, a read, a lock, a delete at least
             assert sorted(change["messageId"] for change in changes) == sorted(changed_since)
-            assert device.messages == await stored_messages(target)
+            assert device.messages == await held_by_server(target, "alice")
 
             # New messages take ids above every imported one, and every cursor finds them.
             newest = await arrive(target, RawInbound(FRIEND, ALICE, text=b"on the new store"))
@@ -372,9 +331,9 @@ async def test_an_account_moved_between_engines_looks_the_same_to_its_clients(
             eapi = await http.get(EAPI, params={**LOGIN, "last_retrieved_id": max(
                 m["id"] for m in messages)})  # fmt: skip
             assert eapi.text.startswith(f"0|records to follow|1\n\n{newest}|")
-            [change] = await device.sync(client)
+            [change] = await device.catch_up(client, limit=3)
             assert (change["operation"], change["messageId"]) == (1, newest)
-            assert device.messages == await stored_messages(target)
+            assert device.messages == await held_by_server(target, "alice")
             since = orjson.loads(before[MC5])["newestMessageTimestamp"]
             await asyncio.sleep(1.0 - time.time() % 1.0)
             polled = (await http.get(MC5, params={**LOGIN, "since": since})).json()
