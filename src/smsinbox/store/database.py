@@ -172,12 +172,26 @@ class Database:
     async def read_row(self, name: str, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         """One named driver-level read (see StorageEngine.read_row), timed as `snapshot`
         is, without a context manager around it."""
+        return await self._read(name, self.engine.read_row, sql, parameters)
+
+    async def read_rows(self, name: str, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        """The rows of one named driver-level read (see StorageEngine.read_rows), as
+        read_row reads one."""
+        return await self._read(name, self.engine.read_rows, sql, parameters)
+
+    async def _read(
+        self,
+        name: str,
+        read: Callable[[str, Sequence[Any]], Awaitable[T]],
+        sql: str,
+        parameters: Sequence[Any],
+    ) -> T:
         started = time.perf_counter()
         ok = False
         try:
-            row = await self.engine.read_row(sql, parameters)
+            found = await read(sql, parameters)
             ok = True
-            return row
+            return found
         except BaseException as error:
             _raise_if_unavailable("read", name, error)
             raise

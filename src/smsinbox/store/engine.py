@@ -74,6 +74,12 @@ class StorageEngine(abc.ABC):
         async with self.driver_snapshot() as driver:
             return await driver.fetchrow(sql, parameters)
 
+    async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        """One driver-level statement's rows, read as read_row reads one (a poll's page,
+        once the poll knows it needs nothing else)."""
+        async with self.driver_snapshot() as driver:
+            return await driver.fetch(sql, parameters)
+
     def stable_snapshot(self) -> AbstractAsyncContextManager[Connection]:
         """A read-only transaction whose every statement sees the same state, however long
         it lasts (an export reads an account's tables one after another)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+import operator
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import select, update
 
@@ -11,7 +13,7 @@ from smsinbox.models import Direction, MessageStatus, PolledMessage
 from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.database import Connection
-from smsinbox.store.driver import Driver
+from smsinbox.store.driver import Row
 from smsinbox.store.rows import polled_from_rows
 
 
@@ -37,10 +39,13 @@ def whole_seconds(
     if len(rows) <= limit:
         return list(rows), None
     first_left_out = rows[limit].received_at // 1000
-    page = [m for m in rows[:limit] if m.received_at // 1000 < first_left_out]
-    if not page:
+    # Rows are in receive-time order: drop, from the end, those of the second left out.
+    end = limit
+    while end and rows[end - 1].received_at // 1000 >= first_left_out:
+        end -= 1
+    if not end:
         return [], first_left_out
-    return page, None
+    return list(rows[:end]), None
 
 
 # The page statements, written out for the driver: a poll's page is its one real query.
@@ -58,6 +63,7 @@ _ID_WINDOW = (
     " AND deleted = false AND id > ?"
 )
 _TIME_ORDER = " ORDER BY received_at, id"
+_STATUS = operator.attrgetter("status")
 
 
 def _filtered(window: str, directions: tuple[Direction, ...]) -> tuple[str, tuple[str, ...]]:
@@ -92,25 +98,37 @@ class InboxStore(StoreBase):
         watermarks only rise, one at the open second already spares reading it again.
         """
         open_second_starts = clock() // 1000 * 1000
-        async with self.db.driver_snapshot("page_by_time") as driver:
-            watermark = watermark_at_least
-            if watermark < open_second_starts:
+        if watermark_at_least >= open_second_starts:
+            # Seen raised already (most polls): the page is the one statement to read.
+            messages, has_more = await _time_page(
+                functools.partial(self.db.read_rows, "page_by_time"),
+                account_id,
+                after_ms,
+                open_second_starts,
+                limit,
+                directions,
+            )
+            page = TimePage(messages, has_more, watermark_at_least)
+            if not (mark_retrieved and _unretrieved(page)):
+                return page
+        else:
+            async with self.db.driver_snapshot("page_by_time") as driver:
                 watermark = await driver.fetchval(_WATERMARK, (account_id,))
-            if watermark is not None and watermark >= open_second_starts:
-                # Raised already: everything before it is committed and in this snapshot.
-                messages, has_more = await _time_page(
-                    driver, account_id, after_ms, open_second_starts, limit, directions
-                )
-                page = TimePage(messages, has_more, watermark)
-                if not (mark_retrieved and _unretrieved(page)):
-                    return page
+                if watermark is not None and watermark >= open_second_starts:
+                    # Raised: everything before it is committed and in this snapshot.
+                    messages, has_more = await _time_page(
+                        driver.fetch, account_id, after_ms, open_second_starts, limit, directions
+                    )
+                    page = TimePage(messages, has_more, watermark)
+                    if not (mark_retrieved and _unretrieved(page)):
+                        return page
         async with self.db.transaction("page_by_time_raising") as connection:
             # The counter row first: this account's writers wait (PostgreSQL's row lock).
             await self._lock_counters(connection, [account_id])
             open_second_starts = clock() // 1000 * 1000
             await _raise_watermarks(connection, [account_id], open_second_starts)
             messages, has_more = await _time_page(
-                await self.db.engine.driver(connection),
+                (await self.db.engine.driver(connection)).fetch,
                 account_id,
                 after_ms,
                 open_second_starts,
@@ -179,11 +197,15 @@ async def _raise_watermarks(connection: Connection, account_ids: Sequence[int], 
 
 
 def _unretrieved(page: TimePage) -> list[int]:
-    return [m.id for m in page.messages if m.status is MessageStatus.RECEIVED]
+    received = MessageStatus.RECEIVED
+    # Most pages have none left: one scan in C says so before any list is built.
+    if received not in map(_STATUS, page.messages):
+        return []
+    return [m.id for m in page.messages if m.status is received]
 
 
 async def _time_page(
-    driver: Driver,
+    fetch: Callable[[str, Sequence[object]], Awaitable[list[Row]]],
     account_id: int,
     after_ms: int,
     before_ms: int,
@@ -191,18 +213,19 @@ async def _time_page(
     directions: tuple[Direction, ...],
 ) -> tuple[list[PolledMessage], bool]:
     """Up to `limit` messages in [after_ms, before_ms), cut at a second boundary, and
-    whether more follow."""
+    whether more follow. `fetch` reads a statement's rows: statements of one snapshot, or
+    each its own (they read only closed seconds, which no writer changes)."""
     window, narrowing = _filtered(_TIME_WINDOW, directions)
     bounds = (account_id, after_ms, before_ms, *narrowing)
-    found = await driver.fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
+    found = await fetch(window + _TIME_ORDER + " LIMIT ?", (*bounds, limit + 1))
     rows = polled_from_rows(found)
     page, crowded_second = whole_seconds(rows, limit)
     if crowded_second is None:
         return page, len(rows) > limit
     # One second alone holds more than a page: return all of it, never half.
     second_end = (crowded_second + 1) * 1000
-    whole = await driver.fetch(window + " AND received_at < ?" + _TIME_ORDER, (*bounds, second_end))
-    later = await driver.fetchval(
+    whole = await fetch(window + " AND received_at < ?" + _TIME_ORDER, (*bounds, second_end))
+    later = await fetch(
         window + " AND received_at >= ?" + _TIME_ORDER + " LIMIT 1", (*bounds, second_end)
     )
-    return polled_from_rows(whole), later is not None
+    return polled_from_rows(whole), bool(later)

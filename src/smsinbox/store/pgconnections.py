@@ -51,22 +51,39 @@ class DriverConnections:
 
     @asynccontextmanager
     async def lend(self) -> AsyncIterator[asyncpg.Connection]:
-        connection = await self._acquire()
+        connection = await self.acquire()
         try:
             yield connection
         except BaseException as error:
-            if connection.is_closed():
-                self._drop(connection)
-                raise ConnectionError(f"connection to the database lost: {error}") from error
-            if isinstance(error, asyncpg.PostgresError):
-                self._give_back(connection)  # the statement failed, the connection did not
-            else:
-                self._drop(connection)  # cancelled mid-statement or timed out: unknown state
-            raise
+            raise self.release_failed(connection, error)  # noqa: B904 (chained where it is made)
+        self.release(connection)
+
+    async def acquire(self) -> asyncpg.Connection:
+        """A connection of the set, given back with `release` or `release_failed`: lend
+        does both around a block, and a one-statement read calls them itself, sparing the
+        context manager's generator on every request."""
+        return await self._acquire()
+
+    def release(self, connection: asyncpg.Connection) -> None:
+        """Give back `connection` after its use succeeded (dropped if it was left unfit)."""
         if connection.is_closed() or connection.is_in_transaction():
             self._drop(connection)
         else:
             self._give_back(connection)
+
+    def release_failed(self, connection: asyncpg.Connection, error: BaseException) -> BaseException:
+        """Give back, or drop, `connection` whose use raised `error`; returns what to raise:
+        ConnectionError if the connection was lost, otherwise `error` itself."""
+        if connection.is_closed():
+            self._drop(connection)
+            lost = ConnectionError(f"connection to the database lost: {error}")
+            lost.__cause__ = error
+            return lost
+        if isinstance(error, asyncpg.PostgresError):
+            self._give_back(connection)  # the statement failed, the connection did not
+        else:
+            self._drop(connection)  # cancelled mid-statement or timed out: unknown state
+        return error
 
     async def _acquire(self) -> asyncpg.Connection:
         deadline = time.monotonic() + self.timeout

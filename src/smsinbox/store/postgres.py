@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.sql import ColumnElement, func
 
-from smsinbox.store.driver import AsyncpgDriver, Driver, Row
+from smsinbox.store.driver import AsyncpgDriver, Driver, Row, numbered
 from smsinbox.store.engine import Connection, SelectT, StorageEngine
 from smsinbox.store.pgconnections import DriverConnections
 from smsinbox.store.rows import MESSAGE_FIELDS_OF_M
@@ -131,8 +131,24 @@ class PostgresEngine(StorageEngine):
             yield AsyncpgDriver(connection)
 
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
-        async with self._driver_connections.lend() as connection:
-            return await AsyncpgDriver(connection).fetchrow(sql, parameters)
+        connections = self._driver_connections
+        connection = await connections.acquire()
+        try:
+            row: Row | None = await connection.fetchrow(numbered(sql), *parameters)
+        except BaseException as error:
+            raise connections.release_failed(connection, error)  # noqa: B904 (chained there)
+        connections.release(connection)
+        return row
+
+    async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        connections = self._driver_connections
+        connection = await connections.acquire()
+        try:
+            rows: list[Row] = await connection.fetch(numbered(sql), *parameters)
+        except BaseException as error:
+            raise connections.release_failed(connection, error)  # noqa: B904 (chained there)
+        connections.release(connection)
+        return rows
 
     @asynccontextmanager
     async def driver_write(self, *, planned_once: bool = False) -> AsyncIterator[Driver]:

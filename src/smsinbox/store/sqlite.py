@@ -347,6 +347,17 @@ class SqliteEngine(StorageEngine):
         self._return_reader(reader)
         return rows[0] if rows else None
 
+    async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        # As read_row: one statement, a read transaction of its own.
+        reader = self._borrow_reader()
+        try:
+            rows: list[Row] = reader.execute(sql, parameters).fetchall()
+        except BaseException:
+            reader.close()
+            raise
+        self._return_reader(reader)
+        return rows
+
     def _borrow_reader(self) -> sqlite3.Connection:
         return self._idle_readers.pop() if self._idle_readers else self._open_reader()
 
