@@ -179,10 +179,9 @@ class InboxStore(StoreBase):
         counter lock), so no message can later appear below an id already returned.
         """
         sql, narrowing = _filtered(_ID_WINDOW, directions)
-        async with self.db.driver_snapshot("page_by_id") as driver:
-            rows = await driver.fetch(
-                sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
-            )
+        rows = await self.db.read_rows(
+            "page_by_id", sql + " ORDER BY id LIMIT ?", (account_id, after_id, *narrowing, limit)
+        )
         return polled_from_rows(rows)
 
 

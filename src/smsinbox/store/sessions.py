@@ -52,8 +52,7 @@ class SessionStore(StoreBase):
         self, token_hash: str, *, api_key_id: int, now: int
     ) -> LiveSession | None:
         """The session of a live token with this digest, issued to this API key."""
-        async with self.db.driver_snapshot("find_session") as driver:
-            rows = await driver.fetch(_LIVE_SESSION, (token_hash, api_key_id, now))
+        rows = await self.db.read_rows("find_session", _LIVE_SESSION, (token_hash, api_key_id, now))
         if not rows:
             return None
         numbers = tuple(number for number, *_ in rows if number is not None)
