@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
+import asyncpg
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import URL
@@ -131,24 +132,26 @@ class PostgresEngine(StorageEngine):
             yield AsyncpgDriver(connection)
 
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
-        connections = self._driver_connections
-        connection = await connections.acquire()
-        try:
-            row: Row | None = await connection.fetchrow(numbered(sql), *parameters)
-        except BaseException as error:
-            raise connections.release_failed(connection, error)  # noqa: B904 (chained there)
-        connections.release(connection)
+        row: Row | None = await self._read_alone(asyncpg.Connection.fetchrow, sql, parameters)
         return row
 
     async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
+        rows: list[Row] = await self._read_alone(asyncpg.Connection.fetch, sql, parameters)
+        return rows
+
+    async def _read_alone(
+        self, read: Callable[..., Awaitable[Any]], sql: str, parameters: Sequence[Any]
+    ) -> Any:
+        """`read` (an asyncpg Connection method) of one statement, on a connection taken and
+        given back around it: no context manager's generator (see DriverConnections)."""
         connections = self._driver_connections
         connection = await connections.acquire()
         try:
-            rows: list[Row] = await connection.fetch(numbered(sql), *parameters)
+            found = await read(connection, numbered(sql), *parameters)
         except BaseException as error:
             raise connections.release_failed(connection, error)  # noqa: B904 (chained there)
         connections.release(connection)
-        return rows
+        return found
 
     @asynccontextmanager
     async def driver_write(self, *, planned_once: bool = False) -> AsyncIterator[Driver]:
@@ -203,8 +206,6 @@ class PostgresEngine(StorageEngine):
     async def _keep_listening(
         self, channel: str, callback: Callable[[], None], stopping: asyncio.Event
     ) -> None:
-        import asyncpg
-
         failures = 0
         while not stopping.is_set():
             connection: asyncpg.Connection | None = None
@@ -310,8 +311,6 @@ class PostgresEngine(StorageEngine):
         return None  # GIN indexes are written with the rows they index
 
     def refuses_data(self, error: BaseException) -> bool:
-        import asyncpg
-
         refused = asyncpg.IntegrityConstraintViolationError | asyncpg.DataError
         if isinstance(error, refused):
             return True

@@ -335,20 +335,13 @@ class SqliteEngine(StorageEngine):
         self._return_reader(reader)
 
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
-        # One statement in autocommit mode is a read transaction of its own: no BEGIN and
-        # COMMIT around it (two more statements), no context manager. Read to its end, so
-        # the statement is done and its snapshot released at once.
-        reader = self._borrow_reader()
-        try:
-            rows = reader.execute(sql, parameters).fetchall()
-        except BaseException:
-            reader.close()
-            raise
-        self._return_reader(reader)
+        rows = await self.read_rows(sql, parameters)
         return rows[0] if rows else None
 
     async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
-        # As read_row: one statement, a read transaction of its own.
+        # One statement in autocommit mode is a read transaction of its own: no BEGIN and
+        # COMMIT around it (two more statements), no context manager. Read to its end, so
+        # the statement is done and its snapshot released at once.
         reader = self._borrow_reader()
         try:
             rows: list[Row] = reader.execute(sql, parameters).fetchall()
