@@ -67,8 +67,8 @@ PG_URL = os.environ.get(
 # 10,000; the quick run's smoke test has fewer, to stay under two minutes).
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"sizes": [(10, 1000)], "duration": 1, "connections": 16,
-              "kannel_messages": 500, "push_rate": 50, "smpp_messages": 2_000,
-              "smpp_send_messages": 2_000, "web_conversations": 1_000},
+              "kannel_messages": 500, "push_rate": 50, "smpp_messages": 1_000,
+              "smpp_send_messages": 2_000, "web_conversations": 500},
     "full": {"sizes": [(10, 1000), (1000, 1000)], "duration": 15, "connections": 32,
              "kannel_messages": 20_000, "push_rate": 100, "smpp_messages": 30_000,
              "smpp_send_messages": 10_000, "web_conversations": 10_000},
