@@ -17,8 +17,9 @@ def settle_heap() -> None:
     And collect the youngest generation after 50,000 net allocations instead of 700. A
     request's objects (a sync's thousand rows, their dicts) are freed by reference counting
     when it ends, but with 700 the collector ran in the middle of such requests, walked the
-    rows they still held and moved them into older generations to be walked again: a sync
-    of 1,000 changes built and rendered in 931-954 µs of CPU instead of 618-621. Garbage in
+    rows they still held and moved them into older generations to be walked again: a sync's
+    1,000 rows built, classified and rendered over a frozen heap in 657-759 µs of CPU
+    instead of 550-606 (docs/performance.md). Garbage in
     reference cycles, which only the collector frees, waits a little longer: a few MB at
     most."""
     gc.collect()

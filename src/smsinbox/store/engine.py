@@ -67,18 +67,16 @@ class StorageEngine(abc.ABC):
         snapshot for all on SQLite; a snapshot per statement under PostgreSQL's read
         committed, as in any of its transactions), with less around it."""
 
+    @abc.abstractmethod
     async def read_row(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         """One driver-level statement read on its own (a snapshot of its own), for the
         look-ups nearly every request makes (tokens, accounts): no more around it than the
         engine needs."""
-        async with self.driver_snapshot() as driver:
-            return await driver.fetchrow(sql, parameters)
 
+    @abc.abstractmethod
     async def read_rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """One driver-level statement's rows, read as read_row reads one (a poll's page,
         once the poll knows it needs nothing else)."""
-        async with self.driver_snapshot() as driver:
-            return await driver.fetch(sql, parameters)
 
     def stable_snapshot(self) -> AbstractAsyncContextManager[Connection]:
         """A read-only transaction whose every statement sees the same state, however long

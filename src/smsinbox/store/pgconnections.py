@@ -58,12 +58,6 @@ class DriverConnections:
             raise self.release_failed(connection, error)  # noqa: B904 (chained where it is made)
         self.release(connection)
 
-    async def acquire(self) -> asyncpg.Connection:
-        """A connection of the set, given back with `release` or `release_failed`: lend
-        does both around a block, and a one-statement read calls them itself, sparing the
-        context manager's generator on every request."""
-        return await self._acquire()
-
     def release(self, connection: asyncpg.Connection) -> None:
         """Give back `connection` after its use succeeded (dropped if it was left unfit)."""
         if connection.is_closed() or connection.is_in_transaction():
@@ -85,7 +79,10 @@ class DriverConnections:
             self._drop(connection)  # cancelled mid-statement or timed out: unknown state
         return error
 
-    async def _acquire(self) -> asyncpg.Connection:
+    async def acquire(self) -> asyncpg.Connection:
+        """A connection of the set, given back with `release` or `release_failed`: lend
+        does both around a block, and a one-statement read calls them itself, sparing the
+        context manager's generator on every request."""
         deadline = time.monotonic() + self.timeout
         while True:
             if self._closed:
