@@ -19,6 +19,7 @@ from smsinbox.services import Services
 from smsinbox.smpp import udh
 from smsinbox.store import outbound
 from smsinbox.store.conversations import recount_conversations
+from smsinbox.upstream import sender
 from tests.conftest import free_port
 from tests.waiting import eventually
 
@@ -284,3 +285,42 @@ async def test_the_sender_rests_once_what_it_sent_is_recorded(
         claims = 0
         await asyncio.sleep(2.5)
         assert claims <= 5, f"{claims} claims in 2.5 s with nothing to send"
+
+
+async def test_an_attempt_ending_while_the_sender_looks_at_the_queue_is_recorded_at_once(
+    services: Services, smsc: Smsc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SMSC answers while the sender is in the middle of claiming: that answer's wake
+    must not be lost, or the outcome waits for the sender's next look at the queue. That
+    look is an hour away here, so a lost wake leaves the message unrecorded."""
+    monkeypatch.setattr(sender, "POLL_S", 3600.0)
+    answered = asyncio.Event()
+    claim = services.store.claim_outbound
+    handed_out = held = False
+
+    async def claim_while_answered(**arguments: Any) -> Any:
+        nonlocal handed_out, held
+        found = await claim(**arguments)
+        handed_out = handed_out or bool(found)
+        if handed_out and not found and not held:
+            # The first look after the message was claimed finds nothing (it is in hand):
+            # the SMSC's answer arrives and the attempt ends before this look returns.
+            held = True
+            await answered.wait()
+            await eventually(lambda: submits(services) == 1)
+        return found
+
+    services.store.claim_outbound = claim_while_answered  # type: ignore[method-assign]
+    async with running(services, smsc):
+        message_id = await services.mailbox.send_from(1, ALICE, FRIEND, "one")
+        (await smsc.next_submit()).accept("1")
+        answered.set()
+        await eventually(lambda: _is(services, message_id, MessageStatus.SENT))
+    assert held
+
+
+def submits(services: Services) -> float:
+    """submit_sm the SMSC accepted, as /metrics counts them (the attempt ends in the same
+    step of the event loop as it counts)."""
+    labels = {"bind": "carrier", "status": "ESME_ROK"}
+    return services.metrics.registry.get_sample_value("smsinbox_smpp_submits_total", labels) or 0

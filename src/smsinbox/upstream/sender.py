@@ -180,6 +180,11 @@ class SmppSender:
         delay = 0.0
         try:
             while not stop.is_set():
+                # Cleared before the pass, not after it: an attempt that ends or a message
+                # queued while the pass awaits the store sets it again, and the wait below
+                # then returns at once. Cleared after the pass, that wake was lost, and its
+                # outcome waited for the next look at the queue (a second later).
+                self._wake.clear()
                 self._start_recording()
                 try:
                     await self._renew()
@@ -196,7 +201,6 @@ class SmppSender:
                     delay, claimed = 5.0, 0
                 if claimed:
                     continue
-                self._wake.clear()
                 waking = asyncio.ensure_future(self._wake.wait())
                 waiting: set[asyncio.Future[Any]] = {stopping, waking}
                 if self._recorder is not None and not self._recorder.done():
