@@ -1,7 +1,7 @@
 """What a poll's page costs the database and its driver alone, with no server around it.
 
     python bench/pagecost.py [--engine sqlite|postgresql] [--seconds 5] [--ceiling N]
-                             [--accounts 10]
+                             [--accounts 10] [--pragma NAME=VALUE ...]
 
 Generates bench/run.py's 10k history (with `--accounts 1000`, its 1M one), then reads the
 pages its polls answer with through smsinbox's own statements, for the same ten accounts,
@@ -18,7 +18,9 @@ PostgreSQL's processes, and the most one server process could serve at that cost
 side on one core (the server is one process, one event loop, as is the ceiling's),
 PostgreSQL's side sharing the machine's cores with it. With `--ceiling` (the
 no-op requests per second of a `make bench` run) that most is given as a fraction of it,
-beside the route's target.
+beside the route's target. `--pragma` sets a PRAGMA on SQLite's reading connection
+first (`--pragma mmap_size=1073741824`: pages read from a memory map of the file instead
+of copied into the connection's page cache).
 """
 
 from __future__ import annotations
@@ -93,9 +95,13 @@ def report(name: str, done: int, elapsed: float, here_s: float, there_s: float,
     print(line)
 
 
-def sqlite_cost(path: Path, seconds: float, ceiling: float | None) -> None:
+def sqlite_cost(
+    path: Path, seconds: float, ceiling: float | None, pragmas: list[str] | None = None
+) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
+    for pragma in pragmas or []:
+        db.execute(f"PRAGMA {pragma}")
     for name, statements in pages(int(time.time() * 1000), "sqlite").items():
         done, ends = 0, time.perf_counter() + seconds
         started, cpu = time.perf_counter(), time.process_time()
@@ -148,6 +154,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--ceiling", type=float, default=None)
     parser.add_argument("--accounts", type=int, default=10, help="1000 for the 1M history")
+    parser.add_argument("--pragma", action="append", default=[], metavar="NAME=VALUE",
+                        help="SQLite: set on the reading connection first, e.g. "
+                             "mmap_size=1073741824 or cache_size=-65536")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="smsinbox-pagecost-") as tmp:
         if args.engine == "postgresql":
@@ -161,7 +170,7 @@ def main() -> None:
         path = Path(tmp) / "bench.db"
         asyncio.run(generate(f"sqlite:///{path}", accounts=args.accounts, per_account=1000,
                              progress=lambda *_: None))  # fmt: skip
-        sqlite_cost(path, args.seconds, args.ceiling)
+        sqlite_cost(path, args.seconds, args.ceiling, args.pragma)
 
 
 if __name__ == "__main__":
