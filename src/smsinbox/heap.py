@@ -18,10 +18,9 @@ def settle_heap() -> None:
     request's objects (a sync's thousand rows, their dicts) are freed by reference counting
     when it ends, but with 700 the collector ran in the middle of such requests, walked the
     rows they still held and moved them into older generations to be walked again: a sync's
-    1,000 rows built, classified and rendered over a frozen heap in 657-759 µs of CPU
-    instead of 550-606 (docs/performance.md). Garbage in
-    reference cycles, which only the collector frees, waits a little longer: a few MB at
-    most."""
+    1,000 rows, built, classified and rendered over a frozen heap, took 657-759 µs of CPU
+    with 700 and take 550-606 with 50,000 (docs/performance.md). Garbage in reference
+    cycles, which only the collector frees, waits a little longer: a few MB at most."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
