@@ -58,30 +58,25 @@ class _Batch:
         self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @classmethod
-    async def open(cls, engine: Engine, busy_ms: int) -> _Batch:
-        # The writer's pool keeps its one connection open: taking it does no I/O.
-        connection = engine.connect()
+    async def open(cls, connection: SyncConnection, busy_ms: int) -> _Batch:
         try:
-            try:
-                transaction = connection.begin()
-            except sqlite3.OperationalError:  # locked by another process, or not writable
-                transaction = await asyncio.to_thread(_begin_waiting, connection, busy_ms)
-            return cls(connection, transaction)
-        except BaseException:
-            connection.close()
-            raise
+            transaction = connection.begin()
+        except sqlite3.OperationalError:  # locked by another process, or not writable
+            transaction = await asyncio.to_thread(_begin_waiting, connection, busy_ms)
+        return cls(connection, transaction)
 
-    async def commit(self) -> None:
+    async def commit(self) -> bool:
+        """Commit for every member; whether it did (a failed commit leaves the connection
+        in a state its owner should not reuse)."""
         try:
             await asyncio.to_thread(self.transaction.commit)
         except BaseException as error:
             self.committed.set_exception(error)
             if not self.members:
                 self.committed.exception()  # nobody waits for it: don't warn
-        else:
-            self.committed.set_result(None)
-        finally:
-            self.connection.close()
+            return False
+        self.committed.set_result(None)
+        return True
 
 
 def _begin_waiting(connection: SyncConnection, busy_ms: int) -> RootTransaction:
@@ -201,6 +196,7 @@ class SqliteEngine(StorageEngine):
         self._reader = self._loop_engine(pool_size, begin="BEGIN", busy_ms=LOOP_READ_BUSY_MS)
         self._turn = _WriterTurn()
         self._batch: _Batch | None = None
+        self._held_writer: SyncConnection | None = None
         self._pool_size = pool_size
         self._idle_readers: list[sqlite3.Connection] = []
 
@@ -262,7 +258,7 @@ class SqliteEngine(StorageEngine):
         try:
             batch = self._batch
             if batch is None:
-                batch = self._batch = await _Batch.open(self._writer, int(self.timeout * 1000))
+                batch = self._batch = await self._open_batch()
             # Written out rather than begin_nested(): SQLAlchemy compiles that anew each time.
             batch.dbapi_connection.execute("SAVEPOINT writer")
         except BaseException:
@@ -289,11 +285,35 @@ class SqliteEngine(StorageEngine):
             turn.release()
             return
         self._batch = None
+        committed = False
         try:
             _keep_search_index(batch.connection)
-            await batch.commit()
+            committed = await batch.commit()
         finally:
+            if not committed:
+                self._drop_writer_connection()
             turn.release()
+
+    async def _open_batch(self) -> _Batch:
+        try:
+            return await _Batch.open(self._writer_connection(), int(self.timeout * 1000))
+        except BaseException:
+            self._drop_writer_connection()
+            raise
+
+    def _writer_connection(self) -> SyncConnection:
+        """The one writer connection, held from batch to batch. Taken from its pool and
+        given back for each batch, the pool's checkout and return (events, a reset) cost
+        more than a whole batch's transaction control."""
+        if self._held_writer is None:
+            self._held_writer = self._writer.connect()
+        return self._held_writer
+
+    def _drop_writer_connection(self) -> None:
+        """Back to the pool, which resets it (rolls back whatever a failure left open)."""
+        held, self._held_writer = self._held_writer, None
+        if held is not None:
+            held.close()
 
     async def prepare_search(self) -> None:
         async with self.driver_snapshot() as reader:
@@ -426,6 +446,7 @@ class SqliteEngine(StorageEngine):
         return None  # the migration's write transaction holds the database
 
     async def close(self) -> None:
+        self._drop_writer_connection()
         self._writer.dispose()
         self._reader.dispose()
         while self._idle_readers:
