@@ -7,7 +7,7 @@ here as octets and each caller decides how to decode them.
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 
@@ -59,10 +59,24 @@ class WireParams:
         return name in self._values
 
 
+_PLUS_AS_SPACE = bytes.maketrans(b"+", b" ")
+
+
 def _parse(encoded: bytes) -> dict[str, bytes]:
-    # Latin-1 maps every octet to one code point, so encoding back gives the exact octets.
-    pairs = parse_qsl(encoded.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    """`name=value&...` as urllib's parse_qsl reads it (blank values kept, a pair without
+    `=` a blank value, empty pairs skipped), each value as its exact octets, the first of a
+    repeated name winning. Split and unescaped as octets, and each step once for the whole
+    string where it can be: parse_qsl works on text, pair by pair, and with a round trip
+    through Latin-1 for every value it took twice as long (a sixth of ingest's handler)."""
+    if b"+" in encoded:
+        encoded = encoded.translate(_PLUS_AS_SPACE)  # before unescaping: %2B is a plus
+    escaped = b"%" in encoded
     values: dict[str, bytes] = {}
-    for key, value in pairs:
-        values.setdefault(key, value.encode("latin-1"))
+    for pair in encoded.split(b"&"):
+        if pair:
+            name, _, value = pair.partition(b"=")
+            if escaped:
+                name, value = unquote_to_bytes(name), unquote_to_bytes(value)
+            # Latin-1 maps every octet to one code point: a name is its octets as text.
+            values.setdefault(name.decode("latin-1"), value)
     return values
