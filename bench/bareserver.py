@@ -14,7 +14,7 @@ connections), renders it as MC5 JSON (orjson), EAPI pipe text or mysms sync JSON
 answers. For ingest it reads the message's parameters from the query string and stores it
 with smsinbox's own batch statements (`store_batch`) as smsinbox's writers do: on SQLite one
 writer, a batch of whatever waits in one transaction, the search index's chunk, and a
-durable COMMIT in a thread; on PostgreSQL two lanes by recipient, each batch committing on
+durable COMMIT in a thread of its own that the loop waits to see begin; on PostgreSQL two lanes by recipient, each batch committing on
 its own (no upstream token check, no validation beyond the parameters). Its own no-op route
 is its ceiling.
 
@@ -42,9 +42,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 import zoneinfo
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -232,12 +234,25 @@ class Writer:
             connection.execute("PRAGMA synchronous=FULL")  # durable at each commit
             connection.execute("PRAGMA foreign_keys=ON")
 
+            committer = ThreadPoolExecutor(1)
+
+            def commit(began: threading.Event) -> None:
+                began.set()
+                connection.execute("COMMIT")
+
             async def write_sqlite(arrivals: list[Arrival]) -> None:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     await store_batch(SqliteDriver(connection), arrivals)
                     fts.index_chunk(connection, at_least=fts.CHUNK)
-                    await asyncio.to_thread(connection.execute, "COMMIT")
+                    # As smsinbox commits (store/sqlite.py): in a thread of its own, which
+                    # the loop waits to see begin (else it waits for the interpreter lock).
+                    began = threading.Event()
+                    committing = asyncio.get_running_loop().run_in_executor(
+                        committer, commit, began
+                    )
+                    began.wait(0.001)
+                    await committing
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
