@@ -14,9 +14,9 @@ connections), renders it as MC5 JSON (orjson), EAPI pipe text or mysms sync JSON
 answers. For ingest it reads the message's parameters from the query string and stores it
 with smsinbox's own batch statements (`store_batch`) as smsinbox's writers do: on SQLite one
 writer, a batch of whatever waits in one transaction, the search index's chunk, and a
-durable COMMIT in a thread of its own that the loop waits to see begin; on PostgreSQL two lanes by recipient, each batch committing on
-its own (no upstream token check, no validation beyond the parameters). Its own no-op route
-is its ceiling.
+durable COMMIT in a thread of its own that the loop waits to see begin; on PostgreSQL two
+lanes by recipient, each batch committing on its own (no upstream token check, no
+validation beyond the parameters). Its own no-op route is its ceiling.
 
 Over bench/run.py's 10k history (with `--accounts 1000`, its 1M one: ingest then goes to
 every account, as bench/run.py's does, and the polls read the first ten), `wrk` (32
