@@ -75,6 +75,8 @@ async def test_form_post_and_bearer_token(
     )
     assert response.status_code == 200
     assert response.headers["x-smsinbox-outcome"] == "stored"
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["content-length"] == "0"
     assert [text for _, text, _, _ in await stored(services)] == ["posted ☺"]
 
 

@@ -83,7 +83,7 @@ async def inbound_sms(request: Request) -> Response:
     # this handler's time.
     answer = Response(b"")
     answer.raw_headers += [
-        (b"content-type", b"text/plain"),
+        (b"content-type", b"text/plain; charset=utf-8"),  # as Starlette names text
         (b"x-smsinbox-outcome", _OUTCOMES[result.outcome]),
         # Unrouted messages are numbered apart; they get a message id when assigned.
         (b"x-smsinbox-unrouted-id" if result.unrouted else b"x-smsinbox-id", b"%d" % result.id),
