@@ -42,7 +42,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 import zoneinfo
@@ -79,6 +78,7 @@ from smsinbox.models import Encoding, InboundMessage
 from smsinbox.store import fts, inbox, sync
 from smsinbox.store.driver import AsyncpgDriver, SqliteDriver, numbered
 from smsinbox.store.ingest import MAX_BATCH, Arrival, store_batch
+from smsinbox.store.sqlite import handed_over
 
 ACCOUNTS = range(1, 11)
 CONNECTIONS = 4
@@ -236,23 +236,14 @@ class Writer:
 
             committer = ThreadPoolExecutor(1)
 
-            def commit(began: threading.Event) -> None:
-                began.set()
-                connection.execute("COMMIT")
-
             async def write_sqlite(arrivals: list[Arrival]) -> None:
                 connection.execute("BEGIN IMMEDIATE")
                 try:
                     await store_batch(SqliteDriver(connection), arrivals)
                     fts.index_chunk(connection, at_least=fts.CHUNK)
-                    # As smsinbox commits (store/sqlite.py): in a thread of its own, which
-                    # the loop waits to see begin (else it waits for the interpreter lock).
-                    began = threading.Event()
-                    committing = asyncio.get_running_loop().run_in_executor(
-                        committer, commit, began
-                    )
-                    began.wait(0.001)
-                    await committing
+                    # As smsinbox commits: in a thread of its own, which the loop waits to
+                    # see begin (else it waits for the interpreter lock).
+                    await handed_over(committer, lambda: connection.execute("COMMIT"))
                 except BaseException:
                     connection.execute("ROLLBACK")
                     raise
