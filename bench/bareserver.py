@@ -91,9 +91,9 @@ _ACCOUNT = "SELECT id, time_zone FROM accounts WHERE username = ?"
 _MC5 = inbox._TIME_WINDOW + inbox._ONE_DIRECTION + inbox._TIME_ORDER + " LIMIT ?"
 _EAPI = inbox._ID_WINDOW + inbox._ONE_DIRECTION + " ORDER BY id LIMIT ?"
 # A sync's statements as smsinbox's (its session look-up aside): the device's
-# acknowledgement (a durable write), the newest modseq, the changes, how far tombstones are
-# purged.
-_SYNC = (sync._ACKNOWLEDGE, sync._NEWEST, sync._CHANGES_KEPT, sync._PURGED)
+# acknowledgement (a durable write), then the changes beside the account's newest modseq and
+# how far tombstones are purged.
+_SYNC = (sync._ACKNOWLEDGE, sync._CHANGES_KEPT)
 _OPERATION_CREATED = 1
 _ORIGINS = {"sim": 0, "platform": 1, "app": 2}
 _STATUSES = {"received": 0, "retrieved": 0, "pending": 1, "scheduled": 1, "complete": 2,
@@ -175,10 +175,11 @@ def sync_answer(rows: list[Any]) -> bytes:
          "locked": bool(locked), "origin": _ORIGINS.get(origin, 1),
          "status": _STATUSES.get(status, 0), "dateSent": sent_at or received_at,
          "dateStatus": status_at or received_at, "deviceMessageId": device_message_id}
-        for (message_id, direction, counterpart, text, received_at, sent_at, status, status_at,
-             origin, read, locked, _, _, _, device_message_id) in rows
+        for (_, _, message_id, direction, counterpart, text, received_at, sent_at, status,
+             status_at, origin, read, locked, _, _, _, device_message_id) in rows
+        if message_id is not None  # the counters' row where nothing changed
     ]  # fmt: skip
-    state = rows[-1][12] if rows else 0
+    state = rows[-1][14] if rows and rows[-1][2] is not None else 0
     return orjson.dumps({"syncs": changes, "syncAcks": [], "syncState": state,
                          "syncMore": False, "syncResync": False})  # fmt: skip
 
@@ -311,12 +312,10 @@ class BareApp:
                 body = eapi_page(rows, self.zones.setdefault(zone, zoneinfo.ZoneInfo(zone)))
             else:
                 device = int(parse_qs(scope["query_string"].decode())["d"][0])
-                acknowledge, newest, changes, purged = _SYNC
+                acknowledge, changes = _SYNC
                 now = int(time.time() * 1000)
                 await self.reader.write(acknowledge, now, 0, 0, account_id, device, account_id)
-                await self.reader.fetch(newest, account_id)
-                rows = await self.reader.fetch(changes, account_id, 0, 1000)
-                await self.reader.fetch(purged, account_id)
+                rows = await self.reader.fetch(changes, account_id, 0, 1000, account_id)
                 body = sync_answer(rows)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),

@@ -9,15 +9,25 @@ from smsinbox.store import tables as t
 from smsinbox.store.base import StoreBase
 from smsinbox.store.rows import synced_from_rows
 
-_NEWEST = "SELECT last_modseq FROM account_counters WHERE account_id = ?"
-_PURGED = "SELECT purged_modseq FROM account_counters WHERE account_id = ?"
 # Only the columns a change shows: a sync of a thousand changes decoded every column of
 # every row and built a 24-field Message of each.
 _SYNCED_FIELDS = ", ".join(SyncedMessage._fields)  # names of our own columns, never input
 _CHANGED = f"SELECT {_SYNCED_FIELDS} FROM messages WHERE account_id = ? AND modseq > ?"  # noqa: S608
 _BY_MODSEQ = " ORDER BY modseq LIMIT ?"
-_CHANGES = _CHANGED + _BY_MODSEQ
-_CHANGES_KEPT = _CHANGED + " AND deleted = false" + _BY_MODSEQ
+# The changes beside the account's counters, in one statement and so in one snapshot: the
+# newest modseq (modseqs are taken under the account's counter lock, so every change up to it
+# has committed and the same snapshot sees it) and how far tombstones are purged (a purge
+# committed later is not seen, and the deletes it forgets are still among the changes). A
+# row of counters and nulls where nothing changed. On PostgreSQL three statements were three
+# round trips, each read in a snapshot of its own.
+_WITH_COUNTERS = (
+    "SELECT c.last_modseq, c.purged_modseq, "  # noqa: S608 (our own column names)
+    + ", ".join(f"m.{name}" for name in SyncedMessage._fields)
+    + " FROM account_counters c LEFT JOIN ({changed}) m ON true"
+    " WHERE c.account_id = ? ORDER BY m.modseq"
+)
+_CHANGES = _WITH_COUNTERS.format(changed=_CHANGED + _BY_MODSEQ)
+_CHANGES_KEPT = _WITH_COUNTERS.format(changed=_CHANGED + " AND deleted = false" + _BY_MODSEQ)
 
 
 # The device's acknowledged modseq raised to the one it acknowledges, capped by the newest
@@ -58,15 +68,11 @@ class SyncStore(StoreBase):
         # Driver level: a sync of a thousand changes spent most of its time in SQLAlchemy's
         # handling of the rows.
         async with self.db.driver_snapshot("list_changes") as driver:
-            # The newest modseq first: modseqs are taken under the account's counter lock, so
-            # every change up to it has committed and the query below sees it. How far
-            # tombstones are purged last: on PostgreSQL each statement reads a snapshot of its
-            # own, and a purge committed between them must not hide deletes from a device
-            # that is not told to resync.
-            newest = await driver.fetchval(_NEWEST, (account_id,))
-            rows = await driver.fetch(changed, (account_id, after_modseq, limit))
-            purged = await driver.fetchval(_PURGED, (account_id,))
-        return synced_from_rows(rows), int(purged), int(newest)
+            rows = await driver.fetch(changed, (account_id, after_modseq, limit, account_id))
+        if not rows:  # every account has its counters from its creation on
+            raise LookupError(f"account {account_id} has no counters")
+        newest, purged, first_id = rows[0][0], rows[0][1], rows[0][2]
+        return (synced_from_rows(rows) if first_id is not None else []), int(purged), int(newest)
 
     async def find_device_message(
         self, account_id: int, device_id: int, device_message_id: str
