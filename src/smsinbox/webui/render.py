@@ -69,19 +69,29 @@ def iso_time(epoch_ms: int, zone_name: str) -> str:
 
 
 def highlight(text: str, query: str) -> Markup:
-    """`text`, escaped, with each occurrence of a word of `query` in <mark>."""
-    words = sorted({word for word in query.split() if word}, key=len, reverse=True)
-    if not words:
+    """`text`, escaped, with each occurrence of a word of `query` in <mark>. Built as one
+    string and marked safe once: a page of a hundred results highlights two hundred, and
+    joining Markup objects (each join and concatenation escaping again) and compiling the
+    query's pattern for each cost 2.2 ms of a search page."""
+    pattern = _words_of(query)
+    if pattern is None:
         return escape(text)
-    pattern = re.compile("|".join(re.escape(word) for word in words), re.IGNORECASE)
     parts: list[str] = []
     last = 0
     for match in pattern.finditer(text):
-        parts.append(escape(text[last : match.start()]))
-        parts.append(Markup("<mark>") + escape(match.group()) + Markup("</mark>"))
+        parts += (escape(text[last : match.start()]), "<mark>", escape(match.group()), "</mark>")
         last = match.end()
     parts.append(escape(text[last:]))
-    return Markup("").join(parts)
+    return Markup("".join(parts))  # noqa: S704 (every piece of the text is escaped above)
+
+
+@functools.lru_cache(maxsize=64)
+def _words_of(query: str) -> re.Pattern[str] | None:
+    """A pattern matching any word of `query`, the longest first, whatever its case."""
+    words = sorted({word for word in query.split() if word}, key=len, reverse=True)
+    if not words:
+        return None
+    return re.compile("|".join(re.escape(word) for word in words), re.IGNORECASE)
 
 
 def thread_path(counterpart: str, **query: str) -> str:
