@@ -91,9 +91,8 @@ _ACCOUNT = "SELECT id, time_zone FROM accounts WHERE username = ?"
 _MC5 = inbox._TIME_WINDOW + inbox._ONE_DIRECTION + inbox._TIME_ORDER + " LIMIT ?"
 _EAPI = inbox._ID_WINDOW + inbox._ONE_DIRECTION + " ORDER BY id LIMIT ?"
 # A sync's statements as smsinbox's (its session look-up aside): the device's
-# acknowledgement (a durable write), then the changes beside the account's newest modseq and
-# how far tombstones are purged.
-_SYNC = (sync._ACKNOWLEDGE, sync._CHANGES_KEPT)
+# acknowledgement (a durable write), then the changes and the account's newest modseq and
+# how far tombstones are purged (on SQLite two statements, on PostgreSQL one).
 _OPERATION_CREATED = 1
 _ORIGINS = {"sim": 0, "platform": 1, "app": 2}
 _STATUSES = {"received": 0, "retrieved": 0, "pending": 1, "scheduled": 1, "complete": 2,
@@ -312,10 +311,15 @@ class BareApp:
                 body = eapi_page(rows, self.zones.setdefault(zone, zoneinfo.ZoneInfo(zone)))
             else:
                 device = int(parse_qs(scope["query_string"].decode())["d"][0])
-                acknowledge, changes = _SYNC
                 now = int(time.time() * 1000)
-                await self.reader.write(acknowledge, now, 0, 0, account_id, device, account_id)
-                rows = await self.reader.fetch(changes, account_id, 0, 1000, account_id)
+                await self.reader.write(sync._ACKNOWLEDGE, now, 0, 0, account_id, device,
+                                        account_id)  # fmt: skip
+                if self.reader.sqlite is not None:
+                    await self.reader.fetch(sync._COUNTERS, account_id)
+                    rows = await self.reader.fetch(sync.CHANGES_PADDED.kept, account_id, 0, 1000)
+                else:
+                    rows = await self.reader.fetch(sync.CHANGES_JOINED.kept, account_id, 0, 1000,
+                                                   account_id)  # fmt: skip
                 body = sync_answer(rows)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),

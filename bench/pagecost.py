@@ -65,7 +65,11 @@ def pages(now_ms: int, engine: str) -> dict[str, Statements]:
         "mc5": lambda account: [(inbox._WATERMARK, (account,)),
                                 (mc5, (account, 1000, before, "in", 101))],
         "eapi": lambda account: [(eapi, (account, 0, "in", 1000))],
-        "sync": lambda account: [(sync._CHANGES_KEPT, (account, 0, 1000, account))],
+        "sync": lambda account: (
+            [(sync._COUNTERS, (account,)), (sync.CHANGES_PADDED.kept, (account, 0, 1000))]
+            if engine == "sqlite"
+            else [(sync.CHANGES_JOINED.kept, (account, 0, 1000, account))]
+        ),
     }  # fmt: skip
     if engine == "sqlite":
         found["search"] = lambda account: [searches[account]]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
 from sqlalchemy import func, select, text, update
 
 from smsinbox.models import SyncedMessage
@@ -14,21 +17,42 @@ from smsinbox.store.rows import synced_from_rows
 _SYNCED_FIELDS = ", ".join(SyncedMessage._fields)  # names of our own columns, never input
 _CHANGED = f"SELECT {_SYNCED_FIELDS} FROM messages WHERE account_id = ? AND modseq > ?"  # noqa: S608
 _BY_MODSEQ = " ORDER BY modseq LIMIT ?"
-# The changes beside the account's counters, in one statement and so in one snapshot: the
-# newest modseq (modseqs are taken under the account's counter lock, so every change up to it
-# has committed and the same snapshot sees it) and how far tombstones are purged (a purge
-# committed later is not seen, and the deletes it forgets are still among the changes). A
-# row of counters and nulls where nothing changed. On PostgreSQL three statements were three
-# round trips, each read in a snapshot of its own.
-_WITH_COUNTERS = (
+# Two ways to read the changes and the account's counters in one snapshot: the newest modseq
+# (modseqs are taken under the account's counter lock, so every change up to it has
+# committed and the same snapshot sees it) and how far tombstones are purged (a purge
+# committed later is not seen, and the deletes it forgets are still among the changes).
+# PostgreSQL reads each statement in a snapshot of its own, and each is a round trip: the
+# counters come in every row of the changes, one statement, a row of counters and nulls
+# where nothing changed (three statements before, read newest first, purged last).
+_JOINED = (
     "SELECT c.last_modseq, c.purged_modseq, "  # noqa: S608 (our own column names)
     + ", ".join(f"m.{name}" for name in SyncedMessage._fields)
     + " FROM account_counters c LEFT JOIN ({changed}) m ON true"
     " WHERE c.account_id = ? ORDER BY m.modseq"
 )
-_CHANGES = _WITH_COUNTERS.format(changed=_CHANGED + _BY_MODSEQ)
-_CHANGES_KEPT = _WITH_COUNTERS.format(changed=_CHANGED + " AND deleted = false" + _BY_MODSEQ)
+# SQLite's read transaction is the snapshot and a statement costs no round trip, while the
+# joined statement had it copy the thousand rows into a temporary table and sort them again
+# (4.1 ms against 3.0 ms for a sync's statements over the 10k history): the counters first,
+# then the changes with two empty columns, in the joined statement's shape.
+_COUNTERS = "SELECT last_modseq, purged_modseq FROM account_counters WHERE account_id = ?"
+_PADDED = f"SELECT NULL, NULL, {_SYNCED_FIELDS} FROM messages WHERE account_id = ? AND modseq > ?"  # noqa: S608
 
+
+class ChangeStatements(NamedTuple):
+    """An engine's statements of the changes: with deletes, and without (a first sync)."""
+
+    all: str
+    kept: str
+
+
+_KEPT = " AND deleted = false"
+CHANGES_JOINED = ChangeStatements(  # parameters: account, after, limit, account
+    _JOINED.format(changed=_CHANGED + _BY_MODSEQ),
+    _JOINED.format(changed=_CHANGED + _KEPT + _BY_MODSEQ),
+)
+CHANGES_PADDED = ChangeStatements(  # parameters: account, after, limit
+    _PADDED + _BY_MODSEQ, _PADDED + _KEPT + _BY_MODSEQ
+)
 
 # The device's acknowledged modseq raised to the one it acknowledges, capped by the newest
 # that exists (MAX: a row even for an account without counters), never lowered. CASE, not
@@ -64,15 +88,24 @@ class SyncStore(StoreBase):
         """Up to `limit` messages changed after `after_modseq`, in modseq order; the modseq
         below which tombstones have been purged; and the newest modseq committed before the
         messages were read (every change up to it is among them or before them)."""
-        changed = _CHANGES if include_deleted else _CHANGES_KEPT
         # Driver level: a sync of a thousand changes spent most of its time in SQLAlchemy's
         # handling of the rows.
+        counters: Sequence[Any] | None
         async with self.db.driver_snapshot("list_changes") as driver:
-            rows = await driver.fetch(changed, (account_id, after_modseq, limit, account_id))
-        if not rows:  # every account has its counters from its creation on
+            if driver.remote:
+                joined = CHANGES_JOINED.all if include_deleted else CHANGES_JOINED.kept
+                rows = await driver.fetch(joined, (account_id, after_modseq, limit, account_id))
+                counters = (rows[0][0], rows[0][1]) if rows else None
+                if rows and rows[0][2] is None:
+                    rows = []  # nothing changed: the counters' row alone
+            else:
+                counters = await driver.fetchrow(_COUNTERS, (account_id,))
+                padded = CHANGES_PADDED.all if include_deleted else CHANGES_PADDED.kept
+                rows = await driver.fetch(padded, (account_id, after_modseq, limit))
+        if counters is None:  # every account has its counters from its creation on
             raise LookupError(f"account {account_id} has no counters")
-        newest, purged, first_id = rows[0][0], rows[0][1], rows[0][2]
-        return (synced_from_rows(rows) if first_id is not None else []), int(purged), int(newest)
+        newest, purged = counters
+        return synced_from_rows(rows), int(purged), int(newest)
 
     async def find_device_message(
         self, account_id: int, device_id: int, device_message_id: str
