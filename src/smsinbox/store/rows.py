@@ -72,11 +72,11 @@ def polled_from_rows(rows: Sequence[Sequence[Any]]) -> list[PolledMessage]:
 
 
 def synced_from_rows(rows: Sequence[Sequence[Any]]) -> list[SyncedMessage]:
-    """SyncedMessages from driver rows of two leading columns (the account's counters, which
-    store/sync.py reads beside its changes) and then their columns in field order (SQLite
-    gives its booleans as 0 and 1). Built with tuple.__new__ in one comprehension: a sync
-    reads a thousand, and the named tuple's own constructor, a call per row, cost twice as
-    much."""
+    """SyncedMessages from driver rows of two leading columns, then theirs in field order
+    (SQLite gives its booleans as 0 and 1). The leading two are the account's counters on
+    PostgreSQL and empty on SQLite (store/sync.py's two statement shapes); they are skipped.
+    Built with tuple.__new__ in one comprehension: a sync reads a thousand, and the named
+    tuple's own constructor, a call per row, cost twice as much."""
     directions, statuses, new, synced = _DIRECTIONS, _STATUSES, tuple.__new__, SyncedMessage
     return [
         new(synced, (message_id, directions[direction], counterpart, text, received_at, sent_at,
