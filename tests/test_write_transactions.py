@@ -59,24 +59,41 @@ async def test_writers_that_suspend_still_write_one_at_a_time(services: Services
     assert await _names(db) == [f"w{i:02}" for i in range(WRITERS)]
 
 
+async def _failing(db: Database) -> None:
+    async with db.transaction("test_failing") as connection:
+        await connection.execute(
+            text("INSERT INTO upstreams (name, token_hash, created_at) VALUES ('bad', 'x', 0)")
+        )
+        raise RuntimeError("this writer fails after writing")
+
+
 async def test_a_failing_writer_rolls_back_alone(services: Services) -> None:
     db = services.store.db
-
-    async def failing() -> None:
-        async with db.transaction("test_failing") as connection:
-            await connection.execute(
-                text("INSERT INTO upstreams (name, token_hash, created_at) VALUES ('bad', 'x', 0)")
-            )
-            raise RuntimeError("this writer fails after writing")
-
     outcomes = await asyncio.gather(
         *(_add_upstream(db, f"ok{i:02}", suspend=i % 2 == 0) for i in range(10)),
-        failing(),
+        _failing(db),
         *(_add_upstream(db, f"ok{i:02}") for i in range(10, 20)),
         return_exceptions=True,
     )
     assert [type(o).__name__ for o in outcomes if o is not None] == ["RuntimeError"]
     assert await _names(db) == [f"ok{i:02}" for i in range(20)]
+
+
+async def test_a_failing_first_writer_rolls_back_alone(services: Services) -> None:
+    # On SQLite the first writer of a group commit writes without a savepoint of its own,
+    # and its failure rolls back the whole transaction: the writers queued behind it go
+    # on in the next one.
+    db = services.store.db
+    outcomes = await asyncio.gather(
+        _failing(db),
+        *(_add_upstream(db, f"ok{i:02}", suspend=i % 3 == 0) for i in range(10)),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes if o is not None] == ["RuntimeError"]
+    with pytest.raises(RuntimeError):
+        await _failing(db)  # alone, with nobody waiting
+    await _add_upstream(db, "after")
+    assert await _names(db) == ["after", *(f"ok{i:02}" for i in range(10))]
 
 
 def _locked_by_another_process(path: str) -> sqlite3.Connection:

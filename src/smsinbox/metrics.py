@@ -15,7 +15,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from smsinbox import __version__
@@ -39,14 +39,14 @@ class Metrics:
         )
         # What the operator console shows as "received in the last minute".
         self._last_minute = _LastMinute()
-        self._ingested: dict[str, Counter] = {}
-        self.messages_ingested = Counter(
+        # Counted once for every incoming message, on the loop's thread.
+        self.messages_ingested = LoopCounter(
             "smsinbox_messages_ingested",
             "Incoming messages by outcome: stored, duplicate, unrouted, assigned (moved out "
             "of the unrouted box), rejected (bad input), failed (store unavailable).",
-            ["outcome"],
-            registry=self.registry,
+            ("outcome",),
         )
+        self.registry.register(self.messages_ingested)
         self.request_duration = LoopHistogram(
             "smsinbox_http_request_duration_seconds",
             "HTTP request latency by route, method and status.",
@@ -192,11 +192,7 @@ class Metrics:
         self.login_delays.labels(entry).observe(seconds)
 
     def count_ingest(self, outcome: str) -> None:
-        # The outcome's child looked up once: `labels` costs more than the count itself.
-        counter = self._ingested.get(outcome)
-        if counter is None:
-            counter = self._ingested[outcome] = self.messages_ingested.labels(outcome)
-        counter.inc()
+        self.messages_ingested.labels(outcome).count += 1
         if outcome in _RECEIVED:
             self._last_minute.count()
 
@@ -264,6 +260,40 @@ class LoopHistogram(Collector):
                 running += count
                 buckets.append((name, float(running)))
             family.add_metric(list(values), buckets, series.total)
+        yield family
+
+
+class LoopCount:
+    """One label set's count."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class LoopCounter(Collector):
+    """A counter counted from the event loop's thread only, as LoopHistogram observes:
+    prometheus_client's Counter takes a lock for every increment (0.46 µs, against 0.05 µs
+    for an attribute's). It has no `_created` series.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], LoopCount] = {}
+
+    def labels(self, *values: str) -> LoopCount:
+        series = self._series.get(values)
+        if series is None:
+            series = self._series[values] = LoopCount()
+        return series
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, series in list(self._series.items()):
+            family.add_metric(list(values), series.count)
         yield family
 
 

@@ -104,7 +104,10 @@ class Credential:
     revoked_at: int | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Not frozen: built for every incoming message, and a frozen dataclass's __init__ sets
+# each field through object.__setattr__ (3.0 against 0.9 us for ten fields). Nothing
+# changes one after it is built; none is hashed.
+@dataclasses.dataclass(slots=True)
 class InboundMessage:
     """An incoming SMS as an upstream delivered it, validated and decoded."""
 
@@ -127,7 +130,7 @@ class IngestOutcome(enum.StrEnum):
     UNROUTED = "unrouted"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: one per message (see InboundMessage)
 class IngestResult:
     """What happened to an inbound message; `id` is the message id, or the unrouted id."""
 

@@ -46,7 +46,7 @@ log = logging.getLogger("smsinbox.bruteforce")
 WARN_EVERY_S = 60.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: one per login or delivery
 class Attempt:
     """One admitted attempt, to report back as failed or succeeded."""
 

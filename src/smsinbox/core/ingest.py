@@ -24,7 +24,7 @@ MAX_UPSTREAM_ID = 128
 OutcomeListener = Callable[[str], None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: one per message (see InboundMessage)
 class RawInbound:
     """An incoming message as an upstream sent it, before any validation.
 

@@ -47,11 +47,10 @@ class LocalWindows:
 
     def stats(self, item: limits.RateLimitItem, key: str) -> tuple[int, float]:
         """(events in the window, seconds until its oldest event leaves it)."""
+        if key not in self._hits:
+            return 0, 0.0  # the common case, asked on every login: no clock read for it
         now = time.monotonic()
         window = item.get_expiry()
-        hits = self._hits.get(key)
-        if hits is None:
-            return 0, 0.0
         hits = self._current(key, now, window)
         if not hits:
             return 0, 0.0

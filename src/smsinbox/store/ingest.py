@@ -116,7 +116,9 @@ class _Conversation:
     snippet: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# The batch's value types are not frozen: built per message or per batch, and a frozen
+# dataclass's __init__ sets each field through object.__setattr__ (see InboundMessage).
+@dataclasses.dataclass(slots=True)
 class Arrival:
     """One incoming message to store: received at `now`, threaded within the window."""
 
@@ -128,7 +130,7 @@ class Arrival:
 UpstreamKey = tuple[int | None, str]  # (upstream, its id for the message)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _Position:
     """Where an account's messages of a batch go: the last of the sequence numbers and
     modseqs the batch took, and their receive time."""
@@ -138,7 +140,7 @@ class _Position:
     received_at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _Written:
     """What a batch's write gave: the ids of its routed and unrouted messages by index in
     the batch, and whether any push delivery was queued."""
@@ -373,7 +375,7 @@ class _RowByRow:
         return bool(deliveries)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _MessageRow:
     index: int  # in the batch's arrivals
     account_id: int
