@@ -276,6 +276,14 @@ def ingest_script(token: str, accounts: int) -> Path:
     )
 
 
+# A wrk script, or what makes a new one for each run (ingest_script: new messages each time).
+Script = Path | None | Callable[[], Path]
+
+
+def made(script: Script) -> Path | None:
+    return script() if callable(script) else script
+
+
 def run_wrk(
     wrk: str, url: str, script: Path | None, duration: int, connections: int
 ) -> dict[str, Any]:
@@ -463,7 +471,8 @@ class Run:
                 ),
                 # A device 1,000 changes behind: each request answers the same 1,000.
                 "sync_1000": (server.url, posting("/json/user/message/sync", syncs)),
-                "ingest": (server.url, ingest_script(self.token, self.accounts)),
+                # A script for each round: a round sends new messages, not the last one's.
+                "ingest": (server.url, lambda: ingest_script(self.token, self.accounts)),
             })  # fmt: skip
             self.half_rate("mc5_poll", mc5)
             self.half_rate("eapi_poll", eapi)
@@ -526,7 +535,7 @@ class Run:
         print(f"  {name:19} {figures['rps']:>9,.0f} /s{latency}"
               f"  ({took:.1f} s, {began:%H:%M:%S}-{ended:%H:%M:%S} UTC)")  # fmt: skip
 
-    def saturated(self, runs: dict[str, tuple[str, Path | None]]) -> None:
+    def saturated(self, runs: dict[str, tuple[str, Script]]) -> None:
         """Each route with wrk at the mode's connections, closed loop.
 
         A route's rate is measured in rounds with the ceiling between them (`beside_ceiling`);
@@ -538,15 +547,15 @@ class Run:
             started = time.monotonic()
             if name == "ceiling" or name.endswith("_1c") or not self.mode["rounds"]:
                 connections = 1 if name.endswith("_1c") else self.mode["connections"]
-                figures = run_wrk(self.wrk, url, script, self.mode["duration"], connections)
+                figures = run_wrk(self.wrk, url, made(script), self.mode["duration"], connections)
             else:
                 figures = self.rate_beside_ceiling(url, script)
             self.record(name, figures, started)
 
-    def rate_beside_ceiling(self, url: str, script: Path | None) -> dict[str, Any]:
+    def rate_beside_ceiling(self, url: str, script: Script) -> dict[str, Any]:
         connections = self.mode["connections"]
         [figures] = self.beside_ceiling(
-            lambda seconds: [run_wrk(self.wrk, url, script, seconds, connections)]
+            lambda seconds: [run_wrk(self.wrk, url, made(script), seconds, connections)]
         )
         return figures
 
@@ -594,11 +603,17 @@ class Run:
         self.warm_credentials()
         settle(self.server.url)
         started = time.monotonic()
-        loads = [(self.server.url, ingest_script(self.token, self.accounts)),
-                 (self.server.url, rotating(mc5))]  # fmt: skip
+        polls_script = rotating(mc5)
         ingest, polls = self.beside_ceiling(
-            lambda seconds: run_wrk_together(self.wrk, loads, seconds, self.mode["connections"])
-        )
+            lambda seconds: run_wrk_together(
+                self.wrk,
+                # New messages in each round (ingest_script).
+                [(self.server.url, ingest_script(self.token, self.accounts)),
+                 (self.server.url, polls_script)],
+                seconds,
+                self.mode["connections"],
+            )
+        )  # fmt: skip
         self.record("ingest_polled", ingest, started)
         self.record("mc5_poll_ingesting", polls, started)
 
