@@ -62,6 +62,7 @@ from receiver import Receiver
 from run import (
     KANNEL_QUERY,
     NO_TOKEN,
+    NOOP_PATH,
     Server,
     ensure_wrk,
     free_port,
@@ -403,7 +404,7 @@ def compare(
                                                       in zip(names, devices, strict=True)])),
                 }),
                 "smsinbox": (smsinbox.url, {
-                    "ceiling": (smsinbox.url + "/_bench/noop", None),
+                    "ceiling": (smsinbox.url + NOOP_PATH, None),
                     "ingest": (smsinbox.url, None),
                     "mc5_poll": (smsinbox.url, rotating(mc5)),
                     "eapi_poll": (smsinbox.url, rotating(eapi)),
